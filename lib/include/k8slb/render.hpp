@@ -1,0 +1,66 @@
+#pragma once
+// Rendering: pure functions from assigned Services, their endpoints and node facts to
+// haproxy.cfg, nginx.conf and keepalived.conf. Decisions (which node owns a VIP, router IDs,
+// TLS, http mode) are made in a typed model first; printers only print it. Output is sorted and
+// deterministic. Values from Services never reach a config unchecked: a Service with a value
+// outside its grammar is left out and reported as a Problem naming the Service and field.
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "k8slb/error.hpp"
+#include "k8slb/model.hpp"
+#include "k8slb/node.hpp"
+#include "k8slb/pool.hpp"
+
+namespace k8slb::render {
+
+enum class Proxy { haproxy, nginx, kubeproxy };
+std::string_view to_string(Proxy proxy);
+Proxy parse_proxy(std::string_view text); // throws Error
+
+struct NodeFacts {
+  std::string node_name;                   // this node; empty when rendering offline
+  std::vector<model::Node> lb_nodes;       // every load-balancer node (sorted by name)
+  std::vector<node::Interface> interfaces; // this node's interfaces
+};
+
+struct Settings {
+  Proxy proxy = Proxy::haproxy;
+  std::string cert_dir = "/etc/certs";
+  std::string runtime_dir = "/run/k8slb"; // haproxy admin socket, pid files
+  int vrid_offset = 0;                     // added to every virtual_router_id
+  int advert_int_cs = 20;                  // VRRP advert interval, centiseconds (VRRPv3)
+  bool unicast = false;                    // unicast_peer lists from the nodes' InternalIPs
+  std::string vrrp_password;               // empty: no auth (VRRPv3 has none)
+  int min_server_slots = 8;                // haproxy server slots per backend, at least
+  std::string notify_script;               // keepalived notify script, empty: none
+};
+
+struct Input {
+  pool::Config config;
+  std::vector<model::Service> services;     // only those with ingress IPs are rendered
+  std::vector<model::EndpointSlice> slices;
+  NodeFacts node;
+  Settings settings;
+};
+
+struct Output {
+  std::map<std::string, std::string> files; // file name -> content, e.g. "haproxy.cfg"
+  std::vector<Problem> problems;            // Services (or ports) left out, and why
+};
+
+// The proxy's files ("haproxy.cfg" + "haproxy-servers.json", or "nginx.conf"); empty for
+// kubeproxy.
+Output render_proxy(const Input& input);
+// "keepalived.conf".
+Output render_keepalived(const Input& input);
+// Both.
+Output render_all(const Input& input);
+
+// Which load-balancer node is first choice for a VIP: rendezvous hashing over node names,
+// so a node joining or leaving moves only the VIPs it gains or loses. Empty when no nodes.
+std::string owner_of(const std::string& vip, const std::vector<std::string>& node_names);
+
+} // namespace k8slb::render

@@ -1,0 +1,13 @@
+#pragma once
+// k8slb-apply has two subcommands: `cluster` (write status and Events to the API) and `node`
+// (install, check and reload daemon configs). Each adds itself to the app; when it is the one
+// selected on the command line, `run` is set to the function that runs it.
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace k8slb_apply {
+void add_cluster_command(CLI::App& app, std::function<int()>& run);
+void add_node_command(CLI::App& app, std::function<int()>& run);
+} // namespace k8slb_apply

@@ -1,0 +1,9 @@
+// Placeholder until the node side lands; replaced by its owner.
+#include "commands.hpp"
+
+namespace k8slb_apply {
+void add_node_command(CLI::App& app, std::function<int()>& run) {
+  auto* sub = app.add_subcommand("node", "not built yet");
+  sub->callback([&run] { run = [] { return 1; }; });
+}
+} // namespace k8slb_apply
