@@ -18,7 +18,8 @@ enum class Outcome {
   kept,     // the Service keeps the IPs it already had
   assigned, // new IPs (or changed: e.g. a second family added)
   failed,   // no IP: see problem
-  skipped,  // not ours (not type LoadBalancer, other loadBalancerClass)
+  skipped,  // not ours (not type LoadBalancer, other loadBalancerClass) and holds no IP
+  released, // not ours any more (type changed, class changed) but still holds IPs: free them
 };
 std::string_view to_string(Outcome outcome);
 
@@ -38,5 +39,24 @@ struct Options {
 // Results sorted by namespace/name, one per input Service.
 std::vector<Result> allocate(const std::vector<model::Service>& services,
                              const pool::Config& config, const Options& options = {});
+
+// Publishing: turns results into the document k8slb-allocate prints and k8slb-apply cluster
+// reads. Returns a `v1 List` holding every input item, with each Service's
+// status.loadBalancer.ingress set to its desired value ([{ip, ipMode}] per IP; [] when
+// released), followed by one core/v1 Event per Service whose desired status differs from the
+// status it came in with (reason IPAllocated or IPReleased, type Normal; or StatusUpdated when
+// only ipMode changed) and one per failed Service (reason AllocationFailed / InvalidService,
+// type Warning, message = Problem::to_string()). Event shape:
+//   {apiVersion: v1, kind: Event, metadata: {namespace, generateName: "<svc>."},
+//    involvedObject: {apiVersion: v1, kind: Service, namespace, name, uid, resourceVersion},
+//    reason, message, type, source: {component: "k8slb"}, reportingComponent: "k8slb"}
+// k8slb-apply cluster writes the status of every Service that has an IPAllocated, IPReleased
+// or StatusUpdated Event in the same document, then posts the Events.
+struct PublishOptions {
+  std::string ip_mode = "Proxy"; // "Proxy" (haproxy, nginx) or "VIP" (kube-proxy)
+};
+nlohmann::json publish(const std::vector<nlohmann::json>& items,
+                       const std::vector<model::Service>& services,
+                       const std::vector<Result>& results, const PublishOptions& options = {});
 
 } // namespace k8slb::allocate
