@@ -1,0 +1,294 @@
+#include "k8slb/model.hpp"
+
+#include <algorithm>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "k8slb/error.hpp"
+
+namespace k8slb::model {
+
+namespace {
+
+// Reads Kubernetes JSON with errors that name the object and the field.
+class Reader {
+public:
+  explicit Reader(std::string object) : object_(std::move(object)) {}
+
+  const std::string& object() const { return object_; }
+
+  [[noreturn]] void fail(const std::string& field, const std::string& message) const {
+    k8slb::fail(object_, field, message);
+  }
+
+  std::string string(const json& parent, const char* key, const std::string& field) const {
+    if (!parent.is_object() || !parent.contains(key) || parent[key].is_null()) return {};
+    const json& value = parent[key];
+    if (!value.is_string()) fail(field, fmt::format("must be a string, not {}", value.type_name()));
+    return value.get<std::string>();
+  }
+
+  int integer(const json& parent, const char* key, const std::string& field) const {
+    if (!parent.is_object() || !parent.contains(key) || parent[key].is_null()) return 0;
+    const json& value = parent[key];
+    if (!value.is_number_integer()) fail(field, fmt::format("must be an integer, not {}", value.dump()));
+    long long v = value.get<long long>();
+    if (v < 0 || v > 65535) fail(field, fmt::format("{} is out of range", v));
+    return static_cast<int>(v);
+  }
+
+  std::map<std::string, std::string> string_map(const json& parent, const char* key,
+                                                const std::string& field) const {
+    std::map<std::string, std::string> out;
+    if (!parent.is_object() || !parent.contains(key) || parent[key].is_null()) return out;
+    const json& value = parent[key];
+    if (!value.is_object()) fail(field, "must be an object of strings");
+    for (const auto& [k, v] : value.items()) {
+      if (!v.is_string()) fail(fmt::format("{}[{}]", field, k), "must be a string");
+      out[k] = v.get<std::string>();
+    }
+    return out;
+  }
+
+  std::vector<std::string> string_list(const json& parent, const char* key,
+                                       const std::string& field) const {
+    std::vector<std::string> out;
+    if (!parent.is_object() || !parent.contains(key) || parent[key].is_null()) return out;
+    const json& value = parent[key];
+    if (!value.is_array()) fail(field, "must be a list of strings");
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      if (!value[i].is_string()) fail(fmt::format("{}[{}]", field, i), "must be a string");
+      out.push_back(value[i].get<std::string>());
+    }
+    return out;
+  }
+
+private:
+  std::string object_;
+};
+
+const json& member(const json& parent, const char* key) {
+  static const json empty = json::object();
+  if (parent.is_object() && parent.contains(key) && parent[key].is_object()) return parent[key];
+  return empty;
+}
+
+std::string object_key(const json& object) {
+  const json& metadata = member(object, "metadata");
+  std::string ns = metadata.value("namespace", "");
+  std::string name = metadata.value("name", "");
+  if (ns.empty()) return name;
+  return ns + "/" + name;
+}
+
+Reader reader_for(const json& object, const char* kind) {
+  if (!object.is_object()) throw Error(fmt::format("{}: not an object", kind));
+  const json& metadata = member(object, "metadata");
+  if (!metadata.contains("name") || !metadata["name"].is_string() ||
+      metadata["name"].get<std::string>().empty())
+    fail(kind, "metadata.name", "is required");
+  return Reader(object_key(object));
+}
+
+} // namespace
+
+std::string Service::annotation(const std::string& key) const {
+  auto it = annotations.find(key);
+  return it == annotations.end() ? std::string() : it->second;
+}
+
+Service parse_service(const json& object) {
+  Reader r = reader_for(object, "Service");
+  const json& metadata = member(object, "metadata");
+  const json& spec = member(object, "spec");
+  Service s;
+  s.name = r.string(metadata, "name", "metadata.name");
+  s.ns = r.string(metadata, "namespace", "metadata.namespace");
+  if (s.ns.empty()) s.ns = "default";
+  r = Reader(s.key());
+  s.uid = r.string(metadata, "uid", "metadata.uid");
+  s.resource_version = r.string(metadata, "resourceVersion", "metadata.resourceVersion");
+  s.annotations = r.string_map(metadata, "annotations", "metadata.annotations");
+  s.type = r.string(spec, "type", "spec.type");
+  if (s.type.empty()) s.type = "ClusterIP";
+  s.lb_class = r.string(spec, "loadBalancerClass", "spec.loadBalancerClass");
+  s.selector = r.string_map(spec, "selector", "spec.selector");
+  s.load_balancer_ip = r.string(spec, "loadBalancerIP", "spec.loadBalancerIP");
+  s.ip_families = r.string_list(spec, "ipFamilies", "spec.ipFamilies");
+  s.ip_family_policy = r.string(spec, "ipFamilyPolicy", "spec.ipFamilyPolicy");
+  s.source_ranges = r.string_list(spec, "loadBalancerSourceRanges", "spec.loadBalancerSourceRanges");
+  if (spec.contains("ports") && !spec["ports"].is_null()) {
+    const json& ports = spec["ports"];
+    if (!ports.is_array()) r.fail("spec.ports", "must be a list");
+    for (std::size_t i = 0; i < ports.size(); ++i) {
+      std::string field = fmt::format("spec.ports[{}]", i);
+      const json& p = ports[i];
+      if (!p.is_object()) r.fail(field, "must be an object");
+      ServicePort port;
+      port.name = r.string(p, "name", field + ".name");
+      port.protocol = r.string(p, "protocol", field + ".protocol");
+      if (port.protocol.empty()) port.protocol = "TCP";
+      port.port = r.integer(p, "port", field + ".port");
+      if (port.port == 0) r.fail(field + ".port", "is required and must be 1-65535");
+      port.node_port = r.integer(p, "nodePort", field + ".nodePort");
+      if (p.contains("targetPort") && !p["targetPort"].is_null()) {
+        const json& target = p["targetPort"];
+        if (target.is_string()) {
+          std::string text = target.get<std::string>();
+          bool numeric = !text.empty() && std::all_of(text.begin(), text.end(), ::isdigit);
+          if (numeric && text.size() <= 5 && std::stoi(text) <= 65535 && std::stoi(text) > 0)
+            port.target_port = std::stoi(text);
+          else
+            port.target_port_name = text;
+        } else {
+          port.target_port = r.integer(p, "targetPort", field + ".targetPort");
+        }
+      }
+      if (port.target_port == 0 && port.target_port_name.empty()) port.target_port = port.port;
+      s.ports.push_back(std::move(port));
+    }
+  }
+  const json& status = member(object, "status");
+  const json& lb = member(status, "loadBalancer");
+  if (lb.contains("ingress") && lb["ingress"].is_array()) {
+    const json& ingress = lb["ingress"];
+    for (std::size_t i = 0; i < ingress.size(); ++i) {
+      std::string ip = r.string(ingress[i], "ip", fmt::format("status.loadBalancer.ingress[{}].ip", i));
+      if (!ip.empty()) s.ingress_ips.push_back(ip);
+    }
+  }
+  return s;
+}
+
+EndpointSlice parse_endpoint_slice(const json& object) {
+  Reader r = reader_for(object, "EndpointSlice");
+  const json& metadata = member(object, "metadata");
+  EndpointSlice slice;
+  slice.name = r.string(metadata, "name", "metadata.name");
+  slice.ns = r.string(metadata, "namespace", "metadata.namespace");
+  if (slice.ns.empty()) slice.ns = "default";
+  r = Reader(slice.ns + "/" + slice.name);
+  auto labels = r.string_map(metadata, "labels", "metadata.labels");
+  slice.service_name = labels["kubernetes.io/service-name"];
+  slice.address_type = r.string(object, "addressType", "addressType");
+  if (object.contains("endpoints") && object["endpoints"].is_array()) {
+    const json& endpoints = object["endpoints"];
+    for (std::size_t i = 0; i < endpoints.size(); ++i) {
+      std::string field = fmt::format("endpoints[{}]", i);
+      const json& e = endpoints[i];
+      Endpoint endpoint;
+      endpoint.addresses = r.string_list(e, "addresses", field + ".addresses");
+      const json& conditions = member(e, "conditions");
+      auto flag = [&](const char* key, bool fallback) {
+        if (!conditions.contains(key) || conditions[key].is_null()) return fallback;
+        if (!conditions[key].is_boolean()) r.fail(field + ".conditions." + key, "must be a boolean");
+        return conditions[key].get<bool>();
+      };
+      endpoint.ready = flag("ready", true);
+      endpoint.serving = flag("serving", endpoint.ready);
+      endpoint.terminating = flag("terminating", false);
+      endpoint.node_name = r.string(e, "nodeName", field + ".nodeName");
+      const json& target = member(e, "targetRef");
+      std::string target_name = r.string(target, "name", field + ".targetRef.name");
+      if (!target_name.empty()) {
+        std::string target_ns = r.string(target, "namespace", field + ".targetRef.namespace");
+        endpoint.target = target_ns.empty() ? target_name : target_ns + "/" + target_name;
+      }
+      slice.endpoints.push_back(std::move(endpoint));
+    }
+  }
+  if (object.contains("ports") && object["ports"].is_array()) {
+    const json& ports = object["ports"];
+    for (std::size_t i = 0; i < ports.size(); ++i) {
+      std::string field = fmt::format("ports[{}]", i);
+      EndpointPort port;
+      port.name = r.string(ports[i], "name", field + ".name");
+      port.protocol = r.string(ports[i], "protocol", field + ".protocol");
+      if (port.protocol.empty()) port.protocol = "TCP";
+      port.port = r.integer(ports[i], "port", field + ".port");
+      slice.ports.push_back(std::move(port));
+    }
+  }
+  return slice;
+}
+
+Node parse_node(const json& object) {
+  Reader r = reader_for(object, "Node");
+  const json& metadata = member(object, "metadata");
+  Node node;
+  node.name = r.string(metadata, "name", "metadata.name");
+  node.labels = r.string_map(metadata, "labels", "metadata.labels");
+  const json& status = member(object, "status");
+  if (status.contains("addresses") && status["addresses"].is_array()) {
+    for (const auto& address : status["addresses"]) {
+      if (address.is_object() && address.value("type", "") == "InternalIP" &&
+          address.contains("address") && address["address"].is_string())
+        node.internal_ips.push_back(address["address"].get<std::string>());
+    }
+  }
+  if (status.contains("conditions") && status["conditions"].is_array()) {
+    for (const auto& condition : status["conditions"]) {
+      if (condition.is_object() && condition.value("type", "") == "Ready")
+        node.ready = condition.value("status", "True") == "True";
+    }
+  }
+  return node;
+}
+
+Snapshot make_snapshot(std::vector<json> items, const std::string& config_map_key) {
+  Snapshot snapshot;
+  for (const auto& item : items) {
+    if (!item.is_object()) continue;
+    std::string kind = item.value("kind", "");
+    try {
+      if (kind == "Service") {
+        snapshot.services.push_back(parse_service(item));
+      } else if (kind == "EndpointSlice") {
+        snapshot.slices.push_back(parse_endpoint_slice(item));
+      } else if (kind == "Node") {
+        snapshot.nodes.push_back(parse_node(item));
+      } else if (kind == "ConfigMap" && object_key(item) == config_map_key) {
+        snapshot.config_map = item;
+      }
+    } catch (const Error& e) {
+      snapshot.errors.push_back(e.what());
+    }
+  }
+  snapshot.items = std::move(items);
+  auto by_key = [](const auto& a, const auto& b) {
+    return std::tie(a.ns, a.name) < std::tie(b.ns, b.name);
+  };
+  std::sort(snapshot.services.begin(), snapshot.services.end(), by_key);
+  std::sort(snapshot.slices.begin(), snapshot.slices.end(), by_key);
+  std::sort(snapshot.nodes.begin(), snapshot.nodes.end(),
+            [](const Node& a, const Node& b) { return a.name < b.name; });
+  return snapshot;
+}
+
+std::vector<Backend> backends_for(const Service& service, const ServicePort& port,
+                                  const std::vector<EndpointSlice>& slices) {
+  std::set<Backend> found;
+  for (const auto& slice : slices) {
+    if (slice.ns != service.ns || slice.service_name != service.name) continue;
+    if (slice.address_type == "FQDN") continue;
+    // kube-proxy matches a Service port to the slice port of the same name (both empty for
+    // an unnamed port) and protocol; the slice's port number is the one to connect to.
+    const EndpointPort* match = nullptr;
+    for (const auto& candidate : slice.ports) {
+      if (candidate.name == port.name && candidate.protocol == port.protocol) {
+        match = &candidate;
+        break;
+      }
+    }
+    if (match == nullptr || match->port == 0) continue;
+    for (const auto& endpoint : slice.endpoints) {
+      if (!endpoint.ready) continue;
+      for (const auto& address : endpoint.addresses)
+        found.insert(Backend{address, match->port, endpoint.target});
+    }
+  }
+  return {found.begin(), found.end()};
+}
+
+} // namespace k8slb::model
