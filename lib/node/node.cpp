@@ -1,0 +1,151 @@
+#include "k8slb/node.hpp"
+
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "k8slb/error.hpp"
+
+namespace k8slb::node {
+
+namespace {
+
+int prefix_length(const sockaddr* netmask) {
+  if (netmask == nullptr) return 0;
+  const unsigned char* bytes = nullptr;
+  std::size_t size = 0;
+  if (netmask->sa_family == AF_INET) {
+    bytes = reinterpret_cast<const unsigned char*>(&reinterpret_cast<const sockaddr_in*>(netmask)->sin_addr);
+    size = 4;
+  } else if (netmask->sa_family == AF_INET6) {
+    bytes = reinterpret_cast<const sockaddr_in6*>(netmask)->sin6_addr.s6_addr;
+    size = 16;
+  }
+  int length = 0;
+  for (std::size_t i = 0; i < size; ++i) length += __builtin_popcount(bytes[i]);
+  return length;
+}
+
+std::optional<ip::Address> address_of(const sockaddr* address) {
+  if (address == nullptr) return std::nullopt;
+  if (address->sa_family == AF_INET) {
+    uint32_t v = ntohl(reinterpret_cast<const sockaddr_in*>(address)->sin_addr.s_addr);
+    return ip::Address(ip::Family::v4, v);
+  }
+  if (address->sa_family == AF_INET6) {
+    ip::u128 v = 0;
+    for (unsigned char byte : reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr.s6_addr)
+      v = (v << 8) | byte;
+    return ip::Address(ip::Family::v6, v);
+  }
+  return std::nullopt;
+}
+
+// How well an interface address serves a pool: 2 when its prefix contains the pool's whole
+// network, 1 when the two only overlap, 0 when unrelated.
+int fit(const ip::Prefix& prefix, const pool::Pool& pool) {
+  if (prefix.address.family() != pool.family()) return 0;
+  ip::Range block = prefix.network();
+  if (block.contains(pool.network)) return 2;
+  if (block.overlaps(pool.network)) return 1;
+  return 0;
+}
+
+} // namespace
+
+std::vector<Interface> interfaces_from_ip_json(const nlohmann::json& document) {
+  if (!document.is_array()) throw Error("ip -j addr: expected a JSON list of interfaces");
+  std::vector<Interface> interfaces;
+  for (std::size_t i = 0; i < document.size(); ++i) {
+    const auto& entry = document[i];
+    std::string where = fmt::format("ip -j addr: [{}]", i);
+    if (!entry.is_object() || !entry.contains("ifname") || !entry["ifname"].is_string())
+      fail(where, "ifname", "is required");
+    Interface interface;
+    interface.name = entry["ifname"].get<std::string>();
+    if (entry.contains("flags") && entry["flags"].is_array()) {
+      interface.up = std::find(entry["flags"].begin(), entry["flags"].end(), "UP") != entry["flags"].end();
+    }
+    if (entry.contains("addr_info") && entry["addr_info"].is_array()) {
+      for (const auto& info : entry["addr_info"]) {
+        if (!info.is_object() || !info.contains("local") || !info["local"].is_string()) continue;
+        std::string family = info.value("family", "");
+        if (family != "inet" && family != "inet6") continue;
+        ip::Address address;
+        try {
+          address = ip::Address::parse(info["local"].get<std::string>());
+        } catch (const Error& e) {
+          fail(where, "addr_info.local", e.what());
+        }
+        int length = info.value("prefixlen", ip::bits(address.family()));
+        interface.addresses.push_back(ip::Prefix{address, length});
+      }
+    }
+    interfaces.push_back(std::move(interface));
+  }
+  std::sort(interfaces.begin(), interfaces.end(),
+            [](const Interface& a, const Interface& b) { return a.name < b.name; });
+  return interfaces;
+}
+
+std::vector<Interface> read_interfaces() {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) throw Error(fmt::format("getifaddrs: {}", std::strerror(errno)));
+  std::map<std::string, Interface> by_name;
+  for (ifaddrs* entry = list; entry != nullptr; entry = entry->ifa_next) {
+    Interface& interface = by_name[entry->ifa_name];
+    interface.name = entry->ifa_name;
+    interface.up = (entry->ifa_flags & IFF_UP) != 0;
+    if (auto address = address_of(entry->ifa_addr))
+      interface.addresses.push_back(ip::Prefix{*address, prefix_length(entry->ifa_netmask)});
+  }
+  freeifaddrs(list);
+  std::vector<Interface> interfaces;
+  for (auto& [name, interface] : by_name) {
+    std::sort(interface.addresses.begin(), interface.addresses.end());
+    interfaces.push_back(std::move(interface));
+  }
+  return interfaces;
+}
+
+std::string select_interface(const pool::Pool& pool, const std::vector<Interface>& interfaces) {
+  std::string object = "pools." + pool.name;
+  if (!pool.interface.empty()) {
+    if (interfaces.empty()) return pool.interface; // nothing known about this node: trust it
+    for (const auto& interface : interfaces)
+      if (interface.name == pool.interface) return pool.interface;
+    fail(object, "interface", fmt::format("no interface named '{}' on this node", pool.interface));
+  }
+  // Best: an address whose prefix contains the whole pool network; then one that overlaps it.
+  // Among equals the longest prefix wins, then the interface name.
+  const Interface* best = nullptr;
+  int best_fit = 0;
+  int best_length = -1;
+  for (const auto& interface : interfaces) {
+    if (!interface.up) continue;
+    for (const auto& prefix : interface.addresses) {
+      int f = fit(prefix, pool);
+      if (f == 0) continue;
+      if (f > best_fit || (f == best_fit && prefix.length > best_length)) {
+        best = &interface;
+        best_fit = f;
+        best_length = prefix.length;
+      }
+    }
+  }
+  if (best == nullptr)
+    fail(object, "interface",
+         fmt::format("no interface on this node has an address in {} ({}); set the pool's "
+                     "interface",
+                     pool.network.to_string(), ip::to_string(pool.family())));
+  return best->name;
+}
+
+} // namespace k8slb::node
