@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -148,6 +149,11 @@ json make_list(std::vector<json> items) {
 }
 
 std::string read_file(const std::string& path) {
+  if (path == "-") {
+    std::ostringstream buffer;
+    buffer << std::cin.rdbuf();
+    return buffer.str();
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
   std::ostringstream buffer;
@@ -155,4 +161,15 @@ std::string read_file(const std::string& path) {
   return buffer.str();
 }
 
+} // namespace k8slb
+
+namespace k8slb {
+std::vector<json> read_items(const std::vector<std::string>& paths) {
+  std::vector<json> items;
+  for (const auto& path : paths) {
+    std::string name = path == "-" ? "<stdin>" : path;
+    for (auto& item : flatten_items(parse_documents(read_file(path), name))) items.push_back(std::move(item));
+  }
+  return items;
+}
 } // namespace k8slb

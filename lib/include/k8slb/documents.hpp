@@ -43,7 +43,11 @@ std::vector<json> flatten_items(const std::vector<json>& documents);
 // Wraps objects in a `v1 List` document.
 json make_list(std::vector<json> items);
 
-// Reads a whole file; throws Error naming the path.
+// Reads a whole file ("-" is stdin); throws Error naming the path.
 std::string read_file(const std::string& path);
+
+// Reads every Kubernetes object from the files (JSON or YAML, Lists flattened; "-" is stdin),
+// in order.
+std::vector<json> read_items(const std::vector<std::string>& paths);
 
 } // namespace k8slb

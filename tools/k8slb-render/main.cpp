@@ -1,0 +1,226 @@
+// k8slb-render: writes haproxy.cfg, nginx.conf or keepalived.conf for assigned Services.
+//
+//   k8slb-allocate --config pools.json -f svc.yml | k8slb-render haproxy
+//   k8slb-watch services endpointslices nodes configmap/k8slb-system/global \
+//     | k8slb-render all --stream --node "$NODE_NAME" | k8slb-apply node
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "k8slb/documents.hpp"
+#include "k8slb/error.hpp"
+#include "k8slb/model.hpp"
+#include "k8slb/node.hpp"
+#include "k8slb/pool.hpp"
+#include "k8slb/render.hpp"
+#include "k8slb/tool.hpp"
+
+namespace {
+
+using k8slb::json;
+
+struct Options {
+  std::string what = "haproxy"; // haproxy | nginx | keepalived | all
+  std::string proxy;            // for `keepalived` and `all`: haproxy | nginx | kubeproxy
+  std::vector<std::string> files;
+  std::string config_file;
+  std::string config_map = "k8slb-system/global";
+  std::string output_dir;
+  bool stream = false;
+  std::string node_name;
+  std::string node_selector = "type=loadBalancer";
+  std::string interfaces_file; // `ip -j addr` JSON; empty: this machine's interfaces
+  std::string vrrp_password_file;
+  k8slb::render::Settings settings;
+};
+
+bool matches_selector(const k8slb::model::Node& node, const std::string& selector) {
+  if (selector.empty()) return true;
+  // Comma-separated key=value terms (the form node selectors take in the manifests).
+  std::size_t start = 0;
+  while (start <= selector.size()) {
+    std::size_t end = selector.find(',', start);
+    if (end == std::string::npos) end = selector.size();
+    std::string term = selector.substr(start, end - start);
+    auto eq = term.find('=');
+    std::string key = term.substr(0, eq);
+    auto it = node.labels.find(key);
+    if (it == node.labels.end()) return false;
+    if (eq != std::string::npos && it->second != term.substr(eq + 1)) return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+k8slb::render::Output render_items(std::vector<json> items, const Options& options,
+                                   std::optional<k8slb::pool::Config>& config,
+                                   const std::vector<k8slb::node::Interface>& interfaces,
+                                   std::vector<std::string>& errors) {
+  auto snapshot = k8slb::model::make_snapshot(std::move(items), options.config_map);
+  errors = snapshot.errors;
+  if (options.config_file.empty() && snapshot.config_map) {
+    try {
+      config = k8slb::pool::parse_config_map(*snapshot.config_map);
+    } catch (const k8slb::Error& e) {
+      if (!config) throw;
+      errors.push_back(fmt::format("{} (keeping the previous config)", e.what()));
+    }
+  }
+  if (!config)
+    throw k8slb::Error(fmt::format(
+        "no config: give --config FILE or include the ConfigMap {} in the input", options.config_map));
+  k8slb::render::Input input;
+  input.config = *config;
+  input.services = std::move(snapshot.services);
+  input.slices = std::move(snapshot.slices);
+  for (auto& node : snapshot.nodes)
+    if (matches_selector(node, options.node_selector)) input.node.lb_nodes.push_back(std::move(node));
+  input.node.node_name = options.node_name;
+  input.node.interfaces = interfaces;
+  input.settings = options.settings;
+  if (options.what == "keepalived") return k8slb::render::render_keepalived(input);
+  if (options.what == "all") return k8slb::render::render_all(input);
+  return k8slb::render::render_proxy(input);
+}
+
+void write_file(const std::filesystem::path& path, const std::string& content) {
+  auto temporary = path;
+  temporary += ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out << content;
+    if (!out) throw k8slb::Error(fmt::format("{}: cannot write", temporary.string()));
+  }
+  std::filesystem::rename(temporary, path);
+}
+
+int report(const k8slb::render::Output& output, const std::vector<std::string>& errors) {
+  for (const auto& error : errors) k8slb::tool::error(error);
+  for (const auto& problem : output.problems) k8slb::tool::error(problem.to_string());
+  return errors.empty() && output.problems.empty() ? k8slb::tool::kExitOk : k8slb::tool::kExitFailure;
+}
+
+int run(Options options) {
+  options.settings.proxy = k8slb::render::parse_proxy(
+      options.what == "keepalived" || options.what == "all"
+          ? (options.proxy.empty() ? std::string("haproxy") : options.proxy)
+          : options.what);
+  if (options.what == "keepalived") {
+    // keepalived alone: the proxy only matters for what the configs carry, not for VRRP.
+  }
+  if (!options.vrrp_password_file.empty()) {
+    std::string password = k8slb::read_file(options.vrrp_password_file);
+    while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) password.pop_back();
+    options.settings.vrrp_password = password;
+  }
+  std::optional<k8slb::pool::Config> config;
+  if (!options.config_file.empty()) config = k8slb::pool::load_config_file(options.config_file);
+  std::vector<k8slb::node::Interface> interfaces =
+      options.interfaces_file.empty()
+          ? k8slb::node::read_interfaces()
+          : k8slb::node::interfaces_from_ip_json(json::parse(k8slb::read_file(options.interfaces_file)));
+
+  if (options.stream) {
+    k8slb::JsonStreamReader reader(std::cin, "<stdin>");
+    bool all_ok = true;
+    while (auto document = reader.next()) {
+      std::vector<std::string> errors;
+      json line;
+      try {
+        auto output = render_items(k8slb::flatten_items({*document}), options, config, interfaces, errors);
+        all_ok = report(output, errors) == k8slb::tool::kExitOk && all_ok;
+        json problems = json::array();
+        for (const auto& error : errors) problems.push_back(error);
+        for (const auto& problem : output.problems) problems.push_back(problem.to_string());
+        line = json{{"files", output.files}, {"problems", problems}};
+      } catch (const k8slb::Error& e) {
+        k8slb::tool::error(e.what());
+        all_ok = false;
+        continue;
+      }
+      if (!k8slb::tool::write_line(line.dump())) break;
+    }
+    return all_ok ? k8slb::tool::kExitOk : k8slb::tool::kExitFailure;
+  }
+
+  std::vector<std::string> paths = options.files.empty() ? std::vector<std::string>{"-"} : options.files;
+  std::vector<std::string> errors;
+  auto output = render_items(k8slb::read_items(paths), options, config, interfaces, errors);
+  if (!options.output_dir.empty()) {
+    std::filesystem::create_directories(options.output_dir);
+    for (const auto& [name, content] : output.files)
+      write_file(std::filesystem::path(options.output_dir) / name, content);
+  } else {
+    if (output.files.size() != 1) {
+      // haproxy also writes haproxy-servers.json; stdout gets the config itself.
+      std::string main_file = options.what == "nginx" ? "nginx.conf"
+                              : options.what == "keepalived" ? "keepalived.conf" : "haproxy.cfg";
+      if (options.what == "all" || !output.files.contains(main_file))
+        throw k8slb::Error("several files to write: give --output-dir DIR or --stream");
+      std::cout << output.files.at(main_file);
+    } else {
+      std::cout << output.files.begin()->second;
+    }
+    std::cout.flush();
+  }
+  return report(output, errors);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  k8slb::tool::set_program("k8slb-render");
+  CLI::App app{"Render haproxy.cfg, nginx.conf and keepalived.conf for Services that carry a "
+               "load-balancer IP. Reads Kubernetes JSON or YAML (Services, EndpointSlices, Nodes, "
+               "the config ConfigMap).",
+               "k8slb-render"};
+  app.set_version_flag("--version", std::string("k8slb-render ") + K8SLB_VERSION);
+  Options options;
+  app.add_option("what", options.what, "haproxy | nginx | keepalived | all (proxy config + keepalived)")
+      ->required()
+      ->check(CLI::IsMember({"haproxy", "nginx", "keepalived", "all"}));
+  app.add_option("--proxy", options.proxy, "With `all`/`keepalived`: haproxy (default), nginx or kubeproxy")
+      ->check(CLI::IsMember({"haproxy", "nginx", "kubeproxy"}));
+  app.add_option("-f,--filename", options.files, "Read objects from FILE (JSON or YAML; - is stdin); repeatable")
+      ->type_name("FILE");
+  app.add_option("-c,--config", options.config_file, "Pools config file (default: the ConfigMap in the input)")
+      ->type_name("FILE");
+  app.add_option("--config-map", options.config_map, "namespace/name of the config ConfigMap")->capture_default_str();
+  app.add_option("-o,--output-dir", options.output_dir, "Write the files into DIR instead of stdout")
+      ->type_name("DIR");
+  app.add_flag("--stream", options.stream,
+               "Read a stream of documents on stdin; write one JSON line {files, problems} per document");
+  app.add_option("--node", options.node_name, "This node's name (the VRRP owner computation needs it)")
+      ->envname("NODE_NAME");
+  app.add_option("--node-selector", options.node_selector, "Labels of the load-balancer Nodes (key=value,...)")
+      ->capture_default_str();
+  app.add_option("--interfaces", options.interfaces_file,
+                 "`ip -j addr` JSON describing the node's interfaces (default: this machine's)")
+      ->type_name("FILE");
+  app.add_option("--cert-dir", options.settings.cert_dir, "Directory of the pools' certificates")
+      ->envname("CERT_PATH")
+      ->capture_default_str();
+  app.add_option("--runtime-dir", options.settings.runtime_dir, "Directory of sockets and pid files")
+      ->capture_default_str();
+  app.add_option("--vrid-offset", options.settings.vrid_offset, "Added to every VRRP virtual_router_id")
+      ->envname("VRID_OFFSET")
+      ->check(CLI::Range(0, 254))
+      ->capture_default_str();
+  app.add_option("--advert-int", options.settings.advert_int_cs, "VRRP advert interval in centiseconds")
+      ->envname("ADVERT_INT")
+      ->check(CLI::Range(1, 4095))
+      ->capture_default_str();
+  app.add_flag("--unicast", options.settings.unicast, "VRRP unicast to the other nodes' InternalIPs");
+  app.add_option("--vrrp-password-file", options.vrrp_password_file,
+                 "File holding the VRRP password (switches to VRRPv2 with PASS auth)")
+      ->type_name("FILE");
+  app.add_option("--min-server-slots", options.settings.min_server_slots,
+                 "HAProxy server slots per backend, at least")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--notify-script", options.settings.notify_script, "keepalived notify script");
+  return k8slb::tool::run_main(app, argc, argv, [&] { return run(options); });
+}
