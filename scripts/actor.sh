@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# k8slb actor: the DaemonSet's entrypoint on every load-balancer node.
+#
+#   actor.sh          run the pipeline until SIGTERM / SIGINT:
+#                       k8slb-watch services endpointslices nodes configmap/k8slb-system/global
+#                         | k8slb-render all --stream --node "$NODE_NAME" ...
+#                         | k8slb-apply node ...
+#   actor.sh health   liveness: the actor and the daemons it started are running
+#   actor.sh ready    readiness: health, and a config has been applied (keepalived runs)
+#
+# Options come from the environment (as in the original):
+#   NODE_NAME       this node (required; the downward API's spec.nodeName)
+#   NODE_SELECTOR   labels of the load-balancer Nodes (default type=loadBalancer)
+#   PROXY           haproxy (default) | nginx | kubeproxy
+#   CERT_PATH       TLS certificates, <pool>.pem (+ <pool>.key for nginx) (default /etc/certs)
+#   VRID_OFFSET     added to every VRRP virtual_router_id (default 0)
+#   ADVERT_INT      VRRP advert interval in centiseconds (default 20 = 0.2 s, VRRPv3)
+#   UNICAST         true: VRRP unicast to the other nodes' InternalIPs (default false)
+#   VRRP_PASSWORD   VRRP password (from a Secret); empty: VRRPv3 without authentication
+#   KA_OPTIONS, HP_OPTIONS, NX_OPTIONS   extra command-line options for keepalived, haproxy, nginx
+#   RUN_DIR         sockets, pid files, the actor's own state (default /run/k8slb)
+#   CONFIG_DIR      where the daemons' configs are installed (default /etc/k8slb)
+#   K8SLB_BIN       directory of the k8slb tools (default: found on PATH)
+#   KUBECONFIG      kubeconfig for k8slb-watch (default: in-cluster ServiceAccount)
+#   RESTART_DELAY_MAX  longest wait before restarting a dead pipeline, seconds (default 30)
+#
+# A part of the pipeline that dies takes the others down with it and the pipeline starts again
+# after a delay that doubles up to RESTART_DELAY_MAX; the daemons keep running meanwhile, with
+# the last good config. SIGTERM stops the pipeline, then keepalived gracefully (it sends
+# priority 0, so a backup takes the VIPs over at once), then the proxy.
+set -euo pipefail
+
+readonly PROGRAM=actor.sh
+NODE_SELECTOR=${NODE_SELECTOR:-type=loadBalancer}
+PROXY=${PROXY:-haproxy}
+CERT_PATH=${CERT_PATH:-/etc/certs}
+VRID_OFFSET=${VRID_OFFSET:-0}
+ADVERT_INT=${ADVERT_INT:-20}
+UNICAST=${UNICAST:-false}
+RUN_DIR=${RUN_DIR:-/run/k8slb}
+CONFIG_DIR=${CONFIG_DIR:-/etc/k8slb}
+RESTART_DELAY_MAX=${RESTART_DELAY_MAX:-30}
+KA_OPTIONS=${KA_OPTIONS:-}
+HP_OPTIONS=${HP_OPTIONS:-}
+NX_OPTIONS=${NX_OPTIONS:-}
+STATE_DIR="$RUN_DIR/actor"
+
+log() { printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$PROGRAM" "$*" >&2; }
+die() { log "error: $*"; exit 2; }
+
+tool_path() {
+  if [[ -n ${K8SLB_BIN:-} ]]; then printf '%s/%s' "$K8SLB_BIN" "$1"; else command -v "$1" || printf '%s' "$1"; fi
+}
+
+validate_options() {
+  [[ -n ${NODE_NAME:-} ]] || die "NODE_NAME is required (the node this actor runs on)"
+  [[ $NODE_NAME =~ ^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$ ]] || die "NODE_NAME: '$NODE_NAME' is not a node name"
+  [[ $NODE_SELECTOR =~ ^[A-Za-z0-9./_-]+(=[A-Za-z0-9._-]*)?(,[A-Za-z0-9./_-]+(=[A-Za-z0-9._-]*)?)*$ ]] \
+    || die "NODE_SELECTOR: '$NODE_SELECTOR' is not key=value[,key=value...]"
+  case $PROXY in haproxy | nginx | kubeproxy) ;; *) die "PROXY: '$PROXY' is not haproxy, nginx or kubeproxy" ;; esac
+  [[ $VRID_OFFSET =~ ^[0-9]{1,3}$ ]] && ((VRID_OFFSET <= 254)) || die "VRID_OFFSET: '$VRID_OFFSET' is not 0-254"
+  [[ $ADVERT_INT =~ ^[0-9]{1,4}$ ]] && ((ADVERT_INT >= 1 && ADVERT_INT <= 4095)) \
+    || die "ADVERT_INT: '$ADVERT_INT' is not 1-4095 centiseconds"
+  case $UNICAST in true | false) ;; *) die "UNICAST: '$UNICAST' is not true or false" ;; esac
+  [[ $RESTART_DELAY_MAX =~ ^[0-9]{1,4}$ ]] && ((RESTART_DELAY_MAX >= 1)) \
+    || die "RESTART_DELAY_MAX: '$RESTART_DELAY_MAX' is not a number of seconds"
+}
+
+# ip_nonlocal_bind lets the proxy bind a VIP before (or while) another node holds it.
+set_sysctls() {
+  local key
+  for key in net.ipv4.ip_nonlocal_bind net.ipv6.ip_nonlocal_bind; do
+    if ! sysctl -q -w "$key=1" >/dev/null 2>&1; then
+      [[ $(sysctl -n "$key" 2>/dev/null) == 1 ]] \
+        || log "warning: cannot set $key=1 (read-only /proc/sys?): set it on the node; proxies cannot bind VIPs held elsewhere"
+    fi
+  done
+}
+
+# --- the daemons (started by k8slb-apply node; their pid files are in RUN_DIR) -----------------
+
+pid_from() { # pid file -> pid of a running process, or nothing
+  local pid
+  [[ -r $1 ]] || return 1
+  read -r pid <"$1" || return 1
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && printf '%s' "$pid"
+}
+
+# Sends a signal to the daemon named by a pid file and waits (bounded) for it to exit.
+stop_daemon() {
+  local name=$1 pidfile=$2 signal=$3 timeout_tenths=$4 pid i
+  pid=$(pid_from "$pidfile") || return 0
+  log "stopping $name (pid $pid, SIG$signal)"
+  kill -s "$signal" "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < timeout_tenths; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  log "warning: $name (pid $pid) still running after $((timeout_tenths / 10)) s, sending SIGKILL"
+  kill -s KILL "$pid" 2>/dev/null || true
+}
+
+stop_daemons() {
+  # keepalived first: on SIGTERM it sends priority 0 adverts and removes its VIPs, so the
+  # backups take over at once instead of after the master-down interval.
+  stop_daemon keepalived "$RUN_DIR/keepalived.pid" TERM 100
+  case $PROXY in
+    haproxy) stop_daemon haproxy "$RUN_DIR/haproxy.pid" USR1 100 ;; # soft stop: finish connections
+    nginx) stop_daemon nginx "$RUN_DIR/nginx.pid" QUIT 100 ;;       # graceful shutdown
+  esac
+}
+
+# --- health ---------------------------------------------------------------------------------
+
+check_health() {
+  pid_from "$STATE_DIR/actor.pid" >/dev/null || { echo "actor is not running"; return 1; }
+  local name
+  for name in keepalived haproxy nginx; do
+    if [[ -e $RUN_DIR/$name.pid ]] && ! pid_from "$RUN_DIR/$name.pid" >/dev/null; then
+      echo "$name died (pid file $RUN_DIR/$name.pid)"
+      return 1
+    fi
+  done
+  echo ok
+}
+
+check_ready() {
+  check_health >/dev/null || { check_health; return 1; }
+  pid_from "$RUN_DIR/keepalived.pid" >/dev/null || { echo "no config applied yet (keepalived not started)"; return 1; }
+  echo ok
+}
+
+# --- the pipeline ---------------------------------------------------------------------------
+
+PIDS=()
+STOPPING=0
+
+start_pipeline() {
+  local watch render apply
+  watch=$(tool_path k8slb-watch)
+  render=$(tool_path k8slb-render)
+  apply=$(tool_path k8slb-apply)
+  rm -f "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo"
+  mkfifo -m 600 "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo"
+
+  local render_args=(all --stream --proxy "$PROXY" --node "$NODE_NAME" --node-selector "$NODE_SELECTOR"
+    --cert-dir "$CERT_PATH" --runtime-dir "$RUN_DIR" --vrid-offset "$VRID_OFFSET" --advert-int "$ADVERT_INT")
+  [[ $UNICAST == true ]] && render_args+=(--unicast)
+  [[ -s $STATE_DIR/vrrp-password ]] && render_args+=(--vrrp-password-file "$STATE_DIR/vrrp-password")
+  local apply_args=(node --config-dir "$CONFIG_DIR" --runtime-dir "$RUN_DIR" --proxy "$PROXY")
+  [[ -n $KA_OPTIONS ]] && apply_args+=(--keepalived-options "$KA_OPTIONS")
+  [[ -n $HP_OPTIONS ]] && apply_args+=(--haproxy-options "$HP_OPTIONS")
+  [[ -n $NX_OPTIONS ]] && apply_args+=(--nginx-options "$NX_OPTIONS")
+
+  # Each part is started on its own so that the actor knows every PID.
+  "$watch" services endpointslices nodes configmap/k8slb-system/global \
+    --node-selector "$NODE_SELECTOR" >"$STATE_DIR/watch.fifo" &
+  PIDS=($!)
+  "$render" "${render_args[@]}" <"$STATE_DIR/watch.fifo" >"$STATE_DIR/render.fifo" &
+  PIDS+=($!)
+  "$apply" "${apply_args[@]}" <"$STATE_DIR/render.fifo" &
+  PIDS+=($!)
+  log "pipeline started: watch ${PIDS[0]}, render ${PIDS[1]}, apply ${PIDS[2]}"
+}
+
+stop_pipeline() {
+  local pid i alive
+  ((${#PIDS[@]})) || return 0
+  for pid in "${PIDS[@]}"; do kill -s TERM "$pid" 2>/dev/null || true; done
+  for ((i = 0; i < 50; i++)); do # 5 s
+    alive=0
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do kill -s KILL "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+
+on_stop() {
+  ((STOPPING)) && return
+  STOPPING=1
+  log "stopping"
+  stop_pipeline
+  stop_daemons
+  rm -f "$STATE_DIR/actor.pid" "$STATE_DIR/vrrp-password" "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo"
+  log "stopped"
+  exit 0
+}
+
+run() {
+  validate_options
+  mkdir -p "$STATE_DIR" "$CONFIG_DIR"
+  chmod 700 "$STATE_DIR"
+  # The VRRP password goes to the renderer in a file only this user can read, never on a
+  # command line; the children do not inherit it.
+  if [[ -n ${VRRP_PASSWORD:-} ]]; then
+    (umask 077 && printf '%s\n' "$VRRP_PASSWORD" >"$STATE_DIR/vrrp-password")
+  else
+    rm -f "$STATE_DIR/vrrp-password"
+  fi
+  unset VRRP_PASSWORD
+  set_sysctls
+  echo $$ >"$STATE_DIR/actor.pid"
+  trap on_stop TERM INT
+  log "node $NODE_NAME, proxy $PROXY, selector $NODE_SELECTOR, advert ${ADVERT_INT}cs, unicast $UNICAST"
+
+  local delay=1 started status pid
+  while ((!STOPPING)); do
+    started=$SECONDS
+    start_pipeline
+    status=0
+    wait -n "${PIDS[@]}" || status=$?
+    ((STOPPING)) && break
+    log "a pipeline part exited (status $status); stopping the others"
+    stop_pipeline
+    ((SECONDS - started > 60)) && delay=1 # it ran a while: a fresh failure
+    log "restarting the pipeline in $delay s"
+    sleep "$delay" &
+    pid=$!
+    wait "$pid" || true
+    delay=$((delay * 2 > RESTART_DELAY_MAX ? RESTART_DELAY_MAX : delay * 2))
+  done
+}
+
+case ${1:-run} in
+  run) run ;;
+  health) check_health ;;
+  ready) check_ready ;;
+  -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) echo "usage: $PROGRAM [run|health|ready]" >&2; exit 2 ;;
+esac
