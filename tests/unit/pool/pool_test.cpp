@@ -1,0 +1,121 @@
+#include "k8slb/pool.hpp"
+
+#include <gtest/gtest.h>
+
+#include "k8slb/error.hpp"
+
+namespace k8slb::pool {
+namespace {
+
+using nlohmann::json;
+
+std::string error_of(const std::string& text) {
+  try {
+    parse_config(json::parse(text));
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(Config, ParsesTheSeedsFirstExample) {
+  Config config = parse_config(json::parse(R"({
+    "pools": {
+      "default": {"network": "192.168.10.0/24", "range": "192.168.10.200-192.168.10.254"},
+      "external": {"network": "1.2.3.0/22", "range": "1.2.3.50-1.2.3.74", "interface": "em1"}
+    }})"));
+  ASSERT_EQ(config.pools.size(), 2u);
+  const Pool* external = config.find("external");
+  ASSERT_NE(external, nullptr);
+  EXPECT_EQ(external->network.to_string(), "1.2.0.0/22");
+  EXPECT_EQ(external->range.to_string(), "1.2.3.50-1.2.3.74");
+  EXPECT_EQ(external->interface, "em1");
+  EXPECT_EQ(config.find("default")->interface, "");
+  EXPECT_EQ(config.find("missing"), nullptr);
+}
+
+TEST(Config, ReadsKeepalivedAndRawLines) {
+  Config config = parse_config(json::parse(R"({
+    "pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.100-192.0.2.150"}},
+    "keepalived": {"email": "ops@example.com", "emailFrom": "lb@example.com",
+                   "emailServer": "192.0.2.25", "emailServerTimeout": "10"},
+    "haproxy": {"global": ["maxconn 4096"], "defaults": ["timeout connect 5s"],
+                "tcpback": ["balance leastconn"], "httpfront": ["option forwardfor"]},
+    "nginx": {"global": ["worker_processes 2;"], "http": ["server_tokens off;"], "proxy": ["proxy_buffering off;"]}
+  })"));
+  EXPECT_EQ(config.keepalived.email, "ops@example.com");
+  EXPECT_EQ(config.keepalived.email_server_timeout, 10);
+  EXPECT_EQ(config.haproxy.global, std::vector<std::string>{"maxconn 4096"});
+  EXPECT_EQ(config.haproxy.tcpback, std::vector<std::string>{"balance leastconn"});
+  EXPECT_EQ(config.nginx.proxy, std::vector<std::string>{"proxy_buffering off;"});
+}
+
+TEST(Config, RejectsBadDocumentsNamingPoolAndField) {
+  struct Case {
+    const char* description;
+    const char* document;
+    const char* error;
+  };
+  const Case cases[] = {
+      {"the seed's IPv6 example puts its range outside its network",
+       R"({"pools": {"ipv6": {"network": "2001:468::/64", "range": "2001:468:101::/96"}}})",
+       "pools.ipv6.range: 2001:468:101::/96 is not inside network 2001:468::/64 (range holds the "
+       "dynamic IPs and must lie inside network, which holds every IP of the pool)"},
+      {"unparsable network", R"({"pools": {"default": {"network": "192.0.2.0/40", "range": "192.0.2.1"}}})",
+       "pools.default.network: '192.0.2.0/40': prefix length must be 0-32"},
+      {"unparsable range", R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.x-192.0.2.9"}}})",
+       "pools.default.range: '192.0.2.x' is not an IP address"},
+      {"missing network", R"({"pools": {"default": {"range": "192.0.2.1"}}})",
+       "pools.default.network: is required"},
+      {"missing range", R"({"pools": {"default": {"network": "192.0.2.0/24"}}})",
+       "pools.default.range: is required"},
+      {"families mixed", R"({"pools": {"mixed": {"network": "192.0.2.0/24", "range": "2001:db8::/120"}}})",
+       "pools.mixed: network 192.0.2.0/24 is IPv4 but range 2001:db8::/120 is IPv6: a pool holds one family"},
+      {"overlapping pools",
+       R"({"pools": {"a": {"network": "192.0.2.0/24", "range": "192.0.2.1"},
+                     "b": {"network": "192.0.2.128/25", "range": "192.0.2.200"}}})",
+       "pools.b.network: 192.0.2.128/25 overlaps pool 'a' (192.0.2.0/24)"},
+      {"no pools", R"({"pools": {}})", "pools: at least one pool is required"},
+      {"pool name with a slash", R"({"pools": {"../etc": {"network": "192.0.2.0/24", "range": "192.0.2.1"}}})",
+       "pools.../etc: a pool name is letters, digits, '-', '_' and '.', up to 63, starting with a letter or digit"},
+      {"interface name that would inject",
+       R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1", "interface": "eth0 }\nvrrp"}}})",
+       "pools.default.interface: 'eth0 }\nvrrp' is not an interface name"},
+      {"raw line with a newline",
+       R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1"}}, "haproxy": {"global": ["a", "b\nc"]}})",
+       "haproxy.global[1]: a config line cannot hold a newline or NUL"},
+      {"email without server",
+       R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1"}}, "keepalived": {"email": "a@b.c"}})",
+       "keepalived.emailServer: is required when keepalived.email is set"},
+      {"bad timeout",
+       R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1"}},
+           "keepalived": {"email": "a@b.c", "emailServer": "192.0.2.25", "emailServerTimeout": "soon"}})",
+       "keepalived.emailServerTimeout: 'soon' is not a number of seconds"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    EXPECT_EQ(error_of(c.document), c.error);
+  }
+}
+
+TEST(Config, ComesFromTheConfigMapTheOriginalUsed) {
+  json config_map = json::parse(R"({
+    "apiVersion": "v1", "kind": "ConfigMap",
+    "metadata": {"name": "global", "namespace": "k8slb-system"},
+    "data": {"config": "{\"pools\": {\"default\": {\"network\": \"192.0.2.0/24\", \"range\": \"192.0.2.10-192.0.2.20\"}}}"}
+  })");
+  Config config = parse_config_map(config_map);
+  EXPECT_EQ(config.find("default")->range.to_string(), "192.0.2.10-192.0.2.20");
+
+  config_map["data"]["config"] = "{\"pools\": {\"default\": {\"network\": \"192.0.2.0/24\"}}}";
+  try {
+    parse_config_map(config_map);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "ConfigMap k8slb-system/global: data.config: pools.default.range: is required");
+  }
+}
+
+} // namespace
+} // namespace k8slb::pool
