@@ -1,0 +1,206 @@
+"""The tools end to end on the seed's examples: what an operator sees at a shell."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+SOURCE = os.environ.get("K8SLB_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+BINARY = os.environ.get("K8SLB_BINARY_DIR", os.path.join(SOURCE, "build"))
+EXAMPLES = os.path.join(SOURCE, "examples")
+
+
+def tool(name):
+    return os.path.join(BINARY, name)
+
+
+def run(args, stdin=None):
+    return subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def ingress(document):
+    """namespace/name -> [ip, ...] from an allocate output document."""
+    out = {}
+    for item in document["items"]:
+        if item.get("kind") == "Service":
+            key = f'{item["metadata"].get("namespace", "default")}/{item["metadata"]["name"]}'
+            out[key] = [i["ip"] for i in item.get("status", {}).get("loadBalancer", {}).get("ingress", [])]
+    return out
+
+
+def make_cert(directory, pool):
+    """A self-signed certificate bundle for a pool, as HAProxy (pem) and nginx (pem + key) read it."""
+    key = os.path.join(directory, f"{pool}.key")
+    crt = os.path.join(directory, f"{pool}.crt")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
+                    "-days", "2", "-subj", f"/CN={pool}.example.com"], check=True, capture_output=True, timeout=60)
+    with open(os.path.join(directory, f"{pool}.pem"), "w") as bundle:
+        bundle.write(open(crt).read() + open(key).read())
+
+
+class AllocateTest(unittest.TestCase):
+    def allocate(self, *args, stdin=None):
+        return run([tool("k8slb-allocate"), *args], stdin=stdin)
+
+    def test_seed_examples_get_the_expected_ips(self):
+        result = self.allocate("--config", f"{EXAMPLES}/pools.json", "-f", f"{EXAMPLES}/services.yml")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        ips = ingress(json.loads(result.stdout))
+        self.assertEqual(ips, {
+            "default/myapp-loadbalancer": ["192.168.10.200"],
+            "default/myapp-tls": ["192.168.10.201"],
+            "cattle-system/rancher-loadbalancer": ["1.2.3.4"],
+            "default/myapp-loadbalancer4": ["1.2.3.4"],   # shares rancher's static IP on port 80
+            "default/myapp-loadbalancer6": ["2001:468:201::4"],
+        })
+
+    def test_output_is_the_same_whatever_the_order_and_ips_are_kept(self):
+        first = self.allocate("--config", f"{EXAMPLES}/pools.json", "-f", f"{EXAMPLES}/services.yml")
+        # Feed the result back in: every Service keeps its IP and nothing changes.
+        again = self.allocate("--config", f"{EXAMPLES}/pools.json", stdin=first.stdout)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual(ingress(json.loads(again.stdout)), ingress(json.loads(first.stdout)))
+        events = [i for i in json.loads(again.stdout)["items"] if i.get("kind") == "Event"]
+        self.assertEqual(events, [], "a second run with nothing new must not report changes")
+
+    def test_streaming_writes_one_line_per_document(self):
+        services = run([tool("k8slb-allocate"), "--config", f"{EXAMPLES}/pools.json", "-f",
+                        f"{EXAMPLES}/services.yml"]).stdout
+        result = self.allocate("--config", f"{EXAMPLES}/pools.json", stdin=services + services)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertEqual(ingress(json.loads(lines[0])), ingress(json.loads(lines[1])))
+
+    def test_config_from_the_configmap_in_the_input(self):
+        config = open(f"{EXAMPLES}/pools.json").read()
+        config_map = {"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": "global", "namespace": "k8slb-system"}, "data": {"config": config}}
+        service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+                   "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}
+        doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": [config_map, service]})
+        result = self.allocate(stdin=doc)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(ingress(json.loads(result.stdout))["default/web"], ["192.168.10.200"])
+
+    def test_the_seeds_ipv6_pool_is_refused_plainly(self):
+        result = self.allocate("--config", f"{EXAMPLES}/pools-seed-ipv6.json", "-f", f"{EXAMPLES}/services.yml")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, "")
+        self.assertIn("pools.ipv6.range: 2001:468:101::/96 is not inside network 2001:468::/64", result.stderr)
+        self.assertTrue(result.stderr.startswith("k8slb-allocate: error: "), result.stderr)
+
+    def test_a_bad_service_is_reported_and_the_others_served(self):
+        bad = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad", "namespace": "default"},
+               "spec": {"type": "LoadBalancer", "loadBalancerIP": "192.168.99.1", "ports": [{"port": 80}]}}
+        good = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "good", "namespace": "default"},
+                "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}
+        result = self.allocate("--config", f"{EXAMPLES}/pools.json",
+                               stdin=json.dumps({"kind": "List", "apiVersion": "v1", "items": [bad, good]}))
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("default/bad: spec.loadBalancerIP:", result.stderr)
+        ips = ingress(json.loads(result.stdout))
+        self.assertEqual(ips["default/bad"], [])
+        self.assertEqual(ips["default/good"], ["192.168.10.200"])
+        events = {i["involvedObject"]["name"]: i for i in json.loads(result.stdout)["items"] if i.get("kind") == "Event"}
+        self.assertEqual(events["bad"]["type"], "Warning")
+        self.assertEqual(events["good"]["reason"], "IPAllocated")
+
+    def test_usage_errors_exit_2_and_help_and_version_exit_0(self):
+        self.assertEqual(self.allocate("--no-such-option").returncode, 2)
+        self.assertEqual(self.allocate("--ip-mode", "Bogus").returncode, 2)
+        help_ = self.allocate("--help")
+        self.assertEqual(help_.returncode, 0)
+        self.assertIn("--config", help_.stdout)
+        version = self.allocate("--version")
+        self.assertEqual(version.returncode, 0)
+        self.assertIn("k8slb-allocate", version.stdout)
+
+    def test_missing_input_file_is_named(self):
+        result = self.allocate("--config", f"{EXAMPLES}/pools.json", "-f", "/nonexistent/svc.yml")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("/nonexistent/svc.yml: cannot open", result.stderr)
+
+
+class RenderPipelineTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="k8slb-tools-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        allocated = run([tool("k8slb-allocate"), "--config", f"{EXAMPLES}/pools.json", "-f", f"{EXAMPLES}/services.yml"])
+        self.assertEqual(allocated.returncode, 0, allocated.stderr)
+        self.allocated = os.path.join(self.dir, "allocated.json")
+        with open(self.allocated, "w") as f:
+            f.write(allocated.stdout)
+
+    def render(self, what, *args):
+        return run([tool("k8slb-render"), what, "--config", f"{EXAMPLES}/pools.json",
+                    "--interfaces", f"{EXAMPLES}/node-interfaces.json", "-f", self.allocated,
+                    "-f", f"{EXAMPLES}/endpointslices.yml", *args])
+
+    def test_haproxy_terminates_tls_with_the_pools_certificate_and_passes_its_checker(self):
+        certs = os.path.join(self.dir, "certs")
+        os.mkdir(certs)
+        for pool in ("default", "external", "ipv6"):
+            make_cert(certs, pool)
+        result = self.render("haproxy", "--cert-dir", certs, "--runtime-dir", self.dir)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        cfg = result.stdout
+        self.assertIn(f"192.168.10.201:443 ssl crt {certs}/default.pem", cfg)   # myapp-tls
+        self.assertIn(f"1.2.3.4:443 ssl crt {certs}/external.pem", cfg)        # rancher
+        self.assertIn("[2001:468:201::4]:80", cfg)
+        self.assertIn("10.42.0.11:80", cfg)
+        path = os.path.join(self.dir, "haproxy.cfg")
+        with open(path, "w") as f:
+            f.write(cfg)
+        check = run(["haproxy", "-c", "-f", path])
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+    def test_nginx_uses_pem_and_key_and_passes_its_checker(self):
+        certs = os.path.join(self.dir, "certs")
+        os.mkdir(certs)
+        for pool in ("default", "external", "ipv6"):
+            make_cert(certs, pool)
+        result = self.render("nginx", "--cert-dir", certs, "--runtime-dir", self.dir)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"ssl_certificate {certs}/default.pem;", result.stdout)
+        self.assertIn(f"ssl_certificate_key {certs}/default.key;", result.stdout)
+        path = os.path.join(self.dir, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(result.stdout)
+        check = run(["nginx", "-t", "-p", self.dir, "-c", path, "-e", os.path.join(self.dir, "error.log")])
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+    def test_keepalived_holds_every_vip_on_the_pools_interface(self):
+        result = self.render("keepalived")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        conf = result.stdout
+        for line in ("192.168.10.200", "1.2.3.4", "2001:468:201::4"):
+            self.assertIn(line, conf)
+        self.assertIn("interface em1", conf)          # the external pool's interface
+        self.assertIn("notification_email", conf)     # email is set in the example config
+        self.assertIn("smtp_alert", conf)
+
+    def test_all_writes_a_set_of_files(self):
+        out = os.path.join(self.dir, "out")
+        result = self.render("all", "--output-dir", out)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertTrue({"haproxy.cfg", "keepalived.conf"} <= set(os.listdir(out)), os.listdir(out))
+        refused = self.render("all")
+        self.assertEqual(refused.returncode, 1)
+        self.assertIn("--output-dir", refused.stderr)
+
+    def test_pipeline_from_allocate_to_render(self):
+        allocate = subprocess.Popen([tool("k8slb-allocate"), "--config", f"{EXAMPLES}/pools.json", "-f",
+                                     f"{EXAMPLES}/services.yml"], stdout=subprocess.PIPE)
+        render = subprocess.run([tool("k8slb-render"), "haproxy", "--config", f"{EXAMPLES}/pools.json",
+                                 "--interfaces", f"{EXAMPLES}/node-interfaces.json"],
+                                stdin=allocate.stdout, capture_output=True, text=True, timeout=60)
+        allocate.stdout.close()
+        self.assertEqual(allocate.wait(timeout=60), 0)
+        self.assertEqual(render.returncode, 0, render.stderr)
+        self.assertIn("192.168.10.200:80", render.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
