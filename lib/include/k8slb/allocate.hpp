@@ -28,7 +28,12 @@ struct Result {
   Outcome outcome = Outcome::skipped;
   std::vector<ip::Address> ips; // one per family, IPv4 first; empty when failed/skipped
   std::vector<std::string> pools; // pool per IP
-  std::optional<Problem> problem; // set when failed (reason AllocationFailed / InvalidService)
+  // Set when failed (reason AllocationFailed / InvalidService). Also set, as a warning, on a
+  // kept or assigned Service that got less than it asked for: an address it holds lies outside
+  // its pool (reason IPOutsidePool; the address is kept, never moved silently), a new
+  // spec.loadBalancerIP could not be had (the old address is kept), or a PreferDualStack
+  // Service got one family only. publish() turns it into a Warning Event either way.
+  std::optional<Problem> problem;
   std::vector<std::string> released; // IPs the Service held before and no longer holds
 };
 

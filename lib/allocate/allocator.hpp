@@ -1,0 +1,79 @@
+#pragma once
+// The allocator's state: which Service holds which address, with which ports, under which
+// sharing rule. Internal to lib/allocate: allocate() drives it phase by phase. It does no I/O
+// and knows nothing of Kubernetes objects beyond a Service's key and ports.
+//
+// Cost: every verb and noun is O(log n) in the number of held addresses, except that joining
+// a sharing group tries the group's addresses in turn (O(k) for a group of k addresses).
+
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "k8slb/ip.hpp"
+#include "k8slb/pool.hpp"
+
+namespace k8slb::allocate::detail {
+
+// A protocol/port pair a Service listens on: ("TCP", 443).
+using PortKey = std::pair<std::string, int>;
+
+// One Service's claim on one address.
+struct Claim {
+  std::string service;   // namespace/name
+  std::string pool;      // the pool the address is held in ("" when the Service's pool is unknown)
+  bool is_static = false; // the Service asked for exactly this address (spec.loadBalancerIP)
+  std::string share_key; // loadbalancer/share annotation, "" when absent
+  std::vector<PortKey> ports;
+};
+
+// Two claims may hold one address together when they are in the same pool and either both
+// asked for the address statically or both carry the same non-empty sharing key.
+bool may_share(const Claim& a, const Claim& b);
+
+class Allocator {
+public:
+  // Nouns.
+
+  // Why `claim` cannot hold `address` next to its current holders ("IP x already held by
+  // ns/other", "IP x already serves TCP/80 for ns/other"), or nullopt when it can.
+  std::optional<std::string> conflict(const ip::Address& address, const Claim& claim) const;
+  // The lowest address of the pool's dynamic range that nobody holds.
+  std::optional<ip::Address> first_free(const pool::Pool& pool) const;
+  // An address of the sharing group (pool, claim.share_key) that `claim` may join.
+  std::optional<ip::Address> shared_address(const Claim& claim) const;
+  // The Services holding `address`, in the order they claimed it.
+  std::vector<std::string> holders(const ip::Address& address) const;
+  bool is_held(const ip::Address& address) const;
+
+  // Verbs.
+
+  // Records the claim. The caller has checked conflict() first.
+  void assign(const ip::Address& address, const Claim& claim);
+  // Drops `service`'s claim on `address`; the address is free again once nobody holds it.
+  void unassign(const ip::Address& address, const std::string& service);
+
+private:
+  struct Holding {
+    std::vector<Claim> claims;                 // who holds the address, in claim order
+    std::map<PortKey, std::string> ports;      // protocol/port -> the Service using it here
+  };
+
+  // family -> every address some Service holds (the pools never overlap, so one set per
+  // family serves every pool, and also blocks addresses held outside their Service's pool)
+  std::map<ip::Family, ip::IntervalSet> used_;
+  // address -> the claims on it and the ports they use
+  std::map<ip::Address, Holding> holdings_;
+  // (pool, sharing key) -> the addresses that sharing group holds, in the order it got them
+  std::map<std::pair<std::string, std::string>, std::vector<ip::Address>> share_groups_;
+};
+
+// The part of a pool's range that is handed out dynamically: the range, less the network's
+// own network and broadcast addresses when the network is an IPv4 CIDR of /30 or wider, and
+// less the subnet-router anycast address (the first) when it is an IPv6 CIDR of /126 or wider.
+// nullopt when nothing is left.
+std::optional<std::pair<ip::u128, ip::u128>> dynamic_bounds(const pool::Pool& pool);
+
+} // namespace k8slb::allocate::detail
