@@ -1,0 +1,123 @@
+// Watch events and the store they are applied to: pure functions of their inputs.
+#include "k8slb/kube.hpp"
+
+#include <cassert>
+
+namespace k8slb::kube {
+
+std::string_view to_string(EventType type) {
+  switch (type) {
+  case EventType::added: return "ADDED";
+  case EventType::modified: return "MODIFIED";
+  case EventType::deleted: return "DELETED";
+  case EventType::bookmark: return "BOOKMARK";
+  case EventType::error: return "ERROR";
+  }
+  return "?";
+}
+
+std::string WatchEvent::resource_version() const {
+  if (!object.is_object()) return "";
+  auto metadata = object.find("metadata");
+  if (metadata == object.end() || !metadata->is_object()) return "";
+  auto rv = metadata->find("resourceVersion");
+  return rv != metadata->end() && rv->is_string() ? rv->get<std::string>() : "";
+}
+
+WatchEvent decode_watch_event(std::string_view line) {
+  json doc = json::parse(line, nullptr, false);
+  if (doc.is_discarded()) {
+    std::string shown(line.substr(0, 120));
+    fail("watch event", "", "malformed JSON: " + shown);
+  }
+  if (!doc.is_object()) fail("watch event", "", "expected an object with type and object");
+  auto type = doc.find("type");
+  if (type == doc.end() || !type->is_string()) fail("watch event", "type", "missing");
+  auto object = doc.find("object");
+  if (object == doc.end() || !object->is_object()) fail("watch event", "object", "missing or not an object");
+  const std::string name = type->get<std::string>();
+  WatchEvent event;
+  if (name == "ADDED") event.type = EventType::added;
+  else if (name == "MODIFIED") event.type = EventType::modified;
+  else if (name == "DELETED") event.type = EventType::deleted;
+  else if (name == "BOOKMARK") event.type = EventType::bookmark;
+  else if (name == "ERROR") event.type = EventType::error;
+  else fail("watch event", "type", "unknown type \"" + name + "\"");
+  event.object = std::move(*object);
+  if (event.type != EventType::error && event.type != EventType::bookmark &&
+      !event.object.contains("metadata"))
+    fail("watch event", "object.metadata", "missing");
+  return event;
+}
+
+std::string object_key(const json& object) {
+  const json& metadata = object.at("metadata");
+  std::string name = metadata.value("name", "");
+  std::string ns = metadata.value("namespace", "");
+  return ns.empty() ? name : ns + "/" + name;
+}
+
+Store::Store(ResourceKind kind) : kind_(std::move(kind)) {}
+
+json Store::normalised(json object) const {
+  object["kind"] = kind_.kind;
+  object["apiVersion"] = kind_.api_version();
+  return object;
+}
+
+std::optional<Change> Store::apply(const WatchEvent& event) {
+  assert(event.type != EventType::error && "ERROR events are handled by the watcher");
+  if (std::string rv = event.resource_version(); !rv.empty()) resource_version_ = std::move(rv);
+  switch (event.type) {
+  case EventType::bookmark:
+  case EventType::error:
+    return std::nullopt;
+  case EventType::added:
+  case EventType::modified: {
+    json object = normalised(event.object);
+    std::string key = object_key(object);
+    auto [it, inserted] = objects_.try_emplace(key, object);
+    if (!inserted) {
+      if (it->second == object) return std::nullopt; // replayed or unchanged
+      it->second = object;
+    }
+    return Change{std::move(key), std::move(object)};
+  }
+  case EventType::deleted: {
+    std::string key = object_key(event.object);
+    if (objects_.erase(key) == 0) return std::nullopt;
+    return Change{std::move(key), std::nullopt};
+  }
+  }
+  return std::nullopt;
+}
+
+std::vector<Change> Store::replace(std::vector<json> items, std::string resource_version) {
+  std::map<std::string, json> fresh;
+  for (auto& item : items) {
+    json object = normalised(std::move(item));
+    std::string key = object_key(object);
+    fresh.insert_or_assign(std::move(key), std::move(object));
+  }
+  std::vector<Change> changes;
+  auto old_it = objects_.begin();
+  auto new_it = fresh.begin();
+  while (old_it != objects_.end() || new_it != fresh.end()) {
+    if (new_it == fresh.end() || (old_it != objects_.end() && old_it->first < new_it->first)) {
+      changes.push_back({old_it->first, std::nullopt});
+      ++old_it;
+    } else if (old_it == objects_.end() || new_it->first < old_it->first) {
+      changes.push_back({new_it->first, new_it->second});
+      ++new_it;
+    } else {
+      if (old_it->second != new_it->second) changes.push_back({new_it->first, new_it->second});
+      ++old_it;
+      ++new_it;
+    }
+  }
+  objects_ = std::move(fresh);
+  resource_version_ = std::move(resource_version);
+  return changes;
+}
+
+} // namespace k8slb::kube
