@@ -140,14 +140,38 @@ class WatchStream:
                                                 "Authorization": f"Bearer {sim.token}"})
         self.response = self.conn.getresponse()
         self.status = self.response.status
+        self.lines, self.partial = [], b""
+        if self.response.chunked:
+            self.fp, self.ended = self.response.fp, False  # chunks parsed here, see read_chunk
+        else:  # an error answer, not a stream
+            body = self.response.read()
+            self.lines, self.ended = ([body] if body.strip() else []), True
 
     def next_event(self):
-        """The next event, or None at the clean end of the stream. Raises on a broken stream
-        (http.client.IncompleteRead, ConnectionError) or on timeout (socket.timeout)."""
-        line = self.response.readline()
-        if not line:
-            return None
-        return json.loads(line)
+        """The next event, or None at the clean end of the stream (the terminating chunk).
+        Raises ConnectionError when the stream breaks off without that chunk (a dropped
+        watch), socket.timeout when nothing arrives within the timeout."""
+        while not self.lines:
+            if self.ended:
+                return None
+            self.read_chunk()
+        return json.loads(self.lines.pop(0))
+
+    def read_chunk(self):
+        size_line = self.fp.readline(1024)
+        if not size_line.endswith(b"\n"):
+            raise ConnectionError("watch stream broken off (no terminating chunk)")
+        size = int(size_line.split(b";")[0].strip(), 16)
+        if size == 0:
+            self.fp.readline(1024)
+            self.ended = True
+            return
+        data = self.fp.read(size + 2)
+        if len(data) < size + 2:
+            raise ConnectionError("watch stream broken off inside a chunk")
+        self.partial += data[:size]
+        *complete, self.partial = self.partial.split(b"\n")
+        self.lines += [line for line in complete if line.strip()]
 
     def events(self, count, types=None):
         """The next `count` events, skipping those whose type is not in `types` if given."""

@@ -1,4 +1,648 @@
-"""Placeholder; the protocol tests follow."""
+"""Protocol tests of the Kubernetes API simulator, the way a client sees it over HTTPS.
+
+Each test class starts its own simulator (in a temporary directory) and works in namespaces
+it creates, so the tests do not see each other's objects.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import ssl
+import sys
+import tempfile
 import unittest
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kubesim_client  # noqa: E402
+
+
+def service(name, port=80, labels=None, **spec):
+    body = {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": dict({"type": "LoadBalancer", "selector": {"app": name},
+                          "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}, **spec)}
+    return body
+
+
+def configmap(name, labels=None, data=None):
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": labels or {}}, "data": data or {"k": "v"}}
+
+
+class SimulatorTestCase(unittest.TestCase):
+    sim_options = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="kubesim-protocol-")
+        cls.sim = kubesim_client.start(cls.workdir, **cls.sim_options)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sim.stop()
+        shutil.rmtree(cls.workdir, ignore_errors=True)
+
+    def setUp(self):
+        self.sim.reset_faults()
+        self.ns = self.id().rsplit(".", 1)[-1].replace("_", "-")[:60].strip("-")
+        self.sim.must("POST", "/api/v1/namespaces", {"metadata": {"name": self.ns}})
+
+    def path(self, resource, name=None, sub=None, query=None, group=None):
+        base = f"/apis/{group}" if group else "/api/v1"
+        p = f"{base}/namespaces/{self.ns}/{resource}"
+        if name:
+            p += f"/{name}"
+        if sub:
+            p += f"/{sub}"
+        if query:
+            p += "?" + urllib.parse.urlencode(query)
+        return p
+
+    def create(self, resource, body, group=None):
+        return self.sim.must("POST", self.path(resource, group=group), body, expect=(201,))
+
+    def list_rv(self, resource):
+        return self.sim.must("GET", self.path(resource))["metadata"]["resourceVersion"]
+
+
+class AuthAndDiscoveryTest(SimulatorTestCase):
+    def test_requests_without_the_token_are_unauthorized(self):
+        cases = [("no header", ""), ("wrong token", "not-the-token")]
+        for description, token in cases:
+            with self.subTest(description):
+                resp = self.sim.request("GET", "/api/v1/services", token=token)
+                self.assertEqual(resp.status, 401)
+                self.assertEqual(resp.body["kind"], "Status")
+                self.assertEqual(resp.body["reason"], "Unauthorized")
+                self.assertEqual(resp.body["code"], 401)
+        self.assertEqual(self.sim.request("GET", "/_sim/stats", token="x").status, 401)
+
+    def test_tls_only(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.sim.port, timeout=10)
+        with self.assertRaises((http.client.HTTPException, ConnectionError, OSError)):
+            conn.request("GET", "/version")
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                raise ConnectionError(f"HTTP {resp.status}")
+        conn.close()
+
+    def test_discovery(self):
+        core = self.sim.must("GET", "/api/v1")
+        by_name = {r["name"]: r for r in core["resources"]}
+        self.assertEqual(core["kind"], "APIResourceList")
+        self.assertEqual(by_name["services"]["shortNames"], ["svc"])
+        self.assertEqual(by_name["services"]["kind"], "Service")
+        self.assertTrue(by_name["services"]["namespaced"])
+        self.assertFalse(by_name["nodes"]["namespaced"])
+        self.assertIn("watch", by_name["services"]["verbs"])
+        self.assertEqual(sorted(by_name["services/status"]["verbs"]), ["get", "patch", "update"])
+        self.assertIn("nodes/status", by_name)
+        groups = self.sim.must("GET", "/apis")
+        versions = {v["groupVersion"] for g in groups["groups"] for v in g["versions"]}
+        for gv in ("discovery.k8s.io/v1", "coordination.k8s.io/v1", "events.k8s.io/v1"):
+            self.assertIn(gv, versions)
+            self.assertEqual(self.sim.must("GET", f"/apis/{gv}")["groupVersion"], gv)
+        self.assertEqual(self.sim.must("GET", "/version")["major"], "1")
+        for path in ("/openapi/v2", "/no/such/path", "/api/v1/nosuchresources"):
+            with self.subTest(path):
+                self.assertEqual(self.sim.request("GET", path).status, 404)
+
+    def test_protobuf_first_in_accept_is_answered_with_json(self):
+        resp = self.sim.request("GET", "/api/v1/namespaces/default", headers={
+            "Accept": "application/vnd.kubernetes.protobuf, application/json"})
+        self.assertEqual(resp.status, 200)
+        self.assertTrue(resp.headers["Content-Type"].startswith("application/json"))
+        self.assertEqual(resp.body["kind"], "Namespace")
+
+
+class CrudTest(SimulatorTestCase):
+    def test_create_get_delete_and_their_errors(self):
+        created = self.create("services", service("web"))
+        meta = created["metadata"]
+        self.assertEqual((meta["name"], meta["namespace"], meta["generation"]),
+                         ("web", self.ns, 1))
+        for key in ("uid", "creationTimestamp", "resourceVersion"):
+            self.assertTrue(meta.get(key), key)
+        self.assertIsInstance(meta["resourceVersion"], str)
+        self.assertEqual(created["spec"]["ipFamilies"], ["IPv4"])
+        self.assertEqual(created["spec"]["ipFamilyPolicy"], "SingleStack")
+        self.assertEqual(created["spec"]["ports"][0]["targetPort"], 80)
+        self.assertEqual(self.sim.must("GET", self.path("services", "web")), created)
+
+        again = self.sim.request("POST", self.path("services"), service("web"))
+        self.assertEqual((again.status, again.body["reason"]), (409, "AlreadyExists"))
+        self.assertEqual(again.body["details"], {"name": "web", "kind": "services"})
+
+        deleted = self.sim.must("DELETE", self.path("services", "web"))
+        self.assertEqual(deleted["metadata"]["uid"], meta["uid"])
+        self.assertGreater(int(deleted["metadata"]["resourceVersion"]),
+                           int(meta["resourceVersion"]))
+        for method in ("GET", "DELETE"):
+            with self.subTest(method):
+                resp = self.sim.request(method, self.path("services", "web"))
+                self.assertEqual(resp.status, 404)
+                self.assertEqual(resp.body["reason"], "NotFound")
+                self.assertEqual(resp.body["message"], 'services "web" not found')
+                self.assertEqual(resp.body["details"], {"name": "web", "kind": "services"})
+
+    def test_resource_versions_are_one_global_counter(self):
+        a = self.create("configmaps", configmap("a"))
+        b = self.create("services", service("b"))
+        lease = self.create("leases", {"metadata": {"name": "c"}, "spec": {}},
+                            group="coordination.k8s.io/v1")
+        rvs = [int(o["metadata"]["resourceVersion"]) for o in (a, b, lease)]
+        self.assertEqual(rvs, sorted(rvs))
+        self.assertEqual(len(set(rvs)), 3)
+
+    def test_generate_name_and_events(self):
+        event = {"metadata": {"generateName": "web."},
+                 "involvedObject": {"kind": "Service", "namespace": self.ns, "name": "web"},
+                 "reason": "IPAllocated", "message": "198.51.100.7", "type": "Normal",
+                 "count": 1}
+        first = self.create("events", event)
+        second = self.create("events", event)
+        for e in (first, second):
+            self.assertTrue(e["metadata"]["name"].startswith("web."))
+        self.assertNotEqual(first["metadata"]["name"], second["metadata"]["name"])
+        bumped = self.sim.must("PATCH", self.path("events", first["metadata"]["name"]),
+                               {"count": 2, "lastTimestamp": "2025-01-01T00:00:00Z"},
+                               "application/strategic-merge-patch+json")
+        self.assertEqual(bumped["count"], 2)
+        found = self.sim.must("GET", self.path("events", query={
+            "fieldSelector": "involvedObject.name=web,reason=IPAllocated"}))
+        self.assertEqual(len(found["items"]), 2)
+
+    def test_validation_errors_name_the_field(self):
+        cases = [
+            ("no ports", service("a", ports=[]), "spec.ports", "Required value"),
+            ("port 0", service("b", port=0), "spec.ports[0].port", "Invalid value: 0"),
+            ("bad type", service("c", type="Magic"), "spec.type", 'Unsupported value: "Magic"'),
+            ("bad name", service("Bad_Name"), "metadata.name", "Invalid value"),
+            ("bad lb ip", service("d", loadBalancerIP="1.2.3"), "spec.loadBalancerIP",
+             "Invalid value"),
+            ("bad label", service("e", labels={"a": "not ok!"}), "metadata.labels",
+             "Invalid value"),
+        ]
+        for description, body, field, text in cases:
+            with self.subTest(description):
+                resp = self.sim.request("POST", self.path("services"), body)
+                self.assertEqual(resp.status, 422, resp.body)
+                self.assertEqual(resp.body["reason"], "Invalid")
+                self.assertIn(f"{field}: {text}", resp.body["message"])
+                self.assertIn(field, [c["field"] for c in resp.body["details"]["causes"]])
+
+    def test_missing_namespace_and_mismatched_namespace(self):
+        resp = self.sim.request("POST", "/api/v1/namespaces/nope/configmaps", configmap("a"))
+        self.assertEqual((resp.status, resp.body["message"]), (404,
+                                                               'namespaces "nope" not found'))
+        body = configmap("a")
+        body["metadata"]["namespace"] = "default"
+        self.assertEqual(self.sim.request("POST", self.path("configmaps"), body).status, 400)
+
+    def test_list_items_carry_no_kind_like_the_real_server(self):
+        self.create("configmaps", configmap("a"))
+        listing = self.sim.must("GET", self.path("configmaps"))
+        self.assertEqual((listing["kind"], listing["apiVersion"]), ("ConfigMapList", "v1"))
+        self.assertNotIn("kind", listing["items"][0])
+
+
+class UpdatePatchTest(SimulatorTestCase):
+    def test_stale_resource_version_conflicts(self):
+        svc = self.create("services", service("web"))
+        stale = json.loads(json.dumps(svc))
+        svc["spec"]["selector"] = {"app": "other"}
+        updated = self.sim.must("PUT", self.path("services", "web"), svc)
+        self.assertEqual(updated["metadata"]["generation"], 2)
+
+        stale["spec"]["selector"] = {"app": "stale"}
+        resp = self.sim.request("PUT", self.path("services", "web"), stale)
+        self.assertEqual((resp.status, resp.body["reason"]), (409, "Conflict"))
+        self.assertIn("the object has been modified", resp.body["message"])
+
+        patch = {"metadata": {"resourceVersion": stale["metadata"]["resourceVersion"]},
+                 "spec": {"selector": {"app": "stale"}}}
+        for content_type in ("application/merge-patch+json",
+                             "application/strategic-merge-patch+json"):
+            with self.subTest(content_type):
+                resp = self.sim.request("PATCH", self.path("services", "web"), patch,
+                                        content_type)
+                self.assertEqual((resp.status, resp.body["reason"]), (409, "Conflict"))
+        patch["metadata"]["resourceVersion"] = updated["metadata"]["resourceVersion"]
+        patched = self.sim.must("PATCH", self.path("services", "web"), patch,
+                                "application/merge-patch+json")
+        self.assertEqual(patched["spec"]["selector"], {"app": "stale"})
+
+        # without a resourceVersion, PUT is unconditional
+        unconditional = json.loads(json.dumps(stale))
+        del unconditional["metadata"]["resourceVersion"]
+        self.assertEqual(self.sim.request("PUT", self.path("services", "web"),
+                                          unconditional).status, 200)
+
+    def test_lease_leader_election_relies_on_conflicts(self):
+        group = "coordination.k8s.io/v1"
+        lease = self.create("leases", {"metadata": {"name": "k8slb-watcher"},
+                                       "spec": {"holderIdentity": "a",
+                                                "leaseDurationSeconds": 15}}, group=group)
+        a = json.loads(json.dumps(lease))
+        b = json.loads(json.dumps(lease))
+        a["spec"]["holderIdentity"] = "a"
+        a["spec"]["renewTime"] = "2025-01-01T00:00:01.000000Z"
+        b["spec"]["holderIdentity"] = "b"
+        first = self.sim.request("PUT", self.path("leases", "k8slb-watcher", group=group), a)
+        second = self.sim.request("PUT", self.path("leases", "k8slb-watcher", group=group), b)
+        self.assertEqual((first.status, second.status), (200, 409))
+        self.assertEqual(self.sim.must("GET", self.path("leases", "k8slb-watcher", group=group))
+                         ["spec"]["holderIdentity"], "a")
+
+    def test_status_subresource_changes_only_status(self):
+        svc = self.create("services", service("web"))
+        self.assertEqual(svc["status"], {"loadBalancer": {}})
+        ingress = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
+
+        # PUT on the main resource ignores status
+        svc["status"] = ingress
+        svc = self.sim.must("PUT", self.path("services", "web"), svc)
+        self.assertEqual(svc["status"], {"loadBalancer": {}})
+
+        # merge patch on /status changes status and nothing else
+        patched = self.sim.must("PATCH", self.path("services", "web", "status"),
+                                {"status": ingress, "spec": {"selector": {"app": "x"}},
+                                 "metadata": {"labels": {"x": "y"}}},
+                                "application/merge-patch+json")
+        self.assertEqual(patched["status"], ingress)
+        self.assertEqual(patched["spec"], svc["spec"])
+        self.assertEqual(patched["metadata"].get("labels"), svc["metadata"].get("labels"))
+        self.assertEqual(patched["metadata"]["generation"], 1, "status does not bump generation")
+
+        # PUT on /status with a changed spec: only the status is taken
+        patched["spec"]["selector"] = {"app": "ignored"}
+        patched["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.11"}]}}
+        put = self.sim.must("PUT", self.path("services", "web", "status"), patched)
+        self.assertEqual(put["spec"]["selector"], {"app": "web"})
+        self.assertEqual(put["status"]["loadBalancer"]["ingress"], [{"ip": "203.0.113.11"}])
+
+        bad = self.sim.request("PATCH", self.path("services", "web", "status"),
+                               {"status": {"loadBalancer": {"ingress": [{"ip": "not-an-ip"}]}}},
+                               "application/merge-patch+json")
+        self.assertEqual(bad.status, 422)
+        self.assertIn("status.loadBalancer.ingress[0].ip", bad.body["message"])
+
+    def test_generation_bumps_on_spec_changes_only(self):
+        self.create("services", service("web"))
+        steps = [
+            ("label change", {"metadata": {"labels": {"a": "b"}}}, 1),
+            ("annotation change", {"metadata": {"annotations": {"a": "b"}}}, 1),
+            ("spec change", {"spec": {"selector": {"app": "v2"}}}, 2),
+            ("same spec again", {"spec": {"selector": {"app": "v2"}}}, 2),
+            ("another spec change", {"spec": {"externalTrafficPolicy": "Local"}}, 3),
+        ]
+        for description, patch, generation in steps:
+            with self.subTest(description):
+                got = self.sim.must("PATCH", self.path("services", "web"), patch,
+                                    "application/merge-patch+json")
+                self.assertEqual(got["metadata"]["generation"], generation)
+
+    def test_no_op_update_keeps_resource_version(self):
+        svc = self.create("services", service("web"))
+        same = self.sim.must("PATCH", self.path("services", "web"),
+                             {"spec": {"selector": {"app": "web"}}},
+                             "application/merge-patch+json")
+        self.assertEqual(same["metadata"]["resourceVersion"], svc["metadata"]["resourceVersion"])
+
+    def test_patch_types(self):
+        self.create("services", service("web"))
+        steps = [
+            ("strategic: add a port by merge key", "application/strategic-merge-patch+json",
+             {"spec": {"ports": [{"name": "https", "port": 443}]}},
+             [("http", 80), ("https", 443)]),
+            ("strategic: change a port's target", "application/strategic-merge-patch+json",
+             {"spec": {"ports": [{"port": 443, "targetPort": 8443}]}},
+             [("http", 80), ("https", 443)]),
+            ("strategic: delete a port", "application/strategic-merge-patch+json",
+             {"spec": {"ports": [{"port": 80, "$patch": "delete"}]}}, [("https", 443)]),
+            ("json patch: add a port", "application/json-patch+json",
+             [{"op": "add", "path": "/spec/ports/-",
+               "value": {"name": "dns", "port": 53, "protocol": "UDP"}}],
+             [("https", 443), ("dns", 53)]),
+            ("merge patch replaces the list", "application/merge-patch+json",
+             {"spec": {"ports": [{"name": "http", "port": 80}]}}, [("http", 80)]),
+        ]
+        for description, content_type, patch, ports in steps:
+            with self.subTest(description):
+                got = self.sim.must("PATCH", self.path("services", "web"), patch, content_type)
+                self.assertEqual([(p["name"], p["port"]) for p in got["spec"]["ports"]], ports)
+        got = self.sim.must("GET", self.path("services", "web"))
+        self.assertEqual(got["spec"]["ports"][0]["targetPort"], 80)
+
+        failed_test = self.sim.request("PATCH", self.path("services", "web"),
+                                       [{"op": "test", "path": "/spec/type", "value": "NodePort"}],
+                                       "application/json-patch+json")
+        self.assertEqual(failed_test.status, 422)
+        unsupported = self.sim.request("PATCH", self.path("services", "web"), {},
+                                       "application/apply-patch+yaml")
+        self.assertEqual(unsupported.status, 415)
+
+
+class ListTest(SimulatorTestCase):
+    def test_paging_with_limit_and_continue(self):
+        names = [f"cm-{i}" for i in range(7)]
+        for name in names:
+            self.create("configmaps", configmap(name))
+        seen, pages, cont = [], [], None
+        for _ in range(10):
+            query = {"limit": 3}
+            if cont:
+                query["continue"] = cont
+            page = self.sim.must("GET", self.path("configmaps", query=query))
+            pages.append(len(page["items"]))
+            seen += [i["metadata"]["name"] for i in page["items"]]
+            cont = page["metadata"].get("continue")
+            if len(seen) == 3:
+                # a change between pages is not in the list: pages come from one snapshot
+                self.create("configmaps", configmap("cm-9"))
+                self.sim.must("DELETE", self.path("configmaps", "cm-6"))
+                self.assertEqual(page["metadata"]["remainingItemCount"], 4)
+            if not cont:
+                break
+        self.assertEqual(pages, [3, 3, 1])
+        self.assertEqual(seen, names)
+
+    def test_continue_token_expires(self):
+        for i in range(3):
+            self.create("configmaps", configmap(f"cm-{i}"))
+        page = self.sim.must("GET", self.path("configmaps", query={"limit": 1}))
+        self.create("configmaps", configmap("after"))
+        self.sim.fault(compact=True)
+        resp = self.sim.request("GET", self.path("configmaps", query={
+            "limit": 1, "continue": page["metadata"]["continue"]}))
+        self.assertEqual((resp.status, resp.body["reason"]), (410, "Expired"))
+        garbage = self.sim.request("GET", self.path("configmaps", query={"continue": "xyz"}))
+        self.assertEqual(garbage.status, 400)
+
+    def test_label_and_field_selectors(self):
+        objects = {"a": {"app": "web", "tier": "front"}, "b": {"app": "web", "tier": "back"},
+                   "c": {"app": "db"}, "d": {}}
+        for name, labels in objects.items():
+            self.create("configmaps", configmap(name, labels))
+        cases = [
+            ("app=web", "", ["a", "b"]),
+            ("app==web", "", ["a", "b"]),
+            ("app!=web", "", ["c", "d"]),
+            ("tier in (front,middle)", "", ["a"]),
+            ("app notin (web)", "", ["c", "d"]),
+            ("tier", "", ["a", "b"]),
+            ("!tier", "", ["c", "d"]),
+            ("app=web,tier!=back", "", ["a"]),
+            ("", "metadata.name=c", ["c"]),
+            ("", "metadata.name!=c", ["a", "b", "d"]),
+            ("app=web", "metadata.name==b", ["b"]),
+            ("", f"metadata.namespace={self.ns}", ["a", "b", "c", "d"]),
+        ]
+        for labels, fields, expected in cases:
+            with self.subTest(labels=labels, fields=fields):
+                query = {"labelSelector": labels, "fieldSelector": fields}
+                got = self.sim.must("GET", self.path("configmaps", query=query))
+                self.assertEqual([i["metadata"]["name"] for i in got["items"]], expected)
+        everywhere = self.sim.must("GET", "/api/v1/configmaps?fieldSelector=" +
+                                   urllib.parse.quote(f"metadata.namespace={self.ns}"))
+        self.assertEqual(len(everywhere["items"]), 4)
+        for bad in ({"fieldSelector": "data.k=v"}, {"labelSelector": "a in ("},
+                    {"labelSelector": "bad key!=x"}):
+            with self.subTest(bad=bad):
+                self.assertEqual(self.sim.request("GET", self.path("configmaps", query=bad))
+                                 .status, 400)
+
+    def test_list_at_exact_resource_version(self):
+        self.create("configmaps", configmap("a"))
+        rv = self.list_rv("configmaps")
+        self.create("configmaps", configmap("b"))
+        old = self.sim.must("GET", self.path("configmaps", query={
+            "resourceVersion": rv, "resourceVersionMatch": "Exact"}))
+        self.assertEqual([i["metadata"]["name"] for i in old["items"]], ["a"])
+        self.assertEqual(old["metadata"]["resourceVersion"], rv)
+
+
+class WatchTest(SimulatorTestCase):
+    sim_options = {"bookmark_interval": 0.2}
+
+    def test_watch_from_list_resource_version_sees_later_changes_in_order(self):
+        self.create("configmaps", configmap("before"))
+        rv = self.list_rv("configmaps")
+        self.create("configmaps", configmap("a"))
+        self.sim.must("PATCH", self.path("configmaps", "a"), {"data": {"k": "v2"}},
+                      "application/merge-patch+json")
+        self.sim.must("DELETE", self.path("configmaps", "before"))
+        self.create("services", service("not-a-configmap"))
+        with self.sim.watch(self.path("configmaps", query={"watch": 1, "resourceVersion": rv,
+                                                           "timeoutSeconds": 5})) as w:
+            self.assertEqual(w.status, 200)
+            events = w.events(3)
+            self.create("configmaps", configmap("live"))
+            events += w.events(1)
+        got = [(e["type"], e["object"]["metadata"]["name"]) for e in events]
+        self.assertEqual(got, [("ADDED", "a"), ("MODIFIED", "a"), ("DELETED", "before"),
+                               ("ADDED", "live")])
+        rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+        self.assertEqual(rvs, sorted(rvs))
+        self.assertGreater(rvs[0], int(rv))
+        self.assertEqual(events[1]["object"]["data"], {"k": "v2"})
+        self.assertEqual(events[0]["object"]["kind"], "ConfigMap")
+
+    def test_watch_without_resource_version_starts_with_current_objects(self):
+        self.create("configmaps", configmap("a"))
+        self.create("configmaps", configmap("b"))
+        for rv in ("", "0"):
+            with self.subTest(resourceVersion=rv):
+                query = {"watch": 1, "timeoutSeconds": 5}
+                if rv:
+                    query["resourceVersion"] = rv
+                with self.sim.watch(self.path("configmaps", query=query)) as w:
+                    events = w.events(2)
+                self.assertEqual([(e["type"], e["object"]["metadata"]["name"]) for e in events],
+                                 [("ADDED", "a"), ("ADDED", "b")])
+
+    def test_bookmarks_and_the_clean_end(self):
+        rv = self.list_rv("configmaps")
+        with self.sim.watch(self.path("configmaps", query={
+                "watch": 1, "resourceVersion": rv, "allowWatchBookmarks": "true",
+                "timeoutSeconds": 2})) as w:
+            bookmark = w.events(1, types=("BOOKMARK",))[0]
+            self.create("configmaps", configmap("a"))
+            added = w.events(1, types=("ADDED",))[0]
+            later = w.events(1, types=("BOOKMARK",))[0]
+            rest = []
+            for _ in range(100):
+                event = w.next_event()
+                if event is None:
+                    break
+                rest.append(event)
+        self.assertEqual(set(bookmark["object"]), {"kind", "apiVersion", "metadata"})
+        self.assertEqual(set(bookmark["object"]["metadata"]), {"resourceVersion"})
+        self.assertEqual(bookmark["object"]["kind"], "ConfigMap")
+        self.assertGreaterEqual(int(bookmark["object"]["metadata"]["resourceVersion"]), int(rv))
+        self.assertGreaterEqual(int(later["object"]["metadata"]["resourceVersion"]),
+                                int(added["object"]["metadata"]["resourceVersion"]))
+        self.assertTrue(rest and rest[-1]["type"] == "BOOKMARK", "a bookmark at the end")
+
+    def test_send_initial_events_ends_with_an_annotated_bookmark(self):
+        self.create("configmaps", configmap("a"))
+        with self.sim.watch(self.path("configmaps", query={
+                "watch": 1, "sendInitialEvents": "true", "allowWatchBookmarks": "true",
+                "resourceVersionMatch": "NotOlderThan", "timeoutSeconds": 3})) as w:
+            events = w.events(2)
+        self.assertEqual(events[0]["type"], "ADDED")
+        self.assertEqual(events[1]["type"], "BOOKMARK")
+        self.assertEqual(events[1]["object"]["metadata"]["annotations"],
+                         {"k8s.io/initial-events-end": "true"})
+
+    def test_expired_resource_version_gives_410(self):
+        rv = self.list_rv("configmaps")
+        self.create("configmaps", configmap("a"))
+        self.sim.fault(compact=True)
+        with self.sim.watch(self.path("configmaps", query={
+                "watch": 1, "resourceVersion": rv, "timeoutSeconds": 5})) as w:
+            self.assertEqual(w.status, 200)
+            event = w.next_event()
+            self.assertIsNone(w.next_event(), "the stream ends after the error")
+        self.assertEqual(event["type"], "ERROR")
+        self.assertEqual((event["object"]["kind"], event["object"]["code"],
+                          event["object"]["reason"]), ("Status", 410, "Expired"))
+        resp = self.sim.request("GET", self.path("configmaps", query={
+            "resourceVersion": rv, "resourceVersionMatch": "Exact"}))
+        self.assertEqual(resp.status, 410)
+        # a resourceVersion at or after the compaction still works
+        now = self.list_rv("configmaps")
+        with self.sim.watch(self.path("configmaps", query={
+                "watch": 1, "resourceVersion": now, "timeoutSeconds": 5})) as w:
+            self.create("configmaps", configmap("b"))
+            self.assertEqual(w.next_event()["type"], "ADDED")
+
+    def test_selector_watch_sends_deleted_when_an_object_stops_matching(self):
+        rv = self.list_rv("configmaps")
+        self.create("configmaps", configmap("a", {"pick": "yes"}))
+        self.sim.must("PATCH", self.path("configmaps", "a"),
+                      {"metadata": {"labels": {"pick": "no"}}}, "application/merge-patch+json")
+        self.sim.must("PATCH", self.path("configmaps", "a"),
+                      {"metadata": {"labels": {"pick": "yes"}}}, "application/merge-patch+json")
+        self.create("configmaps", configmap("b", {"pick": "no"}))
+        with self.sim.watch(self.path("configmaps", query={
+                "watch": 1, "resourceVersion": rv, "labelSelector": "pick=yes",
+                "timeoutSeconds": 1})) as w:
+            events = w.events(10)
+        self.assertEqual([(e["type"], e["object"]["metadata"]["name"]) for e in events],
+                         [("ADDED", "a"), ("DELETED", "a"), ("ADDED", "a")])
+
+    def test_watch_one_object_by_name(self):
+        self.create("configmaps", configmap("a"))
+        self.create("configmaps", configmap("b"))
+        with self.sim.watch(self.path("configmaps", query={
+                "watch": 1, "fieldSelector": "metadata.name=b", "timeoutSeconds": 1})) as w:
+            events = w.events(10)
+        self.assertEqual([e["object"]["metadata"]["name"] for e in events], ["b"])
+
+
+class WindowTest(SimulatorTestCase):
+    sim_options = {"window": 5}
+
+    def test_resource_version_older_than_the_window_is_expired(self):
+        rv = self.list_rv("configmaps")
+        for i in range(6):
+            self.create("configmaps", configmap(f"cm-{i}"))
+        with self.sim.watch(self.path("configmaps", query={
+                "watch": 1, "resourceVersion": rv, "timeoutSeconds": 5})) as w:
+            event = w.next_event()
+        self.assertEqual((event["type"], event["object"]["code"]), ("ERROR", 410))
+        recent = self.sim.must("GET", self.path("configmaps"))["metadata"]["resourceVersion"]
+        with self.sim.watch(self.path("configmaps", query={
+                "watch": 1, "resourceVersion": str(int(recent) - 2), "timeoutSeconds": 1})) as w:
+            events = w.events(10)
+        self.assertEqual([e["object"]["metadata"]["name"] for e in events], ["cm-4", "cm-5"])
+
+
+class FaultTest(SimulatorTestCase):
+    def test_drop_watches_breaks_the_stream(self):
+        with self.sim.watch(self.path("configmaps", query={"watch": 1, "timeoutSeconds": 30,
+                                                           "resourceVersion": self.list_rv(
+                                                               "configmaps")})) as w:
+            self.create("configmaps", configmap("a"))
+            self.assertEqual(w.next_event()["type"], "ADDED")
+            self.assertEqual(self.sim.stats()["watches_open"], 1)
+            self.sim.fault(drop_watches=True)
+            with self.assertRaises((http.client.IncompleteRead, ConnectionError, ssl.SSLError,
+                                    http.client.HTTPException)):
+                w.next_event()
+        self.assertEqual(self.sim.stats()["watches_open"], 0)
+
+    def test_restart_drops_watches_and_forgets_history(self):
+        rv = self.list_rv("configmaps")
+        self.create("configmaps", configmap("a"))
+        with self.sim.watch(self.path("configmaps", query={"watch": 1, "timeoutSeconds": 30,
+                                                           "resourceVersion": rv})) as w:
+            self.assertEqual(w.next_event()["type"], "ADDED")
+            self.sim.fault(restart=True)
+            with self.assertRaises((http.client.IncompleteRead, ConnectionError, ssl.SSLError,
+                                    http.client.HTTPException)):
+                w.next_event()
+        with self.sim.watch(self.path("configmaps", query={"watch": 1, "timeoutSeconds": 5,
+                                                           "resourceVersion": rv})) as w:
+            self.assertEqual(w.next_event()["object"]["code"], 410)
+
+    def test_errors_500(self):
+        self.sim.fault(errors_500=2)
+        statuses = [self.sim.request("GET", self.path("configmaps")).status for _ in range(3)]
+        self.assertEqual(statuses, [500, 500, 200])
+        self.sim.fault(errors_500=1)
+        resp = self.sim.request("GET", "/api/v1/namespaces")
+        self.assertEqual((resp.body["kind"], resp.body["reason"]), ("Status", "InternalError"))
+
+    def test_errors_only_for_matching_requests(self):
+        self.create("services", service("web"))
+        self.sim.fault(errors_500=1, method="PATCH", path_contains="/status")
+        self.assertEqual(self.sim.request("GET", self.path("services", "web")).status, 200)
+        status_patch = {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}}
+        first = self.sim.request("PATCH", self.path("services", "web", "status"), status_patch,
+                                 "application/merge-patch+json")
+        second = self.sim.request("PATCH", self.path("services", "web", "status"), status_patch,
+                                  "application/merge-patch+json")
+        self.assertEqual((first.status, second.status), (500, 200))
+
+    def test_throttle_429_with_retry_after(self):
+        self.sim.fault(throttle_429=1, retry_after=7)
+        first = self.sim.request("GET", self.path("configmaps"))
+        self.assertEqual(first.status, 429)
+        self.assertEqual(first.headers["Retry-After"], "7")
+        self.assertEqual(first.body["reason"], "TooManyRequests")
+        self.assertEqual(first.body["details"]["retryAfterSeconds"], 7)
+        self.assertEqual(self.sim.request("GET", self.path("configmaps")).status, 200)
+
+    def test_delay(self):
+        # The delayed answer cannot arrive within a client timeout far below the delay.
+        self.sim.fault(delay_ms=3000)
+        with self.assertRaises((socket.timeout, TimeoutError)):
+            self.sim.request("GET", self.path("configmaps"), timeout=0.5)
+        self.sim.fault(delay_ms=0)
+        self.assertEqual(self.sim.request("GET", self.path("configmaps"), timeout=5).status, 200)
+
+    def test_reset_clears_faults(self):
+        self.sim.fault(errors_500=5, throttle_429=5, delay_ms=10)
+        self.sim.reset_faults()
+        self.assertEqual(self.sim.request("GET", self.path("configmaps")).status, 200)
+
+    def test_stats_count_requests_by_method_and_resource(self):
+        before = self.sim.stats()["requests"].get("PATCH services/status", 0)
+        self.create("services", service("web"))
+        for ip in ("203.0.113.1", "203.0.113.2"):
+            self.sim.must("PATCH", self.path("services", "web", "status"),
+                          {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
+                          "application/merge-patch+json")
+        stats = self.sim.stats()
+        self.assertEqual(stats["requests"]["PATCH services/status"] - before, 2)
+        self.assertGreaterEqual(stats["verbs"]["create services"], 1)
+        self.sim.must("GET", self.path("leases", group="coordination.k8s.io/v1"))
+        self.assertGreaterEqual(self.sim.stats()["verbs"]["list leases.coordination.k8s.io"], 1)
+
 if __name__ == "__main__":
     unittest.main()
