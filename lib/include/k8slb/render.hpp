@@ -36,6 +36,12 @@ struct Settings {
   std::string vrrp_password;               // empty: no auth (VRRPv3 has none)
   int min_server_slots = 8;                // haproxy server slots per backend, at least
   std::string notify_script;               // keepalived notify script, empty: none
+  // Added by render:
+  std::string lb_class;                    // our loadBalancerClass: Services of another are skipped
+  std::string stream_module = "/usr/lib/nginx/modules/ngx_stream_module.so"; // nginx load_module
+  int hard_stop_after_s = 30;              // haproxy hard-stop-after: old workers' grace period
+  bool transparent_bind = true;            // haproxy `bind ... transparent`: bind VIPs this node
+                                           // does not hold (nginx needs ip_nonlocal_bind instead)
 };
 
 struct Input {

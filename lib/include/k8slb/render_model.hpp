@@ -1,0 +1,112 @@
+#pragma once
+// The typed rendering model: every decision the printers need (TLS, http mode, server slots,
+// VIP owners, router ids), made and validated once, sorted by namespace, name, port. Printers
+// only print it. Everything a printer writes comes from here: DNS-label names, numbers,
+// re-printed ip::Address values, validated pool names and settings paths.
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "k8slb/error.hpp"
+#include "k8slb/ip.hpp"
+#include "k8slb/render.hpp"
+
+namespace k8slb::render {
+
+enum class Protocol { tcp, udp, sctp };
+std::string_view to_string(Protocol protocol); // "TCP", "UDP", "SCTP"
+
+enum class Mode { tcp, http };
+
+// A Service's VIP with the pool whose network holds it.
+struct Vip {
+  ip::Address address;
+  std::string pool;
+  bool operator==(const Vip&) const = default;
+};
+
+// One server slot of a backend. Filled slots carry a ready endpoint; empty slots are
+// disabled placeholders (address 0.0.0.0) that the runtime API can fill without a reload.
+struct Server {
+  std::string name; // s1..sN
+  ip::Address address;
+  int port = 0;
+  bool enabled = false;
+  bool operator==(const Server&) const = default;
+};
+
+// One Service port, with every decision made.
+struct PortPlan {
+  std::string ns;        // DNS label
+  std::string name;      // DNS label
+  int index = 0;         // position in spec.ports
+  std::string port_name; // DNS label or empty
+  Protocol protocol = Protocol::tcp;
+  int port = 0;
+  int target_port = 0;   // numeric targetPort; 0 when named
+  std::vector<Vip> vips; // IPv4 first
+  Mode mode = Mode::tcp;
+  bool tls = false;         // terminate TLS on the proxy
+  bool tls_backend = false; // TLS to the backend (not verified: `ssl verify none`)
+  bool check = true;        // health checks
+  std::vector<ip::Range> source_ranges; // loadBalancerSourceRanges; empty: anyone
+  std::vector<Server> servers; // haproxy slots: filled first (sorted by address), then empty
+  int filled = 0;              // number of filled slots (ready endpoints)
+
+  std::string service() const { return ns + "/" + name; }
+  // "<ns>_<name>_<port>", with "_udp" / "_sctp" for those protocols: the backend / upstream
+  // name. '_' never occurs in a DNS label, so the parts cannot run into each other.
+  std::string id() const;
+};
+
+// An http -> https redirect listener on port 80 of a VIP, for TLS-terminated http-mode ports.
+struct Redirect {
+  std::string ns;
+  std::string name;
+  Vip vip;
+  int to_port = 443; // the TLS port the redirect points at
+  std::vector<ip::Range> source_ranges;
+  std::string id() const; // "<ns>_<name>_redirect"
+};
+
+struct ProxyPlan {
+  std::vector<PortPlan> ports;     // sorted by namespace, name, port, protocol
+  std::vector<Redirect> redirects; // sorted by namespace, name, VIP
+  std::vector<Problem> problems;
+};
+
+// Decides everything the proxy's config needs. Empty (but with Service problems) for kubeproxy.
+ProxyPlan plan_proxy(const Input& input);
+
+struct VrrpInstance {
+  std::string name; // "<pool>_<owner>_v4|v6"
+  std::string pool;
+  std::string owner; // node that is first choice for these VIPs
+  ip::Family family = ip::Family::v4;
+  std::string interface;
+  int router_id = 0;
+  int priority = 100; // this node's priority
+  std::vector<ip::Address> vips; // sorted
+  std::optional<ip::Address> unicast_src;   // set when Settings.unicast
+  std::vector<ip::Address> unicast_peers;
+};
+
+struct KeepalivedPlan {
+  std::string router_id; // this node's name, sanitised
+  int vrrp_version = 3;  // 2 when a password is set
+  std::string advert_int; // "0.2", "1"
+  std::optional<pool::KeepalivedSettings> email; // set when mail is configured (validated)
+  std::vector<VrrpInstance> instances; // sorted by pool, owner
+  std::vector<Problem> problems;
+};
+
+// Decides VIP owners, router ids, priorities and interfaces. Throws Error for invalid settings
+// (password, paths, mail settings) and when this node is not among the load-balancer nodes.
+KeepalivedPlan plan_keepalived(const Input& input);
+
+// Server slots for a backend with `endpoints` ready endpoints:
+// max(min_slots, next power of two >= endpoints).
+int server_slots(int endpoints, int min_slots);
+
+} // namespace k8slb::render

@@ -1,0 +1,380 @@
+// Decisions: which Services and ports are rendered, how, and to which endpoints.
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <tuple>
+
+#include <fmt/format.h>
+
+#include "detail.hpp"
+#include "k8slb/render_model.hpp"
+#include "services.hpp"
+
+namespace k8slb::render {
+
+std::string_view to_string(Protocol protocol) {
+  switch (protocol) {
+  case Protocol::tcp: return "TCP";
+  case Protocol::udp: return "UDP";
+  case Protocol::sctp: return "SCTP";
+  }
+  return "TCP";
+}
+
+std::string PortPlan::id() const {
+  std::string id = fmt::format("{}_{}_{}", ns, name, port);
+  if (protocol == Protocol::udp) id += "_udp";
+  if (protocol == Protocol::sctp) id += "_sctp";
+  return id;
+}
+
+std::string Redirect::id() const {
+  return fmt::format("{}_{}_redirect_{}", ns, name, detail::family_suffix(vip.address.family()));
+}
+
+int server_slots(int endpoints, int min_slots) {
+  int slots = 1;
+  while (slots < endpoints && slots < (1 << 30)) slots *= 2;
+  return std::max(slots, min_slots);
+}
+
+namespace detail {
+
+namespace {
+
+constexpr const char* kInvalidService = "InvalidService";
+
+struct AnnotationGrammar {
+  const char* key;
+  std::vector<std::string> values;
+};
+
+const std::vector<AnnotationGrammar>& annotation_grammars() {
+  static const std::vector<AnnotationGrammar> grammars = {
+      {model::kAnnotationMode, {"", "http", "false"}},
+      {model::kAnnotationSsl, {"", "true", "false"}},
+      {model::kAnnotationSslBackend, {"", "true", "false"}},
+      {model::kAnnotationSslRedirect, {"", "true", "false"}},
+      {model::kAnnotationNocheck, {"", "true", "false"}},
+  };
+  return grammars;
+}
+
+std::string one_of(const std::vector<std::string>& values) {
+  std::string text;
+  for (const auto& value : values) {
+    if (!text.empty()) text += ", ";
+    text += quote(value);
+  }
+  return text;
+}
+
+// The source range as a CIDR: "10.0.0.0/8", or a single address (as /32 or /128).
+std::optional<ip::Range> parse_source_range(const std::string& text) {
+  try {
+    if (text.find('/') == std::string::npos) {
+      auto address = ip::Address::parse(text);
+      return ip::Range(address, address);
+    }
+    return ip::Prefix::parse(text).network();
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
+} // namespace
+
+std::vector<CheckedService> checked_services(const Input& input, std::vector<Problem>& problems) {
+  std::vector<const model::Service*> services;
+  for (const auto& service : input.services) {
+    if (service.ingress_ips.empty() || !service.is_load_balancer()) continue;
+    if (!service.lb_class.empty() && service.lb_class != input.settings.lb_class) continue;
+    services.push_back(&service);
+  }
+  std::sort(services.begin(), services.end(), [](const auto* a, const auto* b) {
+    return std::tie(a->ns, a->name) < std::tie(b->ns, b->name);
+  });
+
+  std::vector<CheckedService> checked;
+  for (const auto* service : services) {
+    const std::string key = service->key();
+    auto problem = [&](std::string field, std::string message) {
+      problems.push_back(Problem{key, std::move(field), kInvalidService, std::move(message)});
+    };
+    if (!is_dns_label(service->ns)) {
+      problem("metadata.namespace", "not a DNS label; the Service is not rendered");
+      continue;
+    }
+    if (!is_dns_label(service->name)) {
+      problem("metadata.name", "not a DNS label; the Service is not rendered");
+      continue;
+    }
+    bool valid = true;
+    for (const auto& grammar : annotation_grammars()) {
+      auto value = service->annotation(grammar.key);
+      if (std::find(grammar.values.begin(), grammar.values.end(), value) == grammar.values.end()) {
+        problem(fmt::format("metadata.annotations[{}]", grammar.key),
+                fmt::format("{} is not one of {}; the Service is not rendered", quote(value),
+                            one_of(grammar.values)));
+        valid = false;
+      }
+    }
+    CheckedService entry;
+    entry.service = service;
+    for (std::size_t i = 0; i < service->source_ranges.size(); ++i) {
+      auto range = parse_source_range(service->source_ranges[i]);
+      if (!range) {
+        problem(fmt::format("spec.loadBalancerSourceRanges[{}]", i),
+                fmt::format("{} is not a CIDR; the Service is not rendered",
+                            quote(service->source_ranges[i])));
+        valid = false;
+        continue;
+      }
+      if (std::find(entry.source_ranges.begin(), entry.source_ranges.end(), *range) ==
+          entry.source_ranges.end())
+        entry.source_ranges.push_back(*range);
+    }
+    std::sort(entry.source_ranges.begin(), entry.source_ranges.end());
+    for (std::size_t i = 0; i < service->ingress_ips.size(); ++i) {
+      const auto field = fmt::format("status.loadBalancer.ingress[{}].ip", i);
+      auto address = ip::Address::try_parse(service->ingress_ips[i]);
+      if (!address) {
+        problem(field, fmt::format("{} is not an IP address; the Service is not rendered",
+                                   quote(service->ingress_ips[i])));
+        valid = false;
+        continue;
+      }
+      const pool::Pool* holder = nullptr;
+      for (const auto& pool : input.config.pools)
+        if (pool.network.contains(*address)) holder = &pool;
+      if (!holder) {
+        problems.push_back(Problem{key, field, "NotRendered",
+                                   fmt::format("{} is in no pool; this IP is not rendered",
+                                               address->to_string())});
+        continue;
+      }
+      bool same_family = std::any_of(entry.vips.begin(), entry.vips.end(), [&](const Vip& vip) {
+        return vip.address.family() == address->family();
+      });
+      if (same_family) {
+        problems.push_back(Problem{key, field, "NotRendered",
+                                   fmt::format("a second {} address ({}); this IP is not rendered",
+                                               ip::to_string(address->family()),
+                                               address->to_string())});
+        continue;
+      }
+      entry.vips.push_back(Vip{*address, holder->name});
+    }
+    std::sort(entry.vips.begin(), entry.vips.end(),
+              [](const Vip& a, const Vip& b) { return a.address < b.address; });
+    if (!valid || entry.vips.empty()) continue;
+    checked.push_back(std::move(entry));
+  }
+  return checked;
+}
+
+void check_settings(const Settings& settings) {
+  if (!is_safe_path(settings.cert_dir))
+    fail("settings", "cert_dir", fmt::format("{} is not a safe absolute path", quote(settings.cert_dir)));
+  if (!is_safe_path(settings.runtime_dir))
+    fail("settings", "runtime_dir",
+         fmt::format("{} is not a safe absolute path", quote(settings.runtime_dir)));
+  if (!is_safe_path(settings.stream_module))
+    fail("settings", "stream_module",
+         fmt::format("{} is not a safe absolute path", quote(settings.stream_module)));
+  if (settings.min_server_slots < 1 || settings.min_server_slots > 4096)
+    fail("settings", "min_server_slots", "must be between 1 and 4096");
+  if (settings.hard_stop_after_s < 1)
+    fail("settings", "hard_stop_after_s", "must be at least 1");
+}
+
+void check_pool_names(const pool::Config& config) {
+  for (const auto& pool : config.pools)
+    if (!is_pool_name(pool.name))
+      fail(fmt::format("pools.{}", pool.name), "",
+           "a pool name must be letters, digits, '.', '_' or '-', starting with a letter or digit");
+}
+
+} // namespace detail
+
+namespace {
+
+using detail::quote;
+
+std::optional<Protocol> parse_protocol(std::string_view text) {
+  if (text == "TCP") return Protocol::tcp;
+  if (text == "UDP") return Protocol::udp;
+  if (text == "SCTP") return Protocol::sctp;
+  return std::nullopt;
+}
+
+bool is_port_name(std::string_view text) { return text.empty() || detail::is_dns_label(text); }
+
+bool starts_with(std::string_view text, std::string_view prefix) {
+  return text.substr(0, prefix.size()) == prefix;
+}
+
+} // namespace
+
+ProxyPlan plan_proxy(const Input& input) {
+  ProxyPlan plan;
+  detail::check_settings(input.settings);
+  detail::check_pool_names(input.config);
+  auto services = detail::checked_services(input, plan.problems);
+  if (input.settings.proxy == Proxy::kubeproxy) return plan;
+
+  // (VIP, port, protocol) -> Service using it: two Services on one shared VIP and port conflict.
+  std::map<std::tuple<ip::Address, int, Protocol>, std::string> listeners;
+  const auto proxy = input.settings.proxy;
+
+  for (const auto& checked : services) {
+    const auto& service = *checked.service;
+    const std::string key = service.key();
+    const auto mode_annotation = service.annotation(model::kAnnotationMode);
+    const auto ssl_annotation = service.annotation(model::kAnnotationSsl);
+    const auto backend_annotation = service.annotation(model::kAnnotationSslBackend);
+    const bool check = service.annotation(model::kAnnotationNocheck) != "true";
+
+    for (std::size_t i = 0; i < service.ports.size(); ++i) {
+      const auto& port = service.ports[i];
+      const auto field = fmt::format("spec.ports[{}]", i);
+      auto problem = [&](std::string sub, std::string reason, std::string message) {
+        plan.problems.push_back(Problem{key, field + sub, std::move(reason), std::move(message)});
+      };
+      if (!is_port_name(port.name)) {
+        problem(".name", "InvalidService",
+                fmt::format("{} is not a DNS label; this port is not rendered", quote(port.name)));
+        continue;
+      }
+      auto protocol = parse_protocol(port.protocol);
+      if (!protocol) {
+        problem(".protocol", "InvalidService",
+                fmt::format("{} is not TCP, UDP or SCTP; this port is not rendered", quote(port.protocol)));
+        continue;
+      }
+      if (port.port < 1 || port.port > 65535) {
+        problem(".port", "InvalidService", fmt::format("{} is not a port number", port.port));
+        continue;
+      }
+      if (port.target_port < 0 || port.target_port > 65535) {
+        problem(".targetPort", "InvalidService", fmt::format("{} is not a port number", port.target_port));
+        continue;
+      }
+      if (proxy == Proxy::haproxy && *protocol != Protocol::tcp) {
+        problem(".protocol", "UnsupportedPort",
+                fmt::format("{} is not carried by haproxy; use the nginx proxy", port.protocol));
+        continue;
+      }
+      if (proxy == Proxy::nginx && *protocol == Protocol::sctp) {
+        problem(".protocol", "UnsupportedPort",
+                "SCTP is not carried by nginx; use the kubeproxy proxy");
+        continue;
+      }
+
+      PortPlan entry;
+      entry.ns = service.ns;
+      entry.name = service.name;
+      entry.index = static_cast<int>(i);
+      entry.port_name = port.name;
+      entry.protocol = *protocol;
+      entry.port = port.port;
+      entry.target_port = port.target_port_name.empty() && port.target_port == 0 ? port.port
+                                                                                  : port.target_port;
+      entry.source_ranges = checked.source_ranges;
+      entry.check = check;
+      const bool auto_http = entry.port == 80 || entry.port == 443 || entry.target_port == 80 ||
+                             entry.target_port == 443;
+      const bool tcp = *protocol == Protocol::tcp;
+      entry.mode = tcp && (mode_annotation == "http" || (mode_annotation.empty() && auto_http))
+                       ? Mode::http
+                       : Mode::tcp;
+      entry.tls = tcp && (ssl_annotation == "true" ||
+                          (ssl_annotation.empty() && (entry.port == 443 || starts_with(port.name, "https"))));
+      entry.tls_backend =
+          tcp && (backend_annotation == "true" || (backend_annotation.empty() && entry.target_port == 443));
+
+      // The VIPs this port may listen on: not already taken by another Service.
+      for (const auto& vip : checked.vips) {
+        auto listener = std::make_tuple(vip.address, entry.port, entry.protocol);
+        auto [it, inserted] = listeners.emplace(listener, key);
+        if (!inserted && it->second != key) {
+          problem("", "PortConflict",
+                  fmt::format("{} {} is already used by {}; not rendered on this IP",
+                              detail::host_port(vip.address, entry.port), port.protocol, it->second));
+          continue;
+        }
+        if (!inserted) {
+          problem(".port", "InvalidService", fmt::format("port {} {} appears twice", entry.port, port.protocol));
+          continue;
+        }
+        entry.vips.push_back(vip);
+      }
+      if (entry.vips.empty()) continue;
+
+      // Ready endpoints, re-printed from parsed addresses, then the slots.
+      std::vector<std::pair<ip::Address, int>> endpoints;
+      for (const auto& backend : model::backends_for(service, port, input.slices)) {
+        auto address = ip::Address::try_parse(backend.address);
+        if (!address || backend.port < 1 || backend.port > 65535) {
+          plan.problems.push_back(Problem{key, "endpoints", "InvalidEndpoint",
+                                          fmt::format("{} port {} is not an IP address and port; "
+                                                      "this endpoint is not rendered",
+                                                      quote(backend.address), backend.port)});
+          continue;
+        }
+        endpoints.emplace_back(*address, backend.port);
+      }
+      std::sort(endpoints.begin(), endpoints.end());
+      endpoints.erase(std::unique(endpoints.begin(), endpoints.end()), endpoints.end());
+      const int slots = server_slots(static_cast<int>(endpoints.size()), input.settings.min_server_slots);
+      const int empty_port = entry.target_port > 0 ? entry.target_port
+                             : endpoints.empty()   ? entry.port
+                                                   : endpoints.front().second;
+      for (int slot = 0; slot < slots; ++slot) {
+        Server server;
+        server.name = fmt::format("s{}", slot + 1);
+        if (slot < static_cast<int>(endpoints.size())) {
+          server.address = endpoints[slot].first;
+          server.port = endpoints[slot].second;
+          server.enabled = true;
+        } else {
+          server.address = ip::Address(ip::Family::v4, 0);
+          server.port = empty_port;
+          server.enabled = false;
+        }
+        entry.servers.push_back(std::move(server));
+      }
+      entry.filled = static_cast<int>(endpoints.size());
+      plan.ports.push_back(std::move(entry));
+    }
+  }
+
+  // Redirects: a TLS-terminated http-mode port gets http -> https on port 80 of each of its
+  // VIPs, unless the annotation says no or port 80 of that VIP is already in use.
+  for (const auto& checked : services) {
+    const auto& service = *checked.service;
+    if (service.annotation(model::kAnnotationSslRedirect) == "false") continue;
+    for (const auto& vip : checked.vips) {
+      std::optional<int> target;
+      for (const auto& port : plan.ports) {
+        if (port.ns != service.ns || port.name != service.name || port.mode != Mode::http || !port.tls)
+          continue;
+        if (std::find(port.vips.begin(), port.vips.end(), vip) == port.vips.end()) continue;
+        if (!target || port.port == 443 || (*target != 443 && port.port < *target)) target = port.port;
+      }
+      if (!target) continue;
+      auto listener = std::make_tuple(vip.address, 80, Protocol::tcp);
+      if (listeners.count(listener)) continue; // the Service (or another) has port 80 itself
+      listeners.emplace(listener, service.key());
+      plan.redirects.push_back(Redirect{service.ns, service.name, vip, *target, checked.source_ranges});
+    }
+  }
+
+  std::sort(plan.ports.begin(), plan.ports.end(), [](const PortPlan& a, const PortPlan& b) {
+    return std::tie(a.ns, a.name, a.port, a.protocol) < std::tie(b.ns, b.name, b.port, b.protocol);
+  });
+  return plan;
+}
+
+} // namespace k8slb::render

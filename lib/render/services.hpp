@@ -1,0 +1,27 @@
+#pragma once
+// Service-level checks shared by the proxy and keepalived planners.
+
+#include <vector>
+
+#include "k8slb/error.hpp"
+#include "k8slb/render_model.hpp"
+
+namespace k8slb::render::detail {
+
+// A Service that passed the Service-level checks: names, annotations, source ranges, VIPs.
+struct CheckedService {
+  const model::Service* service = nullptr;
+  std::vector<Vip> vips;                // IPv4 first, each in a pool
+  std::vector<ip::Range> source_ranges; // sorted, deduplicated
+};
+
+// The Services to render (type LoadBalancer, our class, with ingress IPs), sorted by
+// namespace/name, with the problems of those left out (or of VIPs left out) appended.
+std::vector<CheckedService> checked_services(const Input& input, std::vector<Problem>& problems);
+
+// Throws Error for settings that would put unsafe text into a config.
+void check_settings(const Settings& settings);
+// Throws Error for a pool name outside [A-Za-z0-9._-].
+void check_pool_names(const pool::Config& config);
+
+} // namespace k8slb::render::detail
