@@ -153,8 +153,11 @@ KeepalivedPlan plan_keepalived(const Input& input) {
     try {
       interface = node::select_interface(pool, input.node.interfaces);
     } catch (const Error& error) {
+      std::string message = error.what();
+      const std::string prefix = pool_object + ": interface: ";
+      if (message.compare(0, prefix.size(), prefix) == 0) message.erase(0, prefix.size());
       plan.problems.push_back(Problem{pool_object, "interface", "NoInterface",
-                                      fmt::format("{}; the pool's IPs are not held by this node", error.what())});
+                                      fmt::format("{}; the pool's IPs are not held by this node", message)});
       continue;
     }
     if (!is_interface_name(interface)) {
