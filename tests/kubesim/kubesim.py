@@ -1437,6 +1437,9 @@ class Store:
                 self._record(resource, "MODIFIED", current, new)
                 return copy.deepcopy(new)
             if resource.kind == "Namespace":
+                if name in ("default", "kube-system", "kube-public"):
+                    raise ApiError(403, "Forbidden", f'namespaces "{name}" is forbidden: this '
+                                   "namespace may not be deleted", _details(resource, name))
                 for r in RESOURCES:
                     if r.namespaced:
                         for child_ref in sorted(self.objects[r.key]):

@@ -644,5 +644,59 @@ class FaultTest(SimulatorTestCase):
         self.sim.must("GET", self.path("leases", group="coordination.k8s.io/v1"))
         self.assertGreaterEqual(self.sim.stats()["verbs"]["list leases.coordination.k8s.io"], 1)
 
+
+class SlowWatcherTest(SimulatorTestCase):
+    sim_options = {"extra_args": ["--watch-queue", "2"]}
+
+    def test_a_watcher_that_falls_behind_is_closed(self):
+        big = "x" * 400_000
+        count = 40
+        with self.sim.watch(self.path("configmaps", query={
+                "watch": 1, "resourceVersion": self.list_rv("configmaps"),
+                "timeoutSeconds": 30})) as w:
+            # ~16 MB of events that the watcher does not read: more than the socket buffers
+            # and the two-event queue hold.
+            for i in range(count):
+                self.create("configmaps", configmap(f"big-{i}", data={"k": big}))
+            received = []
+            for _ in range(count + 1):
+                event = w.next_event()
+                if event is None:
+                    break
+                received.append(event["object"]["metadata"]["name"])
+        self.assertIsNone(event, "the stream ends cleanly")
+        self.assertLess(len(received), count)
+        self.assertEqual(received, [f"big-{i}" for i in range(len(received))],
+                         "what was sent is in order, without gaps")
+
+
+class SeedTest(SimulatorTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.workdir = tempfile.mkdtemp(prefix="kubesim-seed-")
+        seed = os.path.join(cls.workdir, "nodes.json")
+        with open(seed, "w") as f:
+            json.dump({"apiVersion": "v1", "kind": "List", "items": [
+                {"apiVersion": "v1", "kind": "Node",
+                 "metadata": {"name": f"lb-{i}", "labels": {"type": "loadBalancer"}},
+                 "status": {"addresses": [{"type": "InternalIP", "address": f"192.0.2.{i}"}]}}
+                for i in (1, 2)]}, f)
+        cls.sim = kubesim_client.start(cls.workdir, extra_args=["--seed", seed])
+
+    def test_seeded_nodes_exist_with_their_status(self):
+        nodes = self.sim.must("GET", "/api/v1/nodes?labelSelector=type%3DloadBalancer")
+        self.assertEqual([(n["metadata"]["name"], n["status"]["addresses"][0]["address"])
+                          for n in nodes["items"]], [("lb-1", "192.0.2.1"), ("lb-2", "192.0.2.2")])
+
+    def test_protected_namespaces_cannot_be_deleted(self):
+        for name in ("default", "kube-system"):
+            with self.subTest(name):
+                self.assertEqual(self.sim.request("DELETE", f"/api/v1/namespaces/{name}").status,
+                                 403)
+        self.create("configmaps", configmap("a"))
+        self.sim.must("DELETE", f"/api/v1/namespaces/{self.ns}")
+        self.assertEqual(self.sim.request("GET", self.path("configmaps", "a")).status, 404)
+
+
 if __name__ == "__main__":
     unittest.main()
