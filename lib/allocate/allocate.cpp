@@ -202,10 +202,11 @@ std::vector<Result> allocate(const std::vector<model::Service>& services,
     if (request.ours) keep_existing(allocator, request);
   for (Request& request : requests)
     if (request.ours) assign_requested(allocator, request);
-  for (Request& request : requests)
-    if (request.ours) assign_dynamic(allocator, request);
-  for (Request& request : requests)
-    if (request.ours) undo_partial(allocator, request);
+  for (Request& request : requests) {
+    if (!request.ours) continue;
+    assign_dynamic(allocator, request);
+    undo_partial(allocator, request); // at once, so the next Service may take what it gave back
+  }
 
   std::vector<Result> results;
   results.reserve(requests.size());

@@ -1,0 +1,389 @@
+// allocate(): one run over a set of Services, as a table of cases. Each case lists every
+// Service of the run and what each one must end with.
+
+#include "k8slb/allocate.hpp"
+
+#include <gtest/gtest.h>
+
+#include "support.hpp"
+
+namespace k8slb::allocate {
+namespace {
+
+using testing::Svc;
+using testing::show;
+using testing::test_pools;
+using testing::texts;
+
+struct Expect {
+  std::string service;
+  Outcome outcome;
+  std::vector<std::string> ips = {};
+  std::vector<std::string> pools = {};
+  // When the result must carry a problem: its reason, field and a part of its message.
+  std::string reason = "";
+  std::string field = "";
+  std::string message_part = "";
+  std::vector<std::string> released = {};
+};
+
+struct Case {
+  std::string description;
+  std::vector<Svc> services;
+  std::vector<Expect> expected; // in namespace/name order, one per Service
+  Options options = {};
+};
+
+void check(const Case& c) {
+  SCOPED_TRACE(c.description);
+  std::vector<model::Service> services;
+  for (const Svc& svc : c.services) services.push_back(svc);
+  std::vector<Result> results = allocate(services, test_pools(), c.options);
+  ASSERT_EQ(results.size(), c.expected.size());
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const Result& result = results[i];
+    const Expect& expect = c.expected[i];
+    SCOPED_TRACE(show(result));
+    EXPECT_EQ(result.service, expect.service);
+    EXPECT_EQ(result.outcome, expect.outcome);
+    EXPECT_EQ(texts(result.ips), expect.ips);
+    if (!expect.pools.empty()) {
+      EXPECT_EQ(result.pools, expect.pools);
+    } else {
+      EXPECT_EQ(result.pools.size(), result.ips.size());
+    }
+    EXPECT_EQ(result.released, expect.released);
+    if (expect.reason.empty()) {
+      EXPECT_FALSE(result.problem.has_value());
+    } else if (!result.problem) {
+      ADD_FAILURE() << "expected a problem: " << expect.reason << " " << expect.message_part;
+    } else {
+      EXPECT_EQ(result.problem->object, expect.service);
+      EXPECT_EQ(result.problem->reason, expect.reason);
+      EXPECT_EQ(result.problem->field, expect.field);
+      EXPECT_NE(result.problem->message.find(expect.message_part), std::string::npos)
+          << "message: " << result.problem->message;
+    }
+  }
+}
+
+const char* kPool = "metadata.annotations[loadbalancer/pool]";
+const char* kRequested = "spec.loadBalancerIP";
+const char* kStatus = "status.loadBalancer.ingress";
+
+TEST(Allocate, PoolsAndStaticRequests) {
+  const std::vector<Case> cases = {
+      {"no annotation: the lowest free address of pool default's range",
+       {Svc("default/a")},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}, {"default"}}}},
+      {"Services are served in namespace/name order, whatever the input order",
+       {Svc("ns2/a"), Svc("ns1/b"), Svc("ns1/a")},
+       {{"ns1/a", Outcome::assigned, {"192.0.2.8"}},
+        {"ns1/b", Outcome::assigned, {"192.0.2.9"}},
+        {"ns2/a", Outcome::assigned, {"192.0.2.10"}}}},
+      {"loadbalancer/pool picks the pool",
+       {Svc("default/a").pool("external")},
+       {{"default/a", Outcome::assigned, {"198.51.100.16"}, {"external"}}}},
+      {"a static request may lie outside the range, inside the network",
+       {Svc("default/a").ip("192.0.2.100")},
+       {{"default/a", Outcome::assigned, {"192.0.2.100"}, {"default"}}}},
+      {"a static request outside the pool's network fails",
+       {Svc("default/a").ip("198.51.100.5")},
+       {{"default/a", Outcome::failed, {}, {}, "AllocationFailed", kRequested,
+         "198.51.100.5 is outside pool default (192.0.2.0/24)"}}},
+      {"a static request in the network of another pool than the annotated one fails",
+       {Svc("default/a").pool("external").ip("192.0.2.20")},
+       {{"default/a", Outcome::failed, {}, {}, "AllocationFailed", kRequested,
+         "outside pool external"}}},
+      {"an unknown pool fails, the others are served",
+       {Svc("default/a").pool("nosuch"), Svc("default/b")},
+       {{"default/a", Outcome::failed, {}, {}, "AllocationFailed", kPool,
+         "pool 'nosuch' is not configured"},
+        {"default/b", Outcome::assigned, {"192.0.2.8"}}}},
+      {"a blank annotation means pool default",
+       {Svc("default/a").pool(" ")},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}}}},
+      {"an unparsable loadBalancerIP is an invalid Service",
+       {Svc("default/a").ip("192.0.2.300")},
+       {{"default/a", Outcome::failed, {}, {}, "InvalidService", kRequested,
+         "'192.0.2.300' is not an IP address"}}},
+      {"a Service without ports is invalid",
+       {Svc("default/a").ports({})},
+       {{"default/a", Outcome::failed, {}, {}, "InvalidService", "spec.ports",
+         "a LoadBalancer Service needs at least one port"}}},
+      {"an annotation with an empty pool name is invalid",
+       {Svc("default/a").pool("default,")},
+       {{"default/a", Outcome::failed, {}, {}, "InvalidService", kPool, "empty pool name"}}},
+      {"an annotation naming three pools is invalid",
+       {Svc("default/a").pool("default,ipv6,external")},
+       {{"default/a", Outcome::failed, {}, {}, "InvalidService", kPool, "names 3 pools"}}},
+      {"an annotation naming two pools of one family is invalid",
+       {Svc("default/a").pool("default,external")},
+       {{"default/a", Outcome::failed, {}, {}, "InvalidService", kPool,
+         "names two IPv4 pools: default and external"}}},
+      {"dynamic Services never get an address a static request holds, whatever the order",
+       {Svc("default/a"), Svc("default/z").ip("192.0.2.8")},
+       {{"default/a", Outcome::assigned, {"192.0.2.9"}},
+        {"default/z", Outcome::assigned, {"192.0.2.8"}}}},
+      {"dynamic Services never get an address another Service holds",
+       {Svc("default/a"), Svc("default/z").holds({"192.0.2.8"})},
+       {{"default/a", Outcome::assigned, {"192.0.2.9"}},
+        {"default/z", Outcome::kept, {"192.0.2.8"}}}},
+      {"the network and broadcast addresses of an IPv4 CIDR network are not handed out",
+       {Svc("default/a").pool("edge"), Svc("default/b").pool("edge")},
+       {{"default/a", Outcome::assigned, {"203.0.113.1"}},
+        {"default/b", Outcome::assigned, {"203.0.113.2"}}}},
+  };
+  for (const Case& c : cases) check(c);
+}
+
+TEST(Allocate, ExistingAssignments) {
+  const std::vector<Case> cases = {
+      {"an address in status is kept",
+       {Svc("default/a").holds({"192.0.2.10"})},
+       {{"default/a", Outcome::kept, {"192.0.2.10"}, {"default"}}}},
+      {"an address outside the range but inside the network is kept without a word",
+       {Svc("default/a").holds({"192.0.2.200"})},
+       {{"default/a", Outcome::kept, {"192.0.2.200"}}}},
+      {"two holders of one address: the first in namespace/name order keeps it",
+       {Svc("ns/b").holds({"192.0.2.10"}), Svc("ns/a").holds({"192.0.2.10"})},
+       {{"ns/a", Outcome::kept, {"192.0.2.10"}},
+        {"ns/b", Outcome::failed, {}, {}, "AllocationFailed", kStatus,
+         "IP 192.0.2.10 already held by ns/a", {"192.0.2.10"}}}},
+      {"an address outside the Service's pool is kept, with a warning, never moved",
+       {Svc("default/a").holds({"198.51.100.7"})},
+       {{"default/a", Outcome::kept, {"198.51.100.7"}, {"external"}, "IPOutsidePool", kStatus,
+         "keeping 198.51.100.7 although it is outside pool default (192.0.2.0/24)"}}},
+      {"an address whose pool is gone from the config is kept, with a warning",
+       {Svc("default/a").pool("gone").holds({"192.0.2.10"})},
+       {{"default/a", Outcome::kept, {"192.0.2.10"}, {"default"}, "IPOutsidePool", kPool,
+         "keeping 192.0.2.10: pool 'gone' is not configured"}}},
+      {"an address kept outside its pool still blocks it for everybody",
+       {Svc("default/a").pool("external"), Svc("default/b").pool("external"),
+        Svc("default/z").holds({"198.51.100.16"})},
+       {{"default/a", Outcome::assigned, {"198.51.100.17"}},
+        {"default/b", Outcome::assigned, {"198.51.100.18"}},
+        {"default/z", Outcome::kept, {"198.51.100.16"}, {"external"}, "IPOutsidePool", kStatus,
+         "outside pool default"}}},
+      {"a new loadBalancerIP moves the Service: the user asked for it",
+       {Svc("default/a").holds({"192.0.2.10"}).ip("192.0.2.20")},
+       {{"default/a", Outcome::assigned, {"192.0.2.20"}, {}, "", "", "", {"192.0.2.10"}}}},
+      {"the old address of a moved Service is free for others in the same run",
+       {Svc("default/a").holds({"192.0.2.8"}).ip("192.0.2.20"), Svc("default/b")},
+       {{"default/a", Outcome::assigned, {"192.0.2.20"}, {}, "", "", "", {"192.0.2.8"}},
+        {"default/b", Outcome::assigned, {"192.0.2.8"}}}},
+      {"a new loadBalancerIP that cannot be had: the old address is kept, with the reason",
+       {Svc("default/a").holds({"192.0.2.10"}).ip("192.0.2.20"),
+        Svc("default/b").holds({"192.0.2.20"})},
+       {{"default/a", Outcome::kept, {"192.0.2.10"}, {}, "AllocationFailed", kRequested,
+         "IP 192.0.2.20 already held by default/b; keeping 192.0.2.10"},
+        {"default/b", Outcome::kept, {"192.0.2.20"}}}},
+      {"a broken spec does not take away a held address",
+       {Svc("default/a").holds({"192.0.2.10"}).ip("not-an-ip")},
+       {{"default/a", Outcome::kept, {"192.0.2.10"}, {"default"}, "InvalidService", kRequested,
+         "'not-an-ip' is not an IP address"}}},
+      {"an unparsable address in status is dropped and a new one assigned",
+       {Svc("default/a").holds({"garbage"})},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}, {}, "", "", "", {"garbage"}}}},
+      {"a second address of the same family in status is released",
+       {Svc("default/a").holds({"192.0.2.10", "192.0.2.11"})},
+       {{"default/a", Outcome::assigned, {"192.0.2.10"}, {}, "", "", "", {"192.0.2.11"}}}},
+  };
+  for (const Case& c : cases) check(c);
+}
+
+TEST(Allocate, Sharing) {
+  const std::vector<Case> cases = {
+      {"the same loadBalancerIP with different ports: shared",
+       {Svc("default/a").ip("192.0.2.20"), Svc("default/b").ip("192.0.2.20").ports({{"TCP", 443}})},
+       {{"default/a", Outcome::assigned, {"192.0.2.20"}},
+        {"default/b", Outcome::assigned, {"192.0.2.20"}}}},
+      {"the same loadBalancerIP with a colliding port: the second fails",
+       {Svc("default/a").ip("192.0.2.20"), Svc("default/b").ip("192.0.2.20").ports({{"TCP", 443}, {"TCP", 80}})},
+       {{"default/a", Outcome::assigned, {"192.0.2.20"}},
+        {"default/b", Outcome::failed, {}, {}, "AllocationFailed", kRequested,
+         "IP 192.0.2.20 already serves TCP/80 for default/a"}}},
+      {"the same port number over TCP and UDP does not collide",
+       {Svc("default/a").ip("192.0.2.20").ports({{"TCP", 53}}),
+        Svc("default/b").ip("192.0.2.20").ports({{"UDP", 53}})},
+       {{"default/a", Outcome::assigned, {"192.0.2.20"}},
+        {"default/b", Outcome::assigned, {"192.0.2.20"}}}},
+      {"a static request cannot take an address held dynamically",
+       {Svc("default/a").holds({"192.0.2.8"}), Svc("default/b").ip("192.0.2.8").ports({{"TCP", 443}})},
+       {{"default/a", Outcome::kept, {"192.0.2.8"}},
+        {"default/b", Outcome::failed, {}, {}, "AllocationFailed", kRequested,
+         "IP 192.0.2.8 already held by default/a"}}},
+      {"a static request joins a Service that holds the address it asked for too",
+       {Svc("default/a").ip("192.0.2.20").holds({"192.0.2.20"}),
+        Svc("default/b").ip("192.0.2.20").ports({{"TCP", 443}})},
+       {{"default/a", Outcome::kept, {"192.0.2.20"}},
+        {"default/b", Outcome::assigned, {"192.0.2.20"}}}},
+      {"one sharing key, different ports: one address; without the key: another",
+       {Svc("default/a").share("web"), Svc("default/b").share("web").ports({{"TCP", 443}}),
+        Svc("default/c")},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}},
+        {"default/b", Outcome::assigned, {"192.0.2.8"}},
+        {"default/c", Outcome::assigned, {"192.0.2.9"}}}},
+      {"one sharing key, colliding ports: a second address",
+       {Svc("default/a").share("web"), Svc("default/b").share("web"),
+        Svc("default/c").share("web").ports({{"TCP", 443}})},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}},
+        {"default/b", Outcome::assigned, {"192.0.2.9"}},
+        {"default/c", Outcome::assigned, {"192.0.2.8"}}}},
+      {"different sharing keys never share",
+       {Svc("default/a").share("web"), Svc("default/b").share("mail").ports({{"TCP", 25}})},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}},
+        {"default/b", Outcome::assigned, {"192.0.2.9"}}}},
+      {"one sharing key in two pools: no sharing across pools",
+       {Svc("default/a").share("web"), Svc("default/b").share("web").pool("external").ports({{"TCP", 443}})},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}},
+        {"default/b", Outcome::assigned, {"198.51.100.16"}}}},
+      {"a dynamic Service joins its sharing group's held address",
+       {Svc("default/a").share("web").holds({"192.0.2.10"}), Svc("default/b").share("web").ports({{"TCP", 443}})},
+       {{"default/a", Outcome::kept, {"192.0.2.10"}},
+        {"default/b", Outcome::assigned, {"192.0.2.10"}}}},
+      {"two holders of one address with one sharing key and distinct ports both keep it",
+       {Svc("default/a").share("web").holds({"192.0.2.10"}),
+        Svc("default/b").share("web").holds({"192.0.2.10"}).ports({{"TCP", 443}})},
+       {{"default/a", Outcome::kept, {"192.0.2.10"}},
+        {"default/b", Outcome::kept, {"192.0.2.10"}}}},
+  };
+  for (const Case& c : cases) check(c);
+}
+
+TEST(Allocate, ClassesAndTypes) {
+  const std::vector<Case> cases = {
+      {"not a LoadBalancer and holding nothing: skipped",
+       {Svc("default/a").type("ClusterIP")},
+       {{"default/a", Outcome::skipped}}},
+      {"no longer a LoadBalancer: its addresses are released and free in the same run",
+       {Svc("default/a").type("NodePort").holds({"192.0.2.8"}), Svc("default/b")},
+       {{"default/a", Outcome::released, {}, {}, "", "", "", {"192.0.2.8"}},
+        {"default/b", Outcome::assigned, {"192.0.2.8"}}}},
+      {"another loadBalancerClass is not ours",
+       {Svc("default/a").lb_class("example.com/other")},
+       {{"default/a", Outcome::skipped}}},
+      {"a class changed away from ours: released",
+       {Svc("default/a").lb_class("example.com/other").holds({"192.0.2.9"})},
+       {{"default/a", Outcome::released, {}, {}, "", "", "", {"192.0.2.9"}}}},
+      {"our class, when we have one, is ours; no class then is not",
+       {Svc("default/a").lb_class("k8slb.example.com/lb"), Svc("default/b")},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}}, {"default/b", Outcome::skipped}},
+       Options{"k8slb.example.com/lb"}},
+  };
+  for (const Case& c : cases) check(c);
+}
+
+TEST(Allocate, Exhaustion) {
+  // default's range is 192.0.2.8/30: four addresses, then nothing.
+  std::vector<Svc> services;
+  std::vector<Expect> expected;
+  for (int i = 0; i < 4; ++i) {
+    std::string key = fmt::format("default/s{}", i);
+    services.push_back(Svc(key));
+    expected.push_back({key, Outcome::assigned, {fmt::format("192.0.2.{}", 8 + i)}});
+  }
+  services.push_back(Svc("default/s4"));
+  expected.push_back({"default/s4", Outcome::failed, {}, {}, "AllocationFailed", "",
+                      "pool default has no free IPv4 address left in range 192.0.2.8/30"});
+  services.push_back(Svc("default/s5").ip("192.0.2.50"));
+  expected.push_back({"default/s5", Outcome::assigned, {"192.0.2.50"}});
+  check({"a /30 range hands out four addresses; static requests still work", services, expected});
+
+  std::vector<Svc> edge;
+  std::vector<Expect> edge_expected;
+  for (int i = 1; i <= 7; ++i) {
+    std::string key = fmt::format("default/e{}", i);
+    edge.push_back(Svc(key).pool("edge"));
+    if (i <= 6)
+      edge_expected.push_back({key, Outcome::assigned, {fmt::format("203.0.113.{}", i)}});
+    else
+      edge_expected.push_back({key, Outcome::failed, {}, {}, "AllocationFailed", "",
+                               "pool edge has no free IPv4 address"});
+  }
+  check({"a /29 network used whole: six addresses, not .0 or .7", edge, edge_expected});
+}
+
+TEST(Allocate, IPv6AndDualStack) {
+  const std::vector<Case> cases = {
+      {"IPv6 pool: the first address of the /96 range",
+       {Svc("default/a").pool("ipv6"), Svc("default/b").pool("ipv6")},
+       {{"default/a", Outcome::assigned, {"2001:db8:1::1:0:0"}, {"ipv6"}},
+        {"default/b", Outcome::assigned, {"2001:db8:1::1:0:1"}, {"ipv6"}}}},
+      {"IPv6 static request inside the /64, outside the /96 range",
+       {Svc("default/a").pool("ipv6").ip("2001:db8:1::ffff")},
+       {{"default/a", Outcome::assigned, {"2001:db8:1::ffff"}}}},
+      {"IPv6 static request outside the /64",
+       {Svc("default/a").pool("ipv6").ip("2001:db8:9::1")},
+       {{"default/a", Outcome::failed, {}, {}, "AllocationFailed", kRequested,
+         "2001:db8:9::1 is outside pool ipv6 (2001:db8:1::/64)"}}},
+      {"IPv6 held addresses compare by value, not by spelling",
+       {Svc("default/a").pool("ipv6").holds({"2001:DB8:1::1:0:0"}), Svc("default/b").pool("ipv6")},
+       {{"default/a", Outcome::kept, {"2001:db8:1::1:0:0"}},
+        {"default/b", Outcome::assigned, {"2001:db8:1::1:0:1"}}}},
+      {"single stack: the family comes from ipFamilies[0]",
+       {Svc("default/a").pool("default,ipv6").families({"IPv6"})},
+       {{"default/a", Outcome::assigned, {"2001:db8:1::1:0:0"}, {"ipv6"}}}},
+      {"single stack without ipFamilies: the family of the first pool named",
+       {Svc("default/a").pool("ipv6,default")},
+       {{"default/a", Outcome::assigned, {"2001:db8:1::1:0:0"}}}},
+      {"single stack without ipFamilies: the family of the loadBalancerIP",
+       {Svc("default/a").pool("default,ipv6").ip("2001:db8:1::5")},
+       {{"default/a", Outcome::assigned, {"2001:db8:1::5"}}}},
+      {"IPv6 asked, no IPv6 pool",
+       {Svc("default/a").families({"IPv6"})},
+       {{"default/a", Outcome::failed, {}, {}, "AllocationFailed", kPool,
+         "no IPv6 pool: the default pool is default (IPv4)"}}},
+      {"loadBalancerIP of another family than ipFamilies[0]",
+       {Svc("default/a").pool("default,ipv6").families({"IPv6"}).ip("192.0.2.20")},
+       {{"default/a", Outcome::failed, {}, {}, "InvalidService", kRequested,
+         "192.0.2.20 is IPv4 but the Service is IPv6"}}},
+      {"an unknown family or policy is invalid",
+       {Svc("default/a").families({"IPv5"}), Svc("default/b").policy("MaybeDualStack")},
+       {{"default/a", Outcome::failed, {}, {}, "InvalidService", "spec.ipFamilies[0]", "'IPv5'"},
+        {"default/b", Outcome::failed, {}, {}, "InvalidService", "spec.ipFamilyPolicy",
+         "'MaybeDualStack'"}}},
+      {"RequireDualStack: one address per family, IPv4 first",
+       {Svc("default/a").pool("ipv6,default").families({"IPv6", "IPv4"}, "RequireDualStack")},
+       {{"default/a", Outcome::assigned, {"192.0.2.8", "2001:db8:1::1:0:0"}, {"default", "ipv6"}}}},
+      {"RequireDualStack without an IPv6 pool fails",
+       {Svc("default/a").families({"IPv4", "IPv6"}, "RequireDualStack")},
+       {{"default/a", Outcome::failed, {}, {}, "AllocationFailed", kPool, "no IPv6 pool"}}},
+      {"PreferDualStack without an IPv6 pool takes IPv4 and says nothing",
+       {Svc("default/a").families({"IPv4", "IPv6"}, "PreferDualStack")},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}}}},
+      {"PreferDualStack with an unknown second pool takes IPv4 and warns",
+       {Svc("default/a").pool("default,typo").policy("PreferDualStack")},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}, {}, "AllocationFailed", kPool,
+         "pool 'typo' is not configured"}}},
+      {"RequireDualStack, IPv6 exhausted: the second gets nothing and gives its IPv4 back",
+       {Svc("default/a").pool("default,tiny6").policy("RequireDualStack"),
+        Svc("default/b").pool("default,tiny6").policy("RequireDualStack"), Svc("default/c")},
+       {{"default/a", Outcome::assigned, {"192.0.2.8", "2001:db8:2::10"}},
+        {"default/b", Outcome::failed, {}, {}, "AllocationFailed", "",
+         "pool tiny6 has no free IPv6 address"},
+        {"default/c", Outcome::assigned, {"192.0.2.9"}}}},
+      {"PreferDualStack, IPv6 exhausted: IPv4 only, with a warning",
+       {Svc("default/a").pool("default,tiny6").policy("RequireDualStack"),
+        Svc("default/b").pool("default,tiny6").policy("PreferDualStack")},
+       {{"default/a", Outcome::assigned, {"192.0.2.8", "2001:db8:2::10"}},
+        {"default/b", Outcome::assigned, {"192.0.2.9"}, {}, "AllocationFailed", "",
+         "pool tiny6 has no free IPv6 address"}}},
+      {"RequireDualStack holding IPv4, IPv6 exhausted: keeps IPv4, with a warning",
+       {Svc("default/a").pool("default,tiny6").policy("RequireDualStack").holds({"2001:db8:2::10"}),
+        Svc("default/b").pool("default,tiny6").policy("RequireDualStack").holds({"192.0.2.11"})},
+       {{"default/a", Outcome::assigned, {"192.0.2.8", "2001:db8:2::10"}},
+        {"default/b", Outcome::kept, {"192.0.2.11"}, {}, "AllocationFailed", "",
+         "pool tiny6 has no free IPv6 address"}}},
+      {"dual stack with a static IPv6 request and a dynamic IPv4",
+       {Svc("default/a").pool("default,ipv6").policy("RequireDualStack").ip("2001:db8:1::80")},
+       {{"default/a", Outcome::assigned, {"192.0.2.8", "2001:db8:1::80"}}}},
+      {"from dual stack back to single stack: the other family's address is released",
+       {Svc("default/a").pool("default,ipv6").families({"IPv4"}).holds({"192.0.2.8", "2001:db8:1::1:0:0"})},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}, {}, "", "", "", {"2001:db8:1::1:0:0"}}}},
+  };
+  for (const Case& c : cases) check(c);
+}
+
+} // namespace
+} // namespace k8slb::allocate
