@@ -25,6 +25,8 @@ import secrets
 import signal
 import socket
 import ssl
+import select
+import struct
 import subprocess
 import sys
 import tempfile
@@ -216,7 +218,8 @@ def invalid(resource, name, errors):
 # Selectors
 
 LABEL_KEY_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
-DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS_1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -457,7 +460,8 @@ def json_patch(doc, operations):
             add(parts, value)
         elif kind == "test":
             if _get_pointer(doc, parts) != op.get("value"):
-                raise ApiError(422, "Invalid", f"testing value {op.get('path')} failed: test failed")
+                raise ApiError(422, "Invalid",
+                               f"testing value {op.get('path')} failed: test failed")
         else:
             raise bad_request(f"Unexpected kind: {kind}")
     return doc
@@ -2035,10 +2039,12 @@ class Handler(BaseHTTPRequestHandler):
                         self.write_bookmark_if_idle(watcher)
                     break
                 try:
-                    event = watcher.events.get(timeout=max(0.01, min(deadline, next_bookmark) -
-                                                           now))
+                    event = watcher.events.get(timeout=max(0.01, min(deadline, next_bookmark,
+                                                                     now + 0.5) - now))
                 except queue.Empty:
                     event = ()
+                    if self.client_hung_up():
+                        break
                 if event is None or watcher.dropped:
                     clean_end = False
                     break
@@ -2064,6 +2070,14 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self.abort_connection()
 
+    def client_hung_up(self):
+        """True when the watching client has closed its end (nothing else is sent on a watch
+        connection), so an idle watch does not outlive its client."""
+        poller = select.poll()
+        poller.register(self.connection.fileno(),
+                        select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        return bool(poller.poll(0))
+
     def as_watched(self, obj):
         if self.watch_table:
             return table_for(self.watch_resource, [obj], obj["metadata"]["resourceVersion"],
@@ -2074,7 +2088,7 @@ class Handler(BaseHTTPRequestHandler):
         """Closes the TCP connection without ending the chunked body (a dropped stream)."""
         try:
             sock = self.connection
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass

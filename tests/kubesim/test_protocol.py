@@ -12,6 +12,7 @@ import socket
 import ssl
 import sys
 import tempfile
+import time
 import unittest
 import urllib.parse
 
@@ -542,6 +543,18 @@ class WatchTest(SimulatorTestCase):
                 "watch": 1, "fieldSelector": "metadata.name=b", "timeoutSeconds": 1})) as w:
             events = w.events(10)
         self.assertEqual([e["object"]["metadata"]["name"] for e in events], ["b"])
+
+    def test_a_watch_ends_when_its_client_goes_away(self):
+        w = self.sim.watch(self.path("configmaps", query={"watch": 1, "timeoutSeconds": 600}))
+        self.assertGreaterEqual(self.sim.stats()["watches_open"], 1)
+        w.close()
+        open_watches = None
+        for _ in range(100):  # the server notices within about half a second
+            open_watches = self.sim.stats()["watches_open"]
+            if open_watches == 0:
+                break
+            time.sleep(0.1)
+        self.assertEqual(open_watches, 0)
 
 
 class WindowTest(SimulatorTestCase):
