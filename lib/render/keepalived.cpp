@@ -178,6 +178,8 @@ KeepalivedPlan plan_keepalived(const Input& input) {
       instance.interface = interface;
       instance.router_id = settings.vrid_offset + static_cast<int>(pool_index) * node_count + owner_index + 1;
       instance.vips.assign(vips->second.begin(), vips->second.end());
+      instance.authenticated = plan.vrrp_version == 2 && instance.family == ip::Family::v4;
+      instance.version = instance.authenticated ? 2 : 3;
       if (instance.router_id > 255) {
         plan.problems.push_back(Problem{
             pool_object, "virtual_router_id", "RouterIdOutOfRange",
@@ -263,8 +265,10 @@ std::string print_keepalived(const KeepalivedPlan& plan, const Settings& setting
     line(fmt::format("  interface {}", instance.interface));
     line(fmt::format("  virtual_router_id {}", instance.router_id));
     line(fmt::format("  priority {}", instance.priority));
-    line(fmt::format("  advert_int {}", plan.advert_int));
-    if (plan.vrrp_version == 2) {
+    if (instance.version != plan.vrrp_version) line(fmt::format("  version {}", instance.version));
+    line(fmt::format("  advert_int {}", instance.version == plan.vrrp_version ? plan.advert_int
+                                                                            : advert_int_text(settings.advert_int_cs)));
+    if (instance.authenticated) {
       line("  authentication {");
       line("    auth_type PASS");
       line(fmt::format("    auth_pass {}", settings.vrrp_password));

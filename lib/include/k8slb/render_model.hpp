@@ -87,6 +87,8 @@ struct VrrpInstance {
   std::string interface;
   int router_id = 0;
   int priority = 100; // this node's priority
+  int version = 3;    // VRRP version: 2 only for an IPv4 instance with a password (IPv6 needs 3)
+  bool authenticated = false; // auth_type PASS (VRRPv2 only)
   std::vector<ip::Address> vips; // sorted
   std::optional<ip::Address> unicast_src;   // set when Settings.unicast
   std::vector<ip::Address> unicast_peers;

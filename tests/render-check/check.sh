@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Passes the golden files and rendered variants through a daemon's own checker.
+#   check.sh haproxy|nginx|keepalived RENDER_CHECK_GEN GOLDEN_DIR
+# A file passes when the checker exits 0 and prints no warning. Exit 77 (skip) when the
+# checker or root (for the network namespace) is missing.
+set -euo pipefail
+
+checker=$1 gen=$2 golden=$3
+command -v "$checker" >/dev/null || { echo "skip: $checker is not installed"; exit 77; }
+command -v openssl >/dev/null || { echo "skip: openssl is not installed"; exit 77; }
+if [[ $checker != haproxy && $(id -u) != 0 ]]; then echo "skip: $checker check needs root for a network namespace"; exit 77; fi
+
+work=$(mktemp -d /tmp/k8slb-render-check.XXXXXX)
+netns=""
+cleanup() {
+  if [[ -n $netns ]]; then ip netns del "$netns" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A throw-away CA and one certificate per pool: <pool>.pem is the haproxy bundle (certificate
+# then key), <pool>.key the key for nginx.
+mkdir -p "$work/certs" "$work/run" "$work/out"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=k8slb-test-ca \
+  -keyout "$work/certs/ca.key" -out "$work/certs/ca.crt" 2>/dev/null
+for pool in default external ipv6; do
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$pool.example.com" \
+    -keyout "$work/certs/$pool.key" -out "$work/certs/$pool.csr" 2>/dev/null
+  openssl x509 -req -in "$work/certs/$pool.csr" -CA "$work/certs/ca.crt" -CAkey "$work/certs/ca.key" \
+    -CAcreateserial -days 1 -out "$work/certs/$pool.crt" 2>/dev/null
+  cat "$work/certs/$pool.crt" "$work/certs/$pool.key" > "$work/certs/$pool.pem"
+done
+
+"$gen" "$work/out" "$work/certs" "$work/run"
+# The golden files themselves, with only the certificate and runtime directories moved.
+mkdir -p "$work/out/golden-files"
+for file in haproxy.cfg nginx.conf keepalived.conf; do
+  sed -e "s#/etc/certs/#$work/certs/#g" -e "s#/run/k8slb/#$work/run/#g" "$golden/$file" > "$work/out/golden-files/$file"
+done
+
+case $checker in
+  haproxy) pattern='haproxy.cfg' ;;
+  nginx) pattern='nginx.conf' ;;
+  keepalived) pattern='keepalived.conf' ;;
+esac
+
+run=()
+if [[ $checker != haproxy ]]; then
+  netns="k8slb-rc-$checker-$$"
+  ip netns add "$netns"
+  ip -n "$netns" link set lo up
+  if [[ $checker == nginx ]]; then
+    # nginx -t binds the VIPs: let it bind addresses the namespace does not hold.
+    ip netns exec "$netns" sysctl -q -w net.ipv4.ip_nonlocal_bind=1 net.ipv6.ip_nonlocal_bind=1
+  else
+    # keepalived -t wants the interfaces the config names.
+    for i in 0 1; do
+      ip -n "$netns" link add "eth$i" type veth peer name "peer$i"
+      ip -n "$netns" link set "eth$i" up
+    done
+  fi
+  run=(ip netns exec "$netns")
+fi
+
+failed=0 checked=0
+for file in "$work"/out/*/"$pattern"; do
+  checked=$((checked + 1))
+  case $checker in
+    haproxy) cmd=(haproxy -c -f "$file") ;;
+    nginx) cmd=(nginx -t -q -c "$file" -p "$work/" -e stderr) ;;
+    keepalived) cmd=(keepalived -t -f "$file") ;;
+  esac
+  status=0
+  output=$(timeout 30 "${run[@]}" "${cmd[@]}" 2>&1) || status=$?
+  warnings=$(grep -E -i 'warn|alert|emerg|error|invalid|unknown' <<<"$output" || true)
+  if [[ $status != 0 || -n $warnings ]]; then
+    echo "FAIL ${file#$work/out/} (exit $status):"
+    echo "$output" | head -30
+    failed=$((failed + 1))
+  else
+    echo "ok   ${file#$work/out/}"
+  fi
+done
+echo "$checker: $checked checked, $failed failed"
+[[ $checked -gt 0 && $failed == 0 ]]

@@ -1,0 +1,73 @@
+// Renders the golden input and a few variants into a directory, for check.sh to pass through
+// the real checkers (haproxy -c, nginx -t, keepalived -t).
+//
+//   render_check_gen OUT_DIR CERT_DIR RUNTIME_DIR
+//
+// writes OUT_DIR/<variant>/{haproxy.cfg,nginx.conf,keepalived.conf}.
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "fixture.hpp"
+#include "k8slb/render.hpp"
+
+namespace {
+
+using namespace k8slb::render;
+
+struct Variant {
+  std::string name;
+  std::function<void(Input&)> change;
+};
+
+void write(const std::filesystem::path& path, const std::string& text) {
+  std::filesystem::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 4) {
+    std::cerr << "usage: render_check_gen OUT_DIR CERT_DIR RUNTIME_DIR\n";
+    return 2;
+  }
+  const std::filesystem::path out = argv[1];
+  const std::vector<Variant> variants = {
+      {"golden", [](Input&) {}},
+      {"one-slot", [](Input& input) { input.settings.min_server_slots = 1; }},
+      {"no-endpoints", [](Input& input) { input.slices.clear(); }},
+      {"password-unicast", [](Input& input) {
+         input.settings.vrrp_password = "s3cret";
+         input.settings.unicast = true;
+         input.settings.notify_script = "/usr/bin/true";
+         input.settings.advert_int_cs = 150;
+       }},
+      {"fast-adverts-offset", [](Input& input) {
+         input.settings.advert_int_cs = 5;
+         input.settings.vrid_offset = 200;
+         input.config.keepalived = {};
+       }},
+      {"other-node", [](Input& input) { input.node.node_name = "lb-c"; }},
+  };
+  try {
+    for (const auto& variant : variants) {
+      for (auto proxy : {Proxy::haproxy, Proxy::nginx}) {
+        auto input = testing::golden_input(proxy);
+        input.settings.cert_dir = argv[2];
+        input.settings.runtime_dir = argv[3];
+        variant.change(input);
+        auto output = render_all(input);
+        for (const auto& [name, text] : output.files) write(out / variant.name / name, text);
+      }
+    }
+  } catch (const std::exception& error) {
+    std::cerr << "render_check_gen: error: " << error.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
