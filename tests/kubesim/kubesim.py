@@ -890,10 +890,12 @@ def validate_lease(obj, errors):
 
 
 def validate_event(obj, errors):
-    if obj.get("apiVersion", "v1") == "v1" or "involvedObject" in obj:
-        if not (obj.get("involvedObject") or {}).get("name") and \
-                not (obj.get("involvedObject") or {}).get("kind"):
-            pass
+    involved = obj.get("involvedObject")
+    if isinstance(involved, dict) and involved.get("namespace"):
+        namespace = obj.get("metadata", {}).get("namespace")
+        if involved["namespace"] != namespace:
+            errors.append(FieldError("involvedObject.namespace", "Invalid", involved["namespace"],
+                                     "does not match event.namespace"))
     etype = obj.get("type")
     if etype is not None and etype not in ("Normal", "Warning"):
         errors.append(FieldError("type", "Unsupported", etype,

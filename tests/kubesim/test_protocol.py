@@ -12,6 +12,7 @@ import socket
 import ssl
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.parse
@@ -175,6 +176,10 @@ class CrudTest(SimulatorTestCase):
         found = self.sim.must("GET", self.path("events", query={
             "fieldSelector": "involvedObject.name=web,reason=IPAllocated"}))
         self.assertEqual(len(found["items"]), 2)
+        elsewhere = dict(event, involvedObject=dict(event["involvedObject"], namespace="other"))
+        resp = self.sim.request("POST", self.path("events"), elsewhere)
+        self.assertEqual(resp.status, 422)
+        self.assertIn("involvedObject.namespace", resp.body["message"])
 
     def test_validation_errors_name_the_field(self):
         cases = [
@@ -555,6 +560,32 @@ class WatchTest(SimulatorTestCase):
                 break
             time.sleep(0.1)
         self.assertEqual(open_watches, 0)
+
+    def test_concurrent_writers_one_ordered_stream(self):
+        writers, per_writer = 4, 25
+        rv = self.list_rv("configmaps")
+        failures = []
+
+        def write(w):
+            try:
+                for i in range(per_writer):
+                    self.create("configmaps", configmap(f"w{w}-{i}"))
+            except Exception as e:  # reported below
+                failures.append(e)
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+        with self.sim.watch(self.path("configmaps", query={
+                "watch": 1, "resourceVersion": rv, "timeoutSeconds": 30})) as w:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            events = w.events(writers * per_writer)
+        self.assertEqual(failures, [])
+        rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+        self.assertEqual(len(events), writers * per_writer)
+        self.assertEqual(rvs, sorted(set(rvs)), "strictly increasing, no duplicates")
+        self.assertEqual(rvs, list(range(int(rv) + 1, int(rv) + 1 + len(rvs))), "no gaps")
 
 
 class WindowTest(SimulatorTestCase):
