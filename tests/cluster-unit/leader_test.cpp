@@ -123,12 +123,12 @@ TEST(LeaderDecide, HandOverScript) {
   };
   std::vector<Step> steps = {
       {"a finds no lease and creates it", 'a', 0, Action::create},
-      {"b sees a's lease for the first time", 'b', 500, Action::wait, "", 0, false},
+      {"b sees a's lease for the first time", 'b', 500, Action::wait},
       {"a renews", 'a', 2000, Action::renew},
-      {"b sees the renewal: its clock restarts", 'b', 2500, Action::wait, "", 0, false},
+      {"b sees the renewal: its clock restarts", 'b', 2500, Action::wait},
       {"a renews once more, then dies", 'a', 4000, Action::renew},
-      {"b sees that renewal", 'b', 4500, Action::wait, "", 0, false},
-      {"14.9 s after b saw it change: still a's", 'b', 19400, Action::wait, "", 0, false},
+      {"b sees that renewal", 'b', 4500, Action::wait},
+      {"14.9 s after b saw it change: still a's", 'b', 19400, Action::wait},
       {"15.1 s after: b takes it", 'b', 19600, Action::take},
       {"b renews", 'b', 21600, Action::renew},
   };
