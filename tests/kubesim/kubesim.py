@@ -921,6 +921,75 @@ def validate_endpointslice(obj, errors):
                                          f"must be a valid {at} address"))
 
 
+# Known fields, for the kinds whose unknown fields matter to k8slb's tests. The real server
+# decodes into typed structs, so an unknown field is dropped (or, with fieldValidation=Strict,
+# rejected); "*" maps any key (labels, selector), None means "any value, not checked".
+OBJECT_META = {k: None for k in (
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
+    "annotations", "ownerReferences", "finalizers", "managedFields")}
+SERVICE_PORT = {k: None for k in ("name", "protocol", "appProtocol", "port", "targetPort",
+                                  "nodePort")}
+LOAD_BALANCER_INGRESS = {"ip": None, "hostname": None, "ipMode": None, "ports": None}
+SCHEMAS = {
+    "Service": {
+        "apiVersion": None, "kind": None, "metadata": OBJECT_META,
+        "spec": dict({k: None for k in (
+            "selector", "clusterIP", "clusterIPs", "type", "externalIPs", "sessionAffinity",
+            "loadBalancerIP", "loadBalancerSourceRanges", "externalName",
+            "externalTrafficPolicy", "healthCheckNodePort", "publishNotReadyAddresses",
+            "sessionAffinityConfig", "ipFamilies", "ipFamilyPolicy",
+            "allocateLoadBalancerNodePorts", "loadBalancerClass", "internalTrafficPolicy",
+            "trafficDistribution")}, ports=[SERVICE_PORT]),
+        "status": {"loadBalancer": {"ingress": [LOAD_BALANCER_INGRESS]}, "conditions": None},
+    },
+    "Lease": {
+        "apiVersion": None, "kind": None, "metadata": OBJECT_META,
+        "spec": {k: None for k in ("holderIdentity", "leaseDurationSeconds", "acquireTime",
+                                   "renewTime", "leaseTransitions", "strategy",
+                                   "preferredHolder")},
+    },
+    "ConfigMap": {"apiVersion": None, "kind": None, "metadata": OBJECT_META, "data": None,
+                  "binaryData": None, "immutable": None},
+}
+
+
+def prune_unknown_fields(kind, obj):
+    """Drops fields the real server's types do not have; returns their paths."""
+    schema = SCHEMAS.get(kind)
+    unknown = []
+    if schema is not None:
+        _prune(obj, schema, "", unknown)
+    return unknown
+
+
+def _prune(value, schema, path, unknown):
+    if schema is None:
+        return
+    if isinstance(schema, list):
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                _prune(item, schema[0], f"{path}[{i}]", unknown)
+        return
+    if not isinstance(value, dict):
+        return
+    for key in list(value):
+        sub = f"{path}.{key}" if path else key
+        if key not in schema:
+            unknown.append(sub)
+            del value[key]
+        else:
+            _prune(value[key], schema[key], sub, unknown)
+
+
+def check_unknown_fields(resource, obj, strict):
+    unknown = prune_unknown_fields(resource.kind, obj)
+    if unknown and strict:
+        listing = ", ".join(f'unknown field "{u}"' for u in unknown)
+        raise bad_request(f'{resource.kind} in version "{resource.version}" cannot be handled as '
+                          f'a {resource.kind}: strict decoding error: {listing}')
+
+
 VALIDATORS = {"Service": validate_service, "Lease": validate_lease, "Event": validate_event,
               "EndpointSlice": validate_endpointslice}
 
@@ -1381,7 +1450,7 @@ class Store:
             return copy.deepcopy(new), False
 
     def patch(self, resource, namespace, name, patch_type, body, subresource=None,
-              dry_run=False):
+              dry_run=False, strict=False):
         with self.lock:
             current = self.get(resource, namespace, name)
             if patch_type == "merge":
@@ -1398,6 +1467,7 @@ class Store:
                 raise AssertionError(patch_type)
             if not isinstance(patched, dict):
                 raise bad_request("the patched object is not a JSON object")
+            check_unknown_fields(resource, patched, strict)
             patched.setdefault("metadata", {})
             # A resourceVersion in the patch is a precondition, as on the real server.
             if patched["metadata"].get("resourceVersion") is None:
@@ -1860,6 +1930,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource",
                            {})
         dry_run = query.get("dryRun") == "All"
+        self.strict = query.get("fieldValidation") == "Strict"
         if "dryRun" in query and query["dryRun"] not in ("All", ""):
             raise bad_request(f'dryRun: Unsupported value: "{query["dryRun"]}": supported '
                               'values: "All"')
@@ -1910,7 +1981,7 @@ class Handler(BaseHTTPRequestHandler):
             if body is None:
                 raise bad_request("the body of the request was empty")
             obj = self.sim.store.patch(resource, namespace, name, kinds[content_type], body,
-                                       subresource, dry_run)
+                                       subresource, dry_run, self.strict)
             return self.send_json(200, obj)
         if method == "DELETE" and name is not None and subresource is None:
             self.sim.stats.count(method, "delete", label)
@@ -1951,6 +2022,7 @@ class Handler(BaseHTTPRequestHandler):
                               f"({resource.kind})")
         if not isinstance(body.get("metadata", {}), dict):
             raise bad_request("metadata must be an object")
+        check_unknown_fields(resource, body, self.strict)
         return body
 
     def serve_list(self, resource, namespace, query):

@@ -200,6 +200,23 @@ class CrudTest(SimulatorTestCase):
                 self.assertIn(f"{field}: {text}", resp.body["message"])
                 self.assertIn(field, [c["field"] for c in resp.body["details"]["causes"]])
 
+    def test_unknown_fields_are_dropped_or_rejected_when_strict(self):
+        body = service("web")
+        body["spec"]["loadbalancerIP"] = "203.0.113.5"  # a typo: the field is loadBalancerIP
+        body["spec"]["ports"][0]["nodeport"] = 31000
+        strict = self.sim.request("POST", self.path("services",
+                                                    query={"fieldValidation": "Strict"}), body)
+        self.assertEqual(strict.status, 400)
+        self.assertIn('unknown field "spec.loadbalancerIP"', strict.body["message"])
+        self.assertIn('unknown field "spec.ports[0].nodeport"', strict.body["message"])
+        created = self.create("services", body)
+        self.assertNotIn("loadbalancerIP", created["spec"])
+        self.assertNotIn("nodeport", created["spec"]["ports"][0])
+        patched = self.sim.must("PATCH", self.path("services", "web", "status"), {
+            "status": {"loadBalancer": {"ingres": [{"ip": "203.0.113.5"}]}}},
+            "application/merge-patch+json")
+        self.assertEqual(patched["status"], {"loadBalancer": {}})
+
     def test_missing_namespace_and_mismatched_namespace(self):
         resp = self.sim.request("POST", "/api/v1/namespaces/nope/configmaps", configmap("a"))
         self.assertEqual((resp.status, resp.body["message"]), (404,
