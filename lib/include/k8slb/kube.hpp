@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -347,6 +348,36 @@ private:
   Stats stats_;
   std::jthread thread_;
   std::mt19937_64 rng_;
+};
+
+// ---------------------------------------------------------------------------------------
+// What k8slb-watch prints: a sorted view of several caches, one `v1 List` per change.
+
+struct ViewOptions {
+  std::string lb_class; // our spec.loadBalancerClass; empty: only Services without a class
+};
+
+// Services k8slb cares about: type LoadBalancer whose spec.loadBalancerClass is ours (or
+// unset); and any Service that is not (or no longer) type LoadBalancer but still carries
+// status.loadBalancer.ingress, so the allocator can release its IPs. A LoadBalancer Service
+// of another class belongs to another controller and is left out.
+bool wanted_service(const json& service, const ViewOptions& options);
+
+// Objects of several kinds sorted by (kind, namespace, name), each kept in its serialised
+// form so that one change costs one object's serialisation.
+class View {
+public:
+  explicit View(ViewOptions options = {});
+  // Applies changes from one cache (Services are filtered); true when the view changed.
+  bool apply(const ResourceKind& kind, const std::vector<Change>& changes);
+  // The whole view as one line: {"apiVersion":"v1","items":[...],"kind":"List","metadata":{...}}
+  std::string document() const;
+  std::size_t size() const { return items_.size(); }
+
+private:
+  ViewOptions options_;
+  // (kind, namespace, name) -> the object as compact JSON
+  std::map<std::tuple<std::string, std::string, std::string>, std::string> items_;
 };
 
 } // namespace k8slb::kube

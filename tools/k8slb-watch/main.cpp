@@ -1,0 +1,152 @@
+// k8slb-watch: the cluster as a stream of snapshots. Lists and watches the named resources
+// and prints their state as one `v1 List` per line: once at the start, then after each
+// change (bursts coalesced within --debounce), only when the content changed.
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "k8slb/error.hpp"
+#include "k8slb/kube.hpp"
+#include "k8slb/tool.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+namespace kube = k8slb::kube;
+
+struct Options {
+  std::string kubeconfig;
+  std::string context;
+  std::string ns;
+  std::string selector;
+  std::string node_selector;
+  std::string lb_class;
+  std::string debounce = "200ms";
+  bool once = false;
+  std::vector<std::string> resources;
+};
+
+std::atomic<bool> g_terminate{false};
+extern "C" void on_signal(int) { g_terminate = true; }
+
+// "200ms", "2s", "1m", "0" -> milliseconds.
+std::chrono::milliseconds parse_duration(const std::string& text) {
+  long long value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  std::string_view unit(end, text.data() + text.size() - end);
+  if (ec != std::errc() || value < 0) k8slb::fail("--debounce", "", "\"" + text + "\" is not a duration like 200ms or 1s");
+  if (unit == "ms" || (unit.empty() && value == 0)) return std::chrono::milliseconds(value);
+  if (unit == "s") return std::chrono::seconds(value);
+  if (unit == "m") return std::chrono::minutes(value);
+  k8slb::fail("--debounce", "", "\"" + text + "\" is not a duration like 200ms or 1s");
+}
+
+// Changes from the caches' threads, waiting for the main loop.
+struct Inbox {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::vector<std::pair<kube::ResourceKind, std::vector<kube::Change>>> batches;
+  std::string error;
+};
+
+int run(const Options& options) {
+  const auto debounce = parse_duration(options.debounce);
+  std::vector<kube::ResourceRef> refs;
+  for (const auto& name : options.resources) refs.push_back(kube::parse_resource(name));
+
+  kube::Client client(kube::load_config({options.kubeconfig, options.context}));
+  Inbox inbox;
+  auto on_change = [&inbox](const kube::ResourceKind& kind, const std::vector<kube::Change>& changes) {
+    std::lock_guard lock(inbox.mutex);
+    inbox.batches.emplace_back(kind, changes);
+    inbox.cv.notify_one();
+  };
+  auto on_error = [&inbox](const std::string& message) {
+    std::lock_guard lock(inbox.mutex);
+    if (inbox.error.empty()) inbox.error = message;
+    inbox.cv.notify_one();
+  };
+
+  std::vector<std::unique_ptr<kube::Cache>> caches;
+  for (auto ref : refs) {
+    kube::CacheOptions cache;
+    if (ref.kind.namespaced && ref.ns.empty()) ref.ns = options.ns;
+    if (ref.name.empty())
+      cache.label_selector = ref.kind.plural == "nodes" ? options.node_selector : options.selector;
+    cache.resource = ref;
+    caches.push_back(std::make_unique<kube::Cache>(client, cache, on_change, on_error));
+  }
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
+  for (auto& cache : caches) cache->start();
+
+  kube::View view({options.lb_class});
+  std::string printed;
+  auto drain = [&] {
+    std::vector<std::pair<kube::ResourceKind, std::vector<kube::Change>>> batches;
+    {
+      std::lock_guard lock(inbox.mutex);
+      batches.swap(inbox.batches);
+      if (!inbox.error.empty()) throw k8slb::Error(inbox.error);
+    }
+    bool changed = false;
+    for (const auto& [kind, changes] : batches) changed |= view.apply(kind, changes);
+    return changed;
+  };
+  drain();
+  printed = view.document();
+  if (!k8slb::tool::write_line(printed) || options.once) return k8slb::tool::kExitOk;
+
+  while (!g_terminate) {
+    {
+      std::unique_lock lock(inbox.mutex);
+      inbox.cv.wait_for(lock, 200ms, [&] { return !inbox.batches.empty() || !inbox.error.empty(); });
+      if (inbox.batches.empty() && inbox.error.empty()) continue;
+    }
+    // Coalesce a burst: wait out the debounce window from the first change.
+    const auto deadline = std::chrono::steady_clock::now() + debounce;
+    while (!g_terminate && std::chrono::steady_clock::now() < deadline) {
+      std::unique_lock lock(inbox.mutex);
+      if (!inbox.error.empty()) break;
+      inbox.cv.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() + 200ms));
+    }
+    if (!drain()) continue;
+    std::string document = view.document();
+    if (document == printed) continue;
+    printed = std::move(document);
+    if (!k8slb::tool::write_line(printed)) break;
+  }
+  return k8slb::tool::kExitOk;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  k8slb::tool::set_program("k8slb-watch");
+  CLI::App app{"Print the state of Kubernetes resources as v1 List documents, one per change",
+               "k8slb-watch"};
+  app.set_version_flag("--version", std::string("k8slb-watch ") + K8SLB_VERSION);
+  Options options;
+  app.add_option("--kubeconfig", options.kubeconfig,
+                 "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)");
+  app.add_option("--context", options.context, "kubeconfig context (default: current-context)");
+  app.add_option("-n,--namespace", options.ns,
+                 "only this namespace for namespaced resources named without one (default: all)");
+  app.add_option("-l,--selector", options.selector, "label selector for the resources (not nodes)");
+  app.add_option("--node-selector", options.node_selector, "label selector for nodes, e.g. type=loadBalancer");
+  app.add_option("--lb-class", options.lb_class,
+                 "spec.loadBalancerClass of the Services to pass on (default: Services without a class)");
+  app.add_option("--debounce", options.debounce, "coalesce changes within this window (e.g. 200ms, 1s)")
+      ->capture_default_str();
+  app.add_flag("--once", options.once, "print the current state once and exit");
+  app.add_option("resources", options.resources,
+                 "services, endpointslices, nodes, configmaps, configmap/NAMESPACE/NAME, ...")
+      ->required();
+  return k8slb::tool::run_main(app, argc, argv, [&] { return run(options); });
+}
