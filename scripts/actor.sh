@@ -163,18 +163,27 @@ start_pipeline() {
   log "pipeline started: watch ${PIDS[0]}, render ${PIDS[1]}, apply ${PIDS[2]}"
 }
 
-stop_pipeline() {
-  local pid i alive
-  ((${#PIDS[@]})) || return 0
-  for pid in "${PIDS[@]}"; do kill -s TERM "$pid" 2>/dev/null || true; done
-  for ((i = 0; i < 50; i++)); do # 5 s
+# Stops the given PIDs: SIGTERM, a bounded wait (tenths of a second), then SIGKILL.
+stop_pids() {
+  local timeout_tenths=$1 pid i alive
+  shift
+  (($#)) || return 0
+  for pid in "$@"; do kill -s TERM "$pid" 2>/dev/null || true; done
+  for ((i = 0; i < timeout_tenths; i++)); do
     alive=0
-    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     ((alive)) || break
     sleep 0.1
   done
-  for pid in "${PIDS[@]}"; do kill -s KILL "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do kill -s KILL "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+
+stop_pipeline() {
+  ((${#PIDS[@]} == 3)) || { stop_pids 50 "${PIDS[@]}"; PIDS=(); return 0; }
+  # k8slb-apply first: on SIGTERM it stops keepalived (VIPs hand over at once), then the proxy.
+  stop_pids 200 "${PIDS[2]}"
+  stop_pids 50 "${PIDS[0]}" "${PIDS[1]}"
   PIDS=()
 }
 
@@ -183,7 +192,7 @@ on_stop() {
   STOPPING=1
   log "stopping"
   stop_pipeline
-  stop_daemons
+  stop_daemons # whatever k8slb-apply left running (it was killed, or never stopped them)
   rm -f "$STATE_DIR/actor.pid" "$STATE_DIR/vrrp-password" "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo"
   log "stopped"
   exit 0
