@@ -72,9 +72,17 @@ void record(Slot& slot, Problem problem) {
   slot.problem = std::move(problem);
 }
 
+bool wants_requested(const Request& request) {
+  return std::any_of(request.slots.begin(), request.slots.end(), [](const Slot& slot) {
+    return slot.requested && slot.held != slot.requested;
+  });
+}
+
 // Phase 2: spec.loadBalancerIP. The address must lie in the pool's network (not necessarily
-// in its dynamic range) and be free, or held by Services that asked for it too.
-void assign_requested(Allocator& allocator, Request& request) {
+// in its dynamic range) and be free, or held by Services that asked for it too. Returns how
+// many addresses the Service gave up by moving to the one it asked for.
+int assign_requested(Allocator& allocator, Request& request) {
+  int moved = 0;
   for (Slot& slot : request.slots) {
     if (!slot.requested || slot.held == slot.requested) continue;
     const ip::Address& address = *slot.requested;
@@ -93,12 +101,16 @@ void assign_requested(Allocator& allocator, Request& request) {
       record(slot, Problem{request.key, detail::kFieldRequested, detail::kReasonFailed, *conflict});
       continue;
     }
-    if (slot.held) allocator.unassign(*slot.held, request.key); // the user asked for a move
+    if (slot.held) { // the user asked for a move
+      allocator.unassign(*slot.held, request.key);
+      ++moved;
+    }
     allocator.assign(address, claim);
     slot.held = address;
     slot.held_is_existing = false;
     slot.problem.reset();
   }
+  return moved;
 }
 
 // Phase 3: an address from the pool's range: one the Service's sharing group holds and may
@@ -200,8 +212,18 @@ std::vector<Result> allocate(const std::vector<model::Service>& services,
   Allocator allocator;
   for (Request& request : requests)
     if (request.ours) keep_existing(allocator, request);
+  // Phase 2 runs again over the requests still waiting as long as a pass freed addresses: a
+  // Service that moves to its new loadBalancerIP frees its old one, which a Service earlier in
+  // namespace/name order may have asked for. Each pass but the last frees at least one address,
+  // and a slot moves once, so the passes are bounded by the number of moves.
+  std::vector<Request*> waiting;
   for (Request& request : requests)
-    if (request.ours) assign_requested(allocator, request);
+    if (request.ours && wants_requested(request)) waiting.push_back(&request);
+  for (int moved = 1; moved > 0 && !waiting.empty();) {
+    moved = 0;
+    for (Request* request : waiting) moved += assign_requested(allocator, *request);
+    std::erase_if(waiting, [](const Request* request) { return !wants_requested(*request); });
+  }
   for (Request& request : requests) {
     if (!request.ours) continue;
     assign_dynamic(allocator, request);
