@@ -1,0 +1,241 @@
+// VRRP decisions: rendezvous owners, router ids, priorities, versions.
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "k8slb/render.hpp"
+#include "k8slb/render_model.hpp"
+
+namespace k8slb::render {
+namespace {
+
+std::vector<std::string> vips(int count) {
+  std::vector<std::string> out;
+  for (int i = 0; i < count; ++i) out.push_back(fmt::format("192.0.2.{}", i + 1));
+  return out;
+}
+
+TEST(Owner, AddingANodeMovesOnlyTheVipsItTakes) {
+  const std::vector<std::string> three = {"lb-a", "lb-b", "lb-c"};
+  const std::vector<std::string> four = {"lb-a", "lb-b", "lb-c", "lb-d"};
+  int moved = 0;
+  for (const auto& vip : vips(200)) {
+    SCOPED_TRACE(vip);
+    auto before = owner_of(vip, three), after = owner_of(vip, four);
+    if (before != after) {
+      EXPECT_EQ(after, "lb-d") << "a VIP moved between old nodes";
+      ++moved;
+    }
+  }
+  // lb-d takes its share: some, not all (200 VIPs, expected about 50).
+  EXPECT_GT(moved, 20);
+  EXPECT_LT(moved, 90);
+}
+
+TEST(Owner, RemovingANodeMovesOnlyItsVips) {
+  const std::vector<std::string> three = {"lb-a", "lb-b", "lb-c"};
+  const std::vector<std::string> two = {"lb-a", "lb-c"};
+  for (const auto& vip : vips(200)) {
+    SCOPED_TRACE(vip);
+    auto before = owner_of(vip, three);
+    if (before != "lb-b") {
+      EXPECT_EQ(owner_of(vip, two), before);
+    }
+  }
+}
+
+TEST(Owner, SpreadsAndIgnoresOrderAndSpelling) {
+  const std::vector<std::string> nodes = {"lb-a", "lb-b", "lb-c"};
+  const std::vector<std::string> shuffled = {"lb-c", "lb-a", "lb-b"};
+  std::map<std::string, int> count;
+  for (const auto& vip : vips(300)) {
+    EXPECT_EQ(owner_of(vip, nodes), owner_of(vip, shuffled));
+    ++count[owner_of(vip, nodes)];
+  }
+  ASSERT_EQ(count.size(), 3u);
+  for (const auto& [node, n] : count) EXPECT_GT(n, 50) << node;
+  EXPECT_EQ(owner_of("2001:db8:0::1", nodes), owner_of("2001:db8::1", nodes));
+  EXPECT_EQ(owner_of("192.0.2.1", {}), "");
+}
+
+Input cluster(int nodes, int pools, std::string self = "lb-0") {
+  Input input;
+  for (int p = 0; p < pools; ++p) {
+    auto network = ip::Range::parse(fmt::format("2001:db8:{:x}::/64", p));
+    input.config.pools.push_back({fmt::format("pool{:02d}", p), network, network, "eth0"});
+    // One Service per (pool, owner) is enough for every instance to exist: give each pool
+    // 64 IPs so every node owns some.
+    for (int i = 1; i <= 64; ++i) {
+      model::Service s;
+      s.ns = "default";
+      s.name = fmt::format("s{}-{}", p, i);
+      s.type = "LoadBalancer";
+      s.ingress_ips = {fmt::format("2001:db8:{:x}::{:x}", p, i)};
+      input.services.push_back(s);
+    }
+  }
+  for (int n = 0; n < nodes; ++n) {
+    model::Node node;
+    node.name = fmt::format("lb-{}", n);
+    node.internal_ips = {fmt::format("203.0.113.{}", n + 1)};
+    input.node.lb_nodes.push_back(node);
+  }
+  input.node.node_name = self;
+  input.settings.proxy = Proxy::kubeproxy;
+  return input;
+}
+
+TEST(Vrrp, RouterIdsAreUniqueUpTo255) {
+  struct Case {
+    int nodes, pools, offset;
+    bool overflows; // offset + pools x nodes > 255: some instances cannot get an id
+  };
+  // The original collided at 10 nodes or pools ("1" "10" vs "11" "0"); these do not.
+  const std::vector<Case> cases = {{3, 2, 0, false}, {10, 10, 0, false}, {11, 11, 0, false},
+                                   {12, 12, 100, false}, {12, 12, 150, true}, {16, 16, 0, true}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(fmt::format("{} nodes, {} pools, offset {}", c.nodes, c.pools, c.offset));
+    auto input = cluster(c.nodes, c.pools);
+    input.settings.vrid_offset = c.offset;
+    std::vector<std::string> names;
+    for (const auto& node : input.node.lb_nodes) names.push_back(node.name);
+    std::set<std::pair<std::string, std::string>> pairs; // (pool, owner) holding VIPs
+    for (const auto& service : input.services)
+      for (const auto& pool : input.config.pools)
+        if (pool.network.contains(ip::Address::parse(service.ingress_ips[0])))
+          pairs.emplace(pool.name, owner_of(service.ingress_ips[0], names));
+    auto plan = plan_keepalived(input);
+    EXPECT_EQ(plan.instances.size() + plan.problems.size(), pairs.size());
+    EXPECT_EQ(!plan.problems.empty(), c.overflows);
+    std::set<int> ids;
+    for (const auto& instance : plan.instances) {
+      EXPECT_GE(instance.router_id, 1);
+      EXPECT_LE(instance.router_id, 255);
+      EXPECT_TRUE(ids.insert(instance.router_id).second) << "router id " << instance.router_id << " twice";
+    }
+    for (const auto& problem : plan.problems) {
+      EXPECT_EQ(problem.reason, "RouterIdOutOfRange");
+      EXPECT_NE(problem.message.find("--vrid-offset"), std::string::npos) << problem.message;
+    }
+  }
+}
+
+TEST(Vrrp, PrioritiesOwnerFirstOthersDistinct) {
+  const int nodes = 5;
+  std::map<std::string, std::set<int>> priorities; // instance -> priorities across nodes
+  std::map<std::string, int> owner_priority;
+  for (int n = 0; n < nodes; ++n) {
+    auto plan = plan_keepalived(cluster(nodes, 1, fmt::format("lb-{}", n)));
+    ASSERT_EQ(plan.instances.size(), 5u);
+    for (const auto& instance : plan.instances) {
+      priorities[instance.name].insert(instance.priority);
+      if (instance.owner == plan.router_id) owner_priority[instance.name] = instance.priority;
+      EXPECT_EQ(instance.unicast_src, std::nullopt);
+    }
+  }
+  for (const auto& [name, set] : priorities) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(set.size(), 5u) << "two nodes share a priority";
+    EXPECT_EQ(owner_priority[name], 150);
+    EXPECT_EQ(*set.rbegin(), 150);
+  }
+}
+
+TEST(Vrrp, SameInstancesOnEveryNode) {
+  auto a = plan_keepalived(cluster(4, 3, "lb-0"));
+  auto b = plan_keepalived(cluster(4, 3, "lb-3"));
+  ASSERT_EQ(a.instances.size(), b.instances.size());
+  for (std::size_t i = 0; i < a.instances.size(); ++i) {
+    EXPECT_EQ(a.instances[i].name, b.instances[i].name);
+    EXPECT_EQ(a.instances[i].router_id, b.instances[i].router_id);
+    EXPECT_EQ(a.instances[i].vips, b.instances[i].vips);
+  }
+}
+
+TEST(Vrrp, PasswordVersionUnicastAndAdverts) {
+  auto input = cluster(3, 1, "lb-1");
+  input.config.pools.push_back({"v4", ip::Range::parse("192.0.2.0/24"), ip::Range::parse("192.0.2.0/24"), "eth0"});
+  model::Service v4;
+  v4.ns = "default";
+  v4.name = "v4";
+  v4.type = "LoadBalancer";
+  v4.ingress_ips = {"192.0.2.10"};
+  input.services.push_back(v4);
+  input.node.lb_nodes[0].internal_ips.push_back("2001:db8:ffff::a");
+  input.node.lb_nodes[1].internal_ips.push_back("2001:db8:ffff::b");
+  input.settings.vrrp_password = "s3cret";
+  input.settings.unicast = true;
+  input.settings.advert_int_cs = 150;
+  auto output = render_keepalived(input);
+  const auto& text = output.files.at("keepalived.conf");
+  EXPECT_NE(text.find("vrrp_version 2"), std::string::npos);
+  EXPECT_NE(text.find("auth_pass s3cret"), std::string::npos);
+  EXPECT_NE(text.find("advert_int 2\n"), std::string::npos) << "VRRPv2 rounds up to whole seconds";
+  EXPECT_NE(text.find("version 3\n  advert_int 1.5\n"), std::string::npos) << "IPv6 stays VRRPv3";
+  EXPECT_NE(text.find("unicast_src_ip 203.0.113.2"), std::string::npos);
+  EXPECT_NE(text.find("unicast_src_ip 2001:db8:ffff::b"), std::string::npos);
+  // lb-2 has no IPv6 InternalIP: reported, not a peer.
+  bool reported = false;
+  for (const auto& p : output.problems) reported |= p.object == "nodes/lb-2" && p.reason == "NoUnicastAddress";
+  EXPECT_TRUE(reported);
+}
+
+TEST(Vrrp, BadSettingsAndNodes) {
+  struct Case {
+    std::string description;
+    std::function<void(Input&)> change;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {"password too long", [](Input& i) { i.settings.vrrp_password = "123456789"; }, "settings: vrrp_password:"},
+      {"password with a space", [](Input& i) { i.settings.vrrp_password = "a b"; }, "settings: vrrp_password:"},
+      {"password with a comment char", [](Input& i) { i.settings.vrrp_password = "a#b"; }, "settings: vrrp_password:"},
+      {"advert 0", [](Input& i) { i.settings.advert_int_cs = 0; }, "settings: advert_int_cs:"},
+      {"this node unknown", [](Input& i) { i.node.node_name = "lb-9"; }, "node: name: lb-9 is not one of"},
+      {"no node name with several nodes", [](Input& i) { i.node.node_name = ""; }, "node: name:"},
+      {"email with a brace", [](Input& i) { i.config.keepalived.email = "a@b }"; }, "keepalived.email:"},
+      {"notify script relative", [](Input& i) { i.settings.notify_script = "notify.sh"; }, "settings: notify_script:"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    auto input = cluster(3, 1);
+    c.change(input);
+    try {
+      render_keepalived(input);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& error) {
+      EXPECT_EQ(std::string(error.what()).rfind(c.error, 0), 0u) << error.what();
+    }
+  }
+}
+
+TEST(Vrrp, OfflineWithoutNodesIsOneNode) {
+  auto input = cluster(0, 1, "");
+  auto plan = plan_keepalived(input);
+  EXPECT_EQ(plan.router_id, "local");
+  ASSERT_EQ(plan.instances.size(), 1u);
+  EXPECT_EQ(plan.instances.front().priority, 150);
+  EXPECT_EQ(plan.instances.front().vips.size(), 64u);
+}
+
+TEST(Vrrp, PoolWithoutInterfaceIsAProblem) {
+  auto input = cluster(2, 2);
+  input.config.pools[1].interface = "";
+  node::Interface eth0;
+  eth0.name = "eth0";
+  eth0.addresses = {ip::Prefix::parse("2001:db8:0::1/64")};
+  input.node.interfaces = {eth0};
+  auto plan = plan_keepalived(input);
+  ASSERT_EQ(plan.problems.size(), 1u);
+  EXPECT_EQ(plan.problems.front().object, "pools.pool01");
+  EXPECT_EQ(plan.problems.front().field, "interface");
+  EXPECT_EQ(plan.instances.size(), 2u) << "pool00 still renders";
+}
+
+} // namespace
+} // namespace k8slb::render
