@@ -5,11 +5,11 @@
 
 Each probe opens a new TCP connection, sends GET and waits for a 200 status line, bounded by
 --timeout. The probe loop runs until --duration passes or the file FILE.stop exists; it is
-bounded in time and in count. It writes one JSON document to FILE:
-    {"probes": n, "failures": n, "longest_gap_s": s, "gap_start": t, "gap_end": t,
-     "first_ok": t, "last_ok": t}
-where times are seconds since the probe started and longest_gap_s is the time between the
-last success before the longest run of failures and the first success after it.
+bounded in time and in count. After every probe it rewrites FILE with one JSON document:
+    {"probes": n, "failures": n, "gaps": [[t_last_ok, t_next_ok], ...], "first_ok": t,
+     "last_ok": t, "failing_now": bool}
+Times are wall-clock seconds (time.time()); a gap runs from the last success before a run of
+failures to the first success after it: the outage a client saw.
 """
 
 import argparse
@@ -45,31 +45,30 @@ def main(argv):
     start = time.monotonic()
     max_count = int(options.duration / options.interval) + 1
     probes = failures = 0
-    last_ok = first_ok = None
-    gap, gap_start, gap_end = 0.0, None, None
-    failing_since_ok = False
+    last_ok = first_ok = None  # wall-clock times (time.time()), comparable with the test's
+    gaps = []                  # [last success before failures, first success after them]
+    failing = False
     for _ in range(max_count):
-        now = time.monotonic() - start
-        if now > options.duration or os.path.exists(options.out + ".stop"):
+        if time.monotonic() - start > options.duration or os.path.exists(options.out + ".stop"):
             break
+        began = time.monotonic()
         ok = probe_once(host, port, url.path or "/", options.timeout)
         probes += 1
-        at = time.monotonic() - start
+        at = time.time()
         if ok:
             if first_ok is None:
                 first_ok = at
-            if failing_since_ok and last_ok is not None and at - last_ok > gap:
-                gap, gap_start, gap_end = at - last_ok, last_ok, at
-            last_ok, failing_since_ok = at, False
+            if failing and last_ok is not None and len(gaps) < 1000:
+                gaps.append([last_ok, at])
+            last_ok, failing = at, False
         else:
             failures += 1
-            failing_since_ok = True
+            failing = True
         with open(options.out + ".tmp", "w") as report:
-            json.dump({"probes": probes, "failures": failures, "longest_gap_s": round(gap, 4),
-                       "gap_start": gap_start, "gap_end": gap_end, "first_ok": first_ok,
-                       "last_ok": last_ok, "failing_now": failing_since_ok}, report)
+            json.dump({"probes": probes, "failures": failures, "gaps": gaps, "first_ok": first_ok,
+                       "last_ok": last_ok, "failing_now": failing}, report)
         os.replace(options.out + ".tmp", options.out)
-        time.sleep(max(0.0, options.interval - (time.monotonic() - start - at)))
+        time.sleep(max(0.0, options.interval - (time.monotonic() - began)))
     return 0
 
 
