@@ -18,10 +18,18 @@ std::optional<std::string> Allocator::conflict(const ip::Address& address,
   auto it = holdings_.find(address);
   if (it == holdings_.end()) return std::nullopt;
   const Holding& holding = it->second;
-  for (const Claim& other : holding.claims) {
-    if (other.service == claim.service) continue;
-    if (!may_share(claim, other))
-      return fmt::format("IP {} already held by {}", address.to_string(), other.service);
+  bool only_this_service = holding.claims.size() == 1 && holding.claims.count(claim.service);
+  if (!only_this_service) {
+    // The holders may share with each other, so `claim` may share with all of them exactly
+    // when it is static and so are they all, or it carries the key they all carry.
+    bool shares = holding.pool == claim.pool &&
+                  ((claim.is_static && holding.all_static) ||
+                   (!claim.share_key.empty() && claim.share_key == holding.common_share_key));
+    if (!shares) {
+      auto first = holding.claims.begin();
+      if (first->first == claim.service) ++first;
+      return fmt::format("IP {} already held by {}", address.to_string(), first->first);
+    }
   }
   for (const PortKey& port : claim.ports) {
     auto used = holding.ports.find(port);
@@ -30,6 +38,21 @@ std::optional<std::string> Allocator::conflict(const ip::Address& address,
                          port.second, used->second);
   }
   return std::nullopt;
+}
+
+void Allocator::Holding::summarise() {
+  all_static = true;
+  common_share_key.clear();
+  bool first = true;
+  for (const auto& [service, claim] : claims) {
+    pool = claim.pool;
+    all_static = all_static && claim.is_static;
+    if (first)
+      common_share_key = claim.share_key;
+    else if (common_share_key != claim.share_key)
+      common_share_key.clear();
+    first = false;
+  }
 }
 
 std::optional<std::pair<ip::u128, ip::u128>> dynamic_bounds(const pool::Pool& pool) {
@@ -73,7 +96,7 @@ std::vector<std::string> Allocator::holders(const ip::Address& address) const {
   std::vector<std::string> services;
   auto it = holdings_.find(address);
   if (it != holdings_.end())
-    for (const Claim& claim : it->second.claims) services.push_back(claim.service);
+    for (const auto& [service, claim] : it->second.claims) services.push_back(service);
   return services;
 }
 
@@ -83,12 +106,21 @@ bool Allocator::is_held(const ip::Address& address) const {
 
 void Allocator::assign(const ip::Address& address, const Claim& claim) {
   Holding& holding = holdings_[address];
-  if (holding.claims.empty()) used_[address.family()].insert(address.value());
-  for (const Claim& other : holding.claims)
-    if (other.service == claim.service) return; // already held by this Service
-  holding.claims.push_back(claim);
+  if (holding.claims.count(claim.service)) return; // held already
+  // When every holder carries the claim's key, the address is in that sharing group already.
+  bool in_group = !holding.claims.empty() && holding.common_share_key == claim.share_key;
+  if (holding.claims.empty()) {
+    used_[address.family()].insert(address.value());
+    holding.pool = claim.pool;
+    holding.all_static = claim.is_static;
+    holding.common_share_key = claim.share_key;
+  } else {
+    holding.all_static = holding.all_static && claim.is_static;
+    if (holding.common_share_key != claim.share_key) holding.common_share_key.clear();
+  }
+  holding.claims.emplace(claim.service, claim);
   for (const PortKey& port : claim.ports) holding.ports.emplace(port, claim.service);
-  if (!claim.share_key.empty()) {
+  if (!claim.share_key.empty() && !in_group) {
     auto& group = share_groups_[{claim.pool, claim.share_key}];
     if (std::find(group.begin(), group.end(), address) == group.end()) group.push_back(address);
   }
@@ -98,16 +130,16 @@ void Allocator::unassign(const ip::Address& address, const std::string& service)
   auto it = holdings_.find(address);
   if (it == holdings_.end()) return;
   Holding& holding = it->second;
-  auto claim = std::find_if(holding.claims.begin(), holding.claims.end(),
-                            [&](const Claim& c) { return c.service == service; });
+  auto claim = holding.claims.find(service);
   if (claim == holding.claims.end()) return;
-  Claim gone = *claim;
+  Claim gone = std::move(claim->second);
   holding.claims.erase(claim);
   std::erase_if(holding.ports, [&](const auto& entry) { return entry.second == service; });
+  holding.summarise();
   bool group_still_here =
       gone.share_key.empty() ||
-      std::any_of(holding.claims.begin(), holding.claims.end(), [&](const Claim& c) {
-        return c.pool == gone.pool && c.share_key == gone.share_key;
+      std::any_of(holding.claims.begin(), holding.claims.end(), [&](const auto& entry) {
+        return entry.second.share_key == gone.share_key;
       });
   if (!group_still_here) {
     auto group = share_groups_.find({gone.pool, gone.share_key});

@@ -4,7 +4,8 @@
 // and knows nothing of Kubernetes objects beyond a Service's key and ports.
 //
 // Cost: every verb and noun is O(log n) in the number of held addresses, except that joining
-// a sharing group tries the group's addresses in turn (O(k) for a group of k addresses).
+// a sharing group tries the group's addresses in turn (O(k) for a group of k addresses) and
+// a Service leaving a shared address costs O(s) in the number of Services sharing it.
 
 #include <map>
 #include <optional>
@@ -44,7 +45,7 @@ public:
   std::optional<ip::Address> first_free(const pool::Pool& pool) const;
   // An address of the sharing group (pool, claim.share_key) that `claim` may join.
   std::optional<ip::Address> shared_address(const Claim& claim) const;
-  // The Services holding `address`, in the order they claimed it.
+  // The Services holding `address`, in namespace/name order.
   std::vector<std::string> holders(const ip::Address& address) const;
   bool is_held(const ip::Address& address) const;
 
@@ -57,8 +58,15 @@ public:
 
 private:
   struct Holding {
-    std::vector<Claim> claims;                 // who holds the address, in claim order
-    std::map<PortKey, std::string> ports;      // protocol/port -> the Service using it here
+    std::map<std::string, Claim> claims;  // namespace/name -> that Service's claim on the address
+    std::map<PortKey, std::string> ports; // protocol/port -> the Service using it here
+    // What every claim has in common, so that a new claim is checked in O(1) instead of
+    // against each holder: may_share() with all of them (they may share with each other)
+    // comes down to these. Recomputed when a claim leaves.
+    std::string pool;
+    bool all_static = true;
+    std::string common_share_key; // the sharing key of every claim, "" when they differ or lack one
+    void summarise();
   };
 
   // family -> every address some Service holds (the pools never overlap, so one set per
