@@ -31,6 +31,9 @@ struct Options {
 // Service was served. `config` is the last good config (from --config or an earlier ConfigMap).
 std::pair<json, bool> allocate_document(std::vector<json> items, const Options& options,
                                         std::optional<k8slb::pool::Config>& config) {
+  // Events in the input are an earlier run's output (its output fed back in): they are not
+  // passed on, or they would be posted again.
+  std::erase_if(items, [](const json& item) { return item.is_object() && item.value("kind", "") == "Event"; });
   auto snapshot = k8slb::model::make_snapshot(std::move(items), options.config_map);
   bool ok = true;
   if (options.config_file.empty()) {
