@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# k8slb watcher: the entrypoint of the watcher Deployment.
+#
+#   k8slb-apply cluster --acquire-only ...          (wait until this replica holds the Lease)
+#   k8slb-watch services configmap/k8slb-system/global | k8slb-allocate | k8slb-apply cluster ...
+#
+# Only the replica holding the Lease runs the pipeline, and it starts the pipeline after it
+# became leader, so the first document it writes from comes from a fresh list (every
+# assignment read back from the Services). When any part of the pipeline ends, the others are
+# stopped and the whole thing starts again after a bounded backoff. SIGTERM is passed on to
+# the children (k8slb-apply first, so that it releases the Lease) and the script exits 0.
+#
+# Environment (names of the original kept where they apply):
+#   PROXY            haproxy | nginx | kubeproxy: ipMode Proxy, or VIP for kubeproxy (default haproxy)
+#   LB_CLASS         serve Services of this spec.loadBalancerClass (default: those without one)
+#   LOG_LEVEL        accepted for compatibility; the tools log one line per write on stderr
+#   LOOP_DELAY       ignored: the watcher watches, it does not poll (the original polled every 10 s)
+#   CONFIG_MAP       namespace/name of the pools ConfigMap (default k8slb-system/global)
+#   LEASE_NAME       Lease used for leader election (default k8slb-watcher; "none": no election)
+#   LEASE_NAMESPACE  (default $POD_NAMESPACE, else k8slb-system)
+#   LEASE_IDENTITY   holderIdentity (default $POD_NAME, else the host name)
+#   LEASE_DURATION, LEASE_RENEW_DEADLINE, LEASE_RETRY_PERIOD   seconds (default 15, 10, 2)
+#   EVENT_INTERVAL   seconds between two writes of the same Event (default 300)
+#   WATCH_DEBOUNCE   coalesce changes within this window (k8slb-watch --debounce, e.g. 200ms)
+#   RESTART_MAX_DELAY  longest pause before restarting a failed pipeline, seconds (default 30)
+#   K8SLB_BIN        directory of the k8slb tools (default: found on PATH)
+#   KUBECONFIG       kubeconfig for the tools (default: in-cluster)
+set -u -o pipefail
+
+log() { echo "watcher.sh: $*" >&2; }
+
+tool() { if [ -n "${K8SLB_BIN:-}" ]; then echo "$K8SLB_BIN/$1"; else echo "$1"; fi; }
+
+PROXY=${PROXY:-haproxy}
+case "$PROXY" in
+  haproxy | nginx) ip_mode=Proxy ;;
+  kubeproxy | kube-proxy) ip_mode=VIP ;;
+  *) log "PROXY=$PROXY: expected haproxy, nginx or kubeproxy"; exit 2 ;;
+esac
+if [ -n "${LOOP_DELAY:-}" ]; then
+  log "LOOP_DELAY=$LOOP_DELAY ignored: changes are watched, not polled"
+fi
+config_map=${CONFIG_MAP:-k8slb-system/global}
+lease_name=${LEASE_NAME:-k8slb-watcher}
+max_delay=${RESTART_MAX_DELAY:-30}
+
+watch_args=(services "configmap/$config_map")
+allocate_args=(--ip-mode "$ip_mode" --config-map "$config_map")
+apply_args=()
+if [ -n "${LB_CLASS:-}" ]; then
+  watch_args+=(--lb-class "$LB_CLASS")
+  allocate_args+=(--lb-class "$LB_CLASS")
+fi
+if [ -n "${WATCH_DEBOUNCE:-}" ]; then watch_args+=(--debounce "$WATCH_DEBOUNCE"); fi
+if [ -n "${EVENT_INTERVAL:-}" ]; then apply_args+=(--event-interval "$EVENT_INTERVAL"); fi
+lease_args=()
+if [ "$lease_name" != none ]; then
+  lease_args=(--lease-name "$lease_name")
+  if [ -n "${LEASE_NAMESPACE:-}" ]; then lease_args+=(--lease-namespace "$LEASE_NAMESPACE"); fi
+  if [ -n "${LEASE_IDENTITY:-}" ]; then lease_args+=(--identity "$LEASE_IDENTITY"); fi
+  if [ -n "${LEASE_DURATION:-}" ]; then lease_args+=(--lease-duration "$LEASE_DURATION"); fi
+  if [ -n "${LEASE_RENEW_DEADLINE:-}" ]; then lease_args+=(--renew-deadline "$LEASE_RENEW_DEADLINE"); fi
+  if [ -n "${LEASE_RETRY_PERIOD:-}" ]; then lease_args+=(--retry-period "$LEASE_RETRY_PERIOD"); fi
+fi
+
+fifo_dir=$(mktemp -d "${TMPDIR:-/tmp}/k8slb-watcher.XXXXXX")
+stopping=0
+gate_pid=""
+watch_pid="" allocate_pid="" apply_pid=""
+pipeline_result=0
+
+# Stops the given PIDs: SIGTERM, then SIGKILL for those still there after 10 s.
+stop_pids() {
+  local pid alive
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null; done
+  for _ in $(seq 100); do
+    alive=0
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "$@"; do kill -KILL "$pid" 2>/dev/null; done
+  for pid in "$@"; do wait "$pid" 2>/dev/null; done
+  return 0
+}
+
+stop_pipeline() {
+  # k8slb-apply first: it finishes its request in flight and releases the Lease.
+  if [ -n "$apply_pid" ]; then stop_pids "$apply_pid"; fi
+  local rest=()
+  [ -n "$watch_pid" ] && rest+=("$watch_pid")
+  [ -n "$allocate_pid" ] && rest+=("$allocate_pid")
+  if [ "${#rest[@]}" -gt 0 ]; then stop_pids "${rest[@]}"; fi
+  watch_pid="" allocate_pid="" apply_pid=""
+}
+
+on_term() {
+  stopping=1
+  log "stopping"
+  if [ -n "$gate_pid" ]; then kill -TERM "$gate_pid" 2>/dev/null; fi
+  if [ -n "$apply_pid" ]; then kill -TERM "$apply_pid" 2>/dev/null; fi
+}
+
+cleanup() {
+  if [ -n "$gate_pid" ]; then stop_pids "$gate_pid"; fi
+  stop_pipeline
+  rm -rf "$fifo_dir"
+}
+trap on_term TERM INT
+trap cleanup EXIT
+
+# Waits for the lease (returns 0 once held), or returns non-zero when stopping or on error.
+acquire() {
+  if [ "${#lease_args[@]}" = 0 ]; then return 0; fi
+  "$(tool k8slb-apply)" cluster --acquire-only "${lease_args[@]}" &
+  gate_pid=$!
+  local status=0
+  while :; do
+    wait "$gate_pid"
+    status=$?
+    # A trapped signal interrupts wait (status > 128) while the gate is still running.
+    if kill -0 "$gate_pid" 2>/dev/null; then continue; fi
+    break
+  done
+  gate_pid=""
+  return "$status"
+}
+
+# Runs the pipeline until one of its parts ends; sets pipeline_result to the exit status of the
+# part that ended ("restart" when k8slb-apply exited 3: it acquired the lease itself).
+run_pipeline() {
+  rm -f "$fifo_dir/watch" "$fifo_dir/allocate"
+  mkfifo "$fifo_dir/watch" "$fifo_dir/allocate"
+  "$(tool k8slb-watch)" "${watch_args[@]}" >"$fifo_dir/watch" &
+  watch_pid=$!
+  "$(tool k8slb-allocate)" "${allocate_args[@]}" <"$fifo_dir/watch" >"$fifo_dir/allocate" &
+  allocate_pid=$!
+  "$(tool k8slb-apply)" cluster "${apply_args[@]}" "${lease_args[@]}" <"$fifo_dir/allocate" &
+  apply_pid=$!
+  log "pipeline started: k8slb-watch $watch_pid | k8slb-allocate $allocate_pid | k8slb-apply $apply_pid"
+  local ended="" status=0
+  while :; do
+    wait -n -p ended "$watch_pid" "$allocate_pid" "$apply_pid"
+    status=$?
+    if [ -n "$ended" ]; then break; fi
+    # Interrupted by a signal: on_term has passed it on; wait for the parts to end.
+    if [ "$stopping" = 1 ]; then
+      stop_pipeline
+      pipeline_result=0
+      return
+    fi
+  done
+  local name=k8slb-watch
+  [ "$ended" = "$allocate_pid" ] && name=k8slb-allocate
+  [ "$ended" = "$apply_pid" ] && name=k8slb-apply
+  [ "$ended" = "$watch_pid" ] && watch_pid=""
+  [ "$ended" = "$allocate_pid" ] && allocate_pid=""
+  [ "$ended" = "$apply_pid" ] && apply_pid=""
+  log "$name (pid $ended) exited with status $status; stopping the pipeline"
+  stop_pipeline
+  pipeline_result=$status
+  if [ "$name" = k8slb-apply ] && [ "$status" = 3 ]; then pipeline_result=restart; fi
+}
+
+delay=1
+while [ "$stopping" = 0 ]; do
+  if ! acquire; then
+    [ "$stopping" = 1 ] && break
+    log "waiting for the lease failed; retrying in ${delay}s"
+  else
+    [ "$stopping" = 1 ] && break
+    started=$SECONDS
+    run_pipeline
+    [ "$stopping" = 1 ] && break
+    if [ "$pipeline_result" = restart ]; then
+      delay=1
+      continue
+    fi
+    if [ $((SECONDS - started)) -ge 60 ]; then delay=1; fi
+    log "pipeline ended (status $pipeline_result); restarting in ${delay}s"
+  fi
+  sleep "$delay" &
+  sleep_pid=$!
+  wait "$sleep_pid" 2>/dev/null
+  kill "$sleep_pid" 2>/dev/null
+  delay=$((delay * 2))
+  if [ "$delay" -gt "$max_delay" ]; then delay=$max_delay; fi
+done
+log "stopped"
+exit 0
