@@ -1,0 +1,180 @@
+"""The watcher pipeline (scripts/watcher.sh: k8slb-watch | k8slb-allocate | k8slb-apply
+cluster) against the API simulator: what a user sees with kubectl get svc and kubectl get
+events, under faults and with two replicas."""
+
+import ipaddress
+import os
+import subprocess
+import time
+import unittest
+
+from harness import LEASE_DURATION, ClusterTestCase, wait_until
+
+
+def in_pool(ip, first, last):
+    return ipaddress.ip_address(first) <= ipaddress.ip_address(ip) <= ipaddress.ip_address(last)
+
+
+class WatcherTest(ClusterTestCase):
+
+    def kubectl(self, *args, stdin=None):
+        return subprocess.run(["kubectl", "--kubeconfig", self.sim.kubeconfig, *args], input=stdin,
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+
+    def test_kubectl_service_gets_ip_event_and_frees_it(self):
+        self.start_watcher("w0")
+        manifest = """
+apiVersion: v1
+kind: Service
+metadata:
+  name: first
+  namespace: default
+  annotations:
+    loadbalancer/pool: tiny
+spec:
+  type: LoadBalancer
+  selector: {app: first}
+  ports:
+    - {name: http, port: 80, protocol: TCP, targetPort: 8080}
+"""
+        self.kubectl("apply", "-f", "-", stdin=manifest)
+        ip = self.wait_ip("first")
+        self.assertEqual(ip, "203.0.113.10")
+        self.assertEqual(self.ingress("first")[0].get("ipMode"), "Proxy")
+        shown = self.kubectl("get", "svc", "first", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}")
+        self.assertEqual(shown, "203.0.113.10")
+        event = self.wait_event("first", "IPAllocated")
+        self.assertIn("203.0.113.10", event["message"])
+        self.assertEqual(event["type"], "Normal")
+        self.assertEqual(event["reportingInstance"], "w0")
+        self.assertEqual(event["count"], 1)
+
+        # The pool holds one IP: a second Service waits with an AllocationFailed Event ...
+        self.create_service("second", annotations={"loadbalancer/pool": "tiny"})
+        failed = self.wait_event("second", "AllocationFailed")
+        self.assertEqual(failed["type"], "Warning")
+        self.assertIn("default/second", failed["message"])
+        self.assertEqual(self.ips("second"), [])
+        # ... and gets the IP once the first is deleted.
+        self.kubectl("delete", "svc", "first")
+        self.assertEqual(self.wait_ip("second"), "203.0.113.10")
+
+    def test_static_ip_conflict(self):
+        self.start_watcher("w0")
+        self.create_service("owner", load_balancer_ip="192.0.2.50")
+        self.assertEqual(self.wait_ip("owner"), "192.0.2.50")
+        self.create_service("intruder", load_balancer_ip="192.0.2.50")
+        event = self.wait_event("intruder", "AllocationFailed")
+        self.assertIn("spec.loadBalancerIP", event["message"])
+        self.create_service("bystander")
+        self.wait_ip("bystander")
+        self.assertEqual(self.ips("intruder"), [], "the conflicting Service gets no IP")
+        self.assertEqual(self.ips("owner"), ["192.0.2.50"])
+
+    def test_bad_input_is_reported_and_others_get_ips(self):
+        self.start_watcher("w0")
+        self.create_service("empty-pool-name", annotations={"loadbalancer/pool": "default,,other"})
+        self.create_service("unknown-pool", annotations={"loadbalancer/pool": "nosuchpool"})
+        self.create_service("sctp", protocol="SCTP", port=9999)
+        self.create_service("fine")
+        self.wait_ip("fine")
+        for name, reason in (("empty-pool-name", "InvalidService"), ("unknown-pool", "AllocationFailed")):
+            with self.subTest(name):
+                event = self.wait_event(name, reason)
+                self.assertEqual(event["type"], "Warning")
+                self.assertIn(f"default/{name}", event["message"])
+                self.assertIn("metadata.annotations[loadbalancer/pool]", event["message"])
+                self.assertEqual(self.ips(name), [])
+        # SCTP is refused where it is carried (the proxies on the nodes: k8slb-render reports
+        # it); the watcher assigns the IP like for any port.
+        self.wait_ip("sctp")
+        self.assert_no_duplicate_ip()
+
+    def run_fault(self, **fault):
+        self.start_watcher("w0")
+        self.create_service("before")
+        self.wait_ip("before")
+        self.sim.fault(**fault)
+        for i in range(3):
+            self.create_service(f"during-{i}")
+        for i in range(3):
+            self.wait_ip(f"during-{i}", timeout=40)
+        self.sim.reset_faults()
+        self.create_service("after")
+        self.wait_ip("after", timeout=30)
+        self.assert_no_duplicate_ip()
+        for key, ips in self.all_ips().items():
+            self.assertEqual(len(ips), 1, key)
+            self.assertTrue(in_pool(ips[0], "192.0.2.10", "192.0.2.29"), f"{key}: {ips}")
+        return self.sim.stats()
+
+    def test_fault_watch_dropped(self):
+        self.run_fault(drop_watches=True)
+
+    def test_fault_410_gone(self):
+        self.run_fault(compact=True, drop_watches=True)
+
+    def test_fault_burst_of_500(self):
+        self.run_fault(errors_500=5)
+
+    def test_fault_429_storm(self):
+        self.run_fault(throttle_429=8, retry_after=1)
+
+    def test_two_replicas_one_writer_and_hand_over(self):
+        first = self.start_watcher("alpha")
+        wait_until(lambda: self.holder() == "alpha", 20, "alpha to hold the lease")
+        second = self.start_watcher("beta")
+        for i in range(4):
+            self.create_service(f"svc-{i}")
+        for i in range(4):
+            self.wait_ip(f"svc-{i}")
+        before = self.all_ips()
+        time.sleep(1.5)  # several renewals: beta keeps waiting
+        self.assertEqual(self.holder(), "alpha")
+        self.assertEqual(second.status_writes(), [], "the standby wrote status")
+        for event in self.events():
+            self.assertEqual(event["reportingInstance"], "alpha", event["message"])
+
+        killed_at = time.monotonic()
+        first.kill()
+        wait_until(lambda: self.holder() == "beta", 6 * LEASE_DURATION, "beta to take the lease")
+        self.create_service("after-handover")
+        self.wait_ip("after-handover", timeout=30)
+        handover = time.monotonic() - killed_at
+        print(f"\nhand-over: {handover:.1f} s from SIGKILL of the leader to a new Service's IP "
+              f"(lease duration {LEASE_DURATION} s)")
+        self.assertLess(handover, 6 * LEASE_DURATION + 20)
+        lease = self.lease()["spec"]
+        self.assertEqual(lease["leaseTransitions"], 1)
+        event = self.wait_event("after-handover", "IPAllocated")
+        self.assertEqual(event["reportingInstance"], "beta")
+        after = self.all_ips()
+        for key, ips in before.items():
+            self.assertEqual(after[key], ips, f"{key} moved during the hand-over")
+        self.assert_no_duplicate_ip()
+
+    def test_restart_moves_no_ip_and_releases_the_lease(self):
+        first = self.start_watcher("one")
+        for i in range(5):
+            self.create_service(f"keep-{i}", annotations={"loadbalancer/pool": "other"} if i % 2 else None)
+        for i in range(5):
+            self.wait_ip(f"keep-{i}")
+        before = self.all_ips()
+        self.assertEqual(first.stop(), 0, first.log())
+        self.assertEqual(self.holder(), "", "SIGTERM released the lease")
+        self.start_watcher("two")
+        wait_until(lambda: self.holder() == "two", 10, "the new replica to lead")
+        self.create_service("new")
+        self.wait_ip("new")
+        after = self.all_ips()
+        for key, ips in before.items():
+            self.assertEqual(after[key], ips, f"{key} moved after the restart")
+        self.assert_no_duplicate_ip()
+        # The restarted watcher wrote only the new Service's status.
+        writes = self.watchers[-1].status_writes()
+        self.assertEqual(len(writes), 1, writes)
+        self.assertIn("default/new", writes[0])
+
+
+if __name__ == "__main__":
+    unittest.main()
