@@ -30,8 +30,8 @@ WATCHER = os.path.join(SOURCE_DIR, "scripts", "watcher.sh")
 
 # Pools of the tests: a small range so that one certificate can name every dynamic IP.
 DEFAULT_POOLS = {
-    "default": {"network": "203.0.113.0/24", "range": "203.0.113.100-203.0.113.109"},
-    "static": {"network": "203.0.113.128/25", "range": "203.0.113.160-203.0.113.169"},
+    "default": {"network": "203.0.113.0/25", "range": "203.0.113.100-203.0.113.109"},
+    "external": {"network": "203.0.113.128/25", "range": "203.0.113.160-203.0.113.169"},
     "ipv6": {"network": "2001:db8:203::/64", "range": "2001:db8:203::100-2001:db8:203::109"},
 }
 
@@ -84,7 +84,9 @@ def make_certificates(directory, pools, extra_ips=()):
         openssl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
                 "-out", crt, "-days", "2", "-extfile", ext)
         with open(os.path.join(directory, f"{name}.pem"), "w") as bundle:
-            bundle.write(open(crt).read() + open(key).read())
+            for part in (crt, key):
+                with open(part) as text:
+                    bundle.write(text.read())
         shutil.copy(crt, os.path.join(directory, f"{name}.cert.pem"))
     return ca_crt
 
@@ -102,7 +104,7 @@ class Cluster:
 
     def __init__(self, topology, workdir, proxy="haproxy", pools=None, keepalived=None,
                  proxy_settings=None, advert_int=20, unicast=False, vrrp_password="",
-                 start_actors=True):
+                 start_actors=True, cert_ips=()):
         self.topology = topology
         self.workdir = workdir
         self.proxy = proxy
@@ -113,7 +115,7 @@ class Cluster:
         self.advert_int = advert_int
         self.unicast = unicast
         self.vrrp_password = vrrp_password
-        self.ca_crt = make_certificates(self.cert_dir, self.pools)
+        self.ca_crt = make_certificates(self.cert_dir, self.pools, extra_ips=cert_ips)
         self._start_simulator()
         topology.forward_api(self.port)
         self._create_nodes()
@@ -157,8 +159,8 @@ class Cluster:
         return result
 
     def apply_objects(self, objects):
-        document = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
-        return self.kubectl("apply", "-f", "-", input=json.dumps(document))
+        # One YAML document per object (JSON is YAML), as a user's manifest would be.
+        return self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in objects))
 
     def apply_yaml(self, text):
         return self.kubectl("apply", "-f", "-", input=text)
@@ -232,7 +234,7 @@ class Cluster:
             return
         ip_mode = "VIP" if self.proxy == "kubeproxy" else "Proxy"
         pipeline = (f'"{tool("k8slb-watch")}" services configmap/k8slb-system/global'
-                    f' | "{tool("k8slb-allocate")}" --stream --ip-mode {ip_mode}'
+                    f' | "{tool("k8slb-allocate")}" --ip-mode {ip_mode}'
                     f' | "{tool("k8slb-apply")}" cluster')
         self.watcher = self.topology.spawn(None, ["bash", "-c", f"set -o pipefail; {pipeline}"],
                                            "watcher", env=env)

@@ -152,7 +152,8 @@ class HaproxyTest(VipTestCase):
                 status, body = self.curl(url, "--cacert", cacert)
                 self.assertEqual(status, 0, body)
                 self.assertIn("pod web-", body)
-                self.assertIn("x-forwarded-proto https", body)
+        # Port 443 is http mode (auto): the pod learns the client spoke https.
+        self.assertIn("x-forwarded-proto https", self.curl(f"https://{vip}/", "--cacert", cacert)[1])
         # Without the test CA the certificate is not trusted: TLS really is the pool's.
         status, body = self.curl(f"https://{vip}/")
         self.assertNotEqual(status, 0, body)
