@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <span>
 #include <tuple>
 
 #include <fmt/format.h>
@@ -227,6 +228,10 @@ ProxyPlan plan_proxy(const Input& input) {
   // (VIP, port, protocol) -> Service using it: two Services on one shared VIP and port conflict.
   std::map<std::tuple<ip::Address, int, Protocol>, std::string> listeners;
   const auto proxy = input.settings.proxy;
+  // Slices by Service, so that finding endpoints costs O(log n), not a scan of every slice.
+  std::map<std::pair<std::string, std::string>, std::vector<model::EndpointSlice>> slices_by_service;
+  for (const auto& slice : input.slices) slices_by_service[{slice.ns, slice.service_name}].push_back(slice);
+  const std::vector<model::EndpointSlice> no_slices;
 
   for (const auto& checked : services) {
     const auto& service = *checked.service;
@@ -235,6 +240,8 @@ ProxyPlan plan_proxy(const Input& input) {
     const auto ssl_annotation = service.annotation(model::kAnnotationSsl);
     const auto backend_annotation = service.annotation(model::kAnnotationSslBackend);
     const bool check = service.annotation(model::kAnnotationNocheck) != "true";
+    auto own_slices = slices_by_service.find({service.ns, service.name});
+    const auto& slices = own_slices == slices_by_service.end() ? no_slices : own_slices->second;
 
     for (std::size_t i = 0; i < service.ports.size(); ++i) {
       const auto& port = service.ports[i];
@@ -314,7 +321,7 @@ ProxyPlan plan_proxy(const Input& input) {
 
       // Ready endpoints, re-printed from parsed addresses, then the slots.
       std::vector<std::pair<ip::Address, int>> endpoints;
-      for (const auto& backend : model::backends_for(service, port, input.slices)) {
+      for (const auto& backend : model::backends_for(service, port, slices)) {
         auto address = ip::Address::try_parse(backend.address);
         if (!address || backend.port < 1 || backend.port > 65535) {
           plan.problems.push_back(Problem{key, "endpoints", "InvalidEndpoint",
@@ -352,14 +359,21 @@ ProxyPlan plan_proxy(const Input& input) {
 
   // Redirects: a TLS-terminated http-mode port gets http -> https on port 80 of each of its
   // VIPs, unless the annotation says no or port 80 of that VIP is already in use.
+  // Ports were appended Service by Service, in the order of `services`.
+  std::size_t first_port = 0;
   for (const auto& checked : services) {
     const auto& service = *checked.service;
+    std::size_t end_port = first_port;
+    while (end_port < plan.ports.size() && plan.ports[end_port].ns == service.ns &&
+           plan.ports[end_port].name == service.name)
+      ++end_port;
+    const auto own_ports = std::span(plan.ports).subspan(first_port, end_port - first_port);
+    first_port = end_port;
     if (service.annotation(model::kAnnotationSslRedirect) == "false") continue;
     for (const auto& vip : checked.vips) {
       std::optional<int> target;
-      for (const auto& port : plan.ports) {
-        if (port.ns != service.ns || port.name != service.name || port.mode != Mode::http || !port.tls)
-          continue;
+      for (const auto& port : own_ports) {
+        if (port.mode != Mode::http || !port.tls) continue;
         if (std::find(port.vips.begin(), port.vips.end(), vip) == port.vips.end()) continue;
         if (!target || port.port == 443 || (*target != 443 && port.port < *target)) target = port.port;
       }
