@@ -142,7 +142,7 @@ run_pipeline() {
   while :; do
     wait -n -p ended "$watch_pid" "$allocate_pid" "$apply_pid"
     status=$?
-    if [ -n "$ended" ]; then break; fi
+    if [ -n "${ended:-}" ]; then break; fi
     # Interrupted by a signal: on_term has passed it on; wait for the parts to end.
     if [ "$stopping" = 1 ]; then
       stop_pipeline
