@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
+#include <poll.h>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -33,6 +34,13 @@ struct Options {
 };
 
 std::atomic<bool> g_terminate{false};
+
+// True when the reader of stdout went away (a pipe whose other end is closed), so that
+// `k8slb-watch services | head -1` ends even when nothing changes.
+bool stdout_closed() {
+  pollfd fd{1, 0, 0};
+  return ::poll(&fd, 1, 0) == 1 && (fd.revents & (POLLERR | POLLHUP | POLLNVAL));
+}
 extern "C" void on_signal(int) { g_terminate = true; }
 
 // "200ms", "2s", "1m", "0" -> milliseconds.
@@ -103,7 +111,7 @@ int run(const Options& options) {
   printed = view.document();
   if (!k8slb::tool::write_line(printed) || options.once) return k8slb::tool::kExitOk;
 
-  while (!g_terminate) {
+  while (!g_terminate && !stdout_closed()) {
     {
       std::unique_lock lock(inbox.mutex);
       inbox.cv.wait_for(lock, 200ms, [&] { return !inbox.batches.empty() || !inbox.error.empty(); });
