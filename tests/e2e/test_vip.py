@@ -240,10 +240,17 @@ class FailoverTest(VipTestCase):
         #    the pipeline). The VIP stays on the dead node's interface; the backup takes over
         #    after the master-down interval and announces itself with gratuitous ARP.
         sink_pids = {p.pid for name, p in self.topology.processes if name == f"smtp-{owner}"}
+        victims = [pid for pid in netns.namespace_pids(owner_host.namespace) if pid not in sink_pids]
+        self.assertTrue(any(self._comm(pid) == "keepalived" for pid in victims), victims)
         killed_at = time.time()
-        for pid in netns.namespace_pids(owner_host.namespace):
-            if pid not in sink_pids:
-                os.kill(pid, signal.SIGKILL)
+        # Freeze all first, so that no process sees another die and stops gracefully (the
+        # daemons get SIGTERM when k8slb-apply dies): this is a crash, not a stop.
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in victims:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
         gap_kill = self.gap_after(probe, killed_at, backup, vip)
         record_figure("failover.sigkill_gap", gap_kill)
         self.assertLess(gap_kill, 15, "traffic must resume within a generous bound")
@@ -281,6 +288,14 @@ class FailoverTest(VipTestCase):
             return [t for t in texts if "MASTER" in t and "ops@example.com" in t]
         mails = netns.wait_until(master_mail, 30, what=f"a MASTER mail from {backup}")
         self.assertIn("k8slb@example.com", mails[0])
+
+    @staticmethod
+    def _comm(pid):
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                return comm.read().strip()
+        except OSError:
+            return ""
 
     def _mac_of(self, host):
         return host.ip("-j", "link", "show", "eth0").stdout.split('"address":"')[1].split('"')[0]
