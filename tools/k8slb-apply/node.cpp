@@ -1,9 +1,184 @@
-// Placeholder until the node side lands; replaced by its owner.
+// k8slb-apply node: install, check and reload the daemons' configs on this node.
+#include <cerrno>
+#include <csignal>
+#include <string>
+
+#include <poll.h>
+#include <unistd.h>
+
 #include "commands.hpp"
+#include "k8slb/apply.hpp"
+#include "k8slb/documents.hpp"
+#include "k8slb/error.hpp"
+#include "k8slb/tool.hpp"
 
 namespace k8slb_apply {
-void add_node_command(CLI::App& app, std::function<int()>& run) {
-  auto* sub = app.add_subcommand("node", "not built yet");
-  sub->callback([&run] { run = [] { return 1; }; });
+namespace {
+
+namespace apply = k8slb::apply;
+namespace tool = k8slb::tool;
+
+struct NodeCommandOptions {
+  std::string from_dir;
+  std::string config_dir = "/etc/k8slb";
+  std::string runtime_dir = "/run/k8slb";
+  std::string proxy = "haproxy";
+  bool no_keepalived = false;
+  bool stay = false;
+  std::string haproxy = "haproxy";
+  std::string nginx = "nginx";
+  std::string keepalived = "keepalived";
+  std::string haproxy_options, nginx_options, keepalived_options;
+  int check_timeout_s = 30;
+  int start_timeout_s = 10;
+  int haproxy_max_old_workers = 8;
+};
+
+volatile std::sig_atomic_t stop_requested = 0;
+void on_stop_signal(int) { stop_requested = 1; }
+
+void install_stop_handlers() {
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = 0; // no SA_RESTART: poll() returns EINTR
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
 }
+
+apply::NodeOptions to_node_options(const NodeCommandOptions& options) {
+  apply::NodeOptions node;
+  node.config_dir = options.config_dir;
+  node.runtime_dir = options.runtime_dir;
+  node.proxy = k8slb::render::parse_proxy(options.proxy);
+  node.keepalived = !options.no_keepalived;
+  node.haproxy_bin = options.haproxy;
+  node.nginx_bin = options.nginx;
+  node.keepalived_bin = options.keepalived;
+  node.haproxy_options = apply::split_options(options.haproxy_options);
+  node.nginx_options = apply::split_options(options.nginx_options);
+  node.keepalived_options = apply::split_options(options.keepalived_options);
+  node.detach = !options.from_dir.empty();
+  node.check_timeout_s = options.check_timeout_s;
+  node.start_timeout_s = options.start_timeout_s;
+  node.haproxy_max_old_workers = options.haproxy_max_old_workers;
+  return node;
+}
+
+// Prints the problems on stderr and the result line on stdout. False when stdout is closed.
+bool report(const apply::ApplyResult& result) {
+  for (const auto& problem : result.problems) tool::error(problem.to_string());
+  for (const auto& daemon : result.daemons)
+    if (daemon.ok && daemon.action != apply::Action::none)
+      tool::info(std::string(apply::to_string(daemon.daemon)) + ": " + std::string(apply::to_string(daemon.action)) +
+                 " (" + daemon.detail + ")");
+  return tool::write_line(result.to_json().dump());
+}
+
+int run_once(const NodeCommandOptions& options) {
+  apply::NodeApplier applier(to_node_options(options));
+  auto result = applier.apply(apply::read_file_set(options.from_dir));
+  report(result);
+  return result.ok() ? tool::kExitOk : tool::kExitFailure;
+}
+
+// Reads NDJSON sets from stdin for ever. When several lines are waiting, only the last is
+// applied (coalescing). Between inputs, daemons that die are restarted.
+int run_stream(const NodeCommandOptions& options) {
+  install_stop_handlers();
+  apply::NodeApplier applier(to_node_options(options));
+  std::string buffer;
+  bool input_open = true;
+  int document = 0;
+  while (!stop_requested) {
+    for (const auto& line : applier.supervise()) tool::warning(line);
+    if (!input_open) {
+      if (!options.stay) break;
+      ::poll(nullptr, 0, 200);
+      continue;
+    }
+    pollfd pfd{0, POLLIN, 0};
+    int ready = ::poll(&pfd, 1, 200);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) continue;
+    char chunk[65536];
+    ssize_t n = ::read(0, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      input_open = false;
+      if (!buffer.empty()) buffer += '\n'; // a last line without newline still counts
+    } else {
+      buffer.append(chunk, static_cast<std::size_t>(n));
+    }
+    // Take the last complete line; earlier ones are superseded.
+    auto end = buffer.rfind('\n');
+    if (end == std::string::npos) continue;
+    std::string pending = buffer.substr(0, end);
+    buffer.erase(0, end + 1);
+    std::string last;
+    std::size_t start = 0;
+    int lines = 0;
+    while (start <= pending.size()) {
+      auto stop = pending.find('\n', start);
+      if (stop == std::string::npos) stop = pending.size();
+      auto text = pending.substr(start, stop - start);
+      if (text.find_first_not_of(" \t\r") != std::string::npos) {
+        last = std::move(text);
+        ++lines;
+      }
+      start = stop + 1;
+    }
+    if (lines == 0) continue;
+    document += lines;
+    std::map<std::string, std::string> files;
+    try {
+      files = apply::file_set_from_json(k8slb::json::parse(last));
+    } catch (const std::exception& error) {
+      tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
+      continue;
+    }
+    if (!report(applier.apply(files))) break;
+  }
+  applier.stop_all();
+  return tool::kExitOk;
+}
+
+} // namespace
+
+void add_node_command(CLI::App& app, std::function<int()>& run) {
+  static NodeCommandOptions options;
+  auto* sub = app.add_subcommand(
+      "node", "Check, install and reload the node's daemon configs (haproxy or nginx, keepalived)");
+  sub->add_option("--from-dir", options.from_dir,
+                  "Apply the files k8slb-render wrote into DIR once and exit (started daemons keep "
+                  "running); without it, read NDJSON sets from stdin for ever")
+      ->check(CLI::ExistingDirectory);
+  sub->add_option("--config-dir", options.config_dir, "Where the daemons' config files are installed")
+      ->capture_default_str();
+  sub->add_option("--runtime-dir", options.runtime_dir, "Pid files, sockets, logs (as given to k8slb-render)")
+      ->capture_default_str();
+  sub->add_option("--proxy", options.proxy, "haproxy, nginx or kubeproxy (no proxy daemon)")
+      ->check(CLI::IsMember({"haproxy", "nginx", "kubeproxy"}))
+      ->capture_default_str();
+  sub->add_flag("--no-keepalived", options.no_keepalived, "Do not manage keepalived");
+  sub->add_flag("--stay", options.stay, "At the end of stdin keep supervising the daemons until SIGTERM");
+  sub->add_option("--haproxy", options.haproxy, "haproxy binary")->capture_default_str();
+  sub->add_option("--nginx", options.nginx, "nginx binary")->capture_default_str();
+  sub->add_option("--keepalived", options.keepalived, "keepalived binary")->capture_default_str();
+  sub->add_option("--haproxy-options", options.haproxy_options, "Extra haproxy arguments (HP_OPTIONS)");
+  sub->add_option("--nginx-options", options.nginx_options, "Extra nginx arguments (NX_OPTIONS)");
+  sub->add_option("--keepalived-options", options.keepalived_options, "Extra keepalived arguments (KA_OPTIONS)");
+  sub->add_option("--check-timeout", options.check_timeout_s, "Seconds a config checker may take")
+      ->capture_default_str();
+  sub->add_option("--start-timeout", options.start_timeout_s, "Seconds a daemon may take to start or reload")
+      ->capture_default_str();
+  sub->add_option("--haproxy-max-old-workers", options.haproxy_max_old_workers,
+                  "Before a reload, wait (bounded) while this many old HAProxy workers are still finishing")
+      ->capture_default_str();
+  sub->callback([&run] {
+    run = [] { return options.from_dir.empty() ? run_stream(options) : run_once(options); };
+  });
+}
+
 } // namespace k8slb_apply

@@ -1,0 +1,482 @@
+// NodeApplier: check, install, start/reload/update a node's daemons, and keep them running.
+#include "k8slb/apply.hpp"
+
+#include <algorithm>
+#include <csignal>
+#include <filesystem>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "edge.hpp"
+#include "k8slb/documents.hpp"
+
+namespace k8slb::apply {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+const char* const kKnownFiles[] = {"haproxy.cfg", kHaproxyServersFile, "nginx.conf", "keepalived.conf"};
+
+std::string basename_of(const std::string& path) {
+  auto name = std::filesystem::path(path).filename().string();
+  return name.substr(0, 15); // /proc/<pid>/comm keeps 15 characters
+}
+
+std::string trim(std::string text) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  std::size_t start = 0;
+  while (start < text.size() && std::isspace(static_cast<unsigned char>(text[start]))) ++start;
+  return text.substr(start);
+}
+
+std::string replace_all(std::string text, const std::string& from, const std::string& to) {
+  if (from.empty()) return text;
+  for (std::size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
+    text.replace(at, from.size(), to);
+  return text;
+}
+
+} // namespace
+
+std::map<std::string, std::string> read_file_set(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  if (!std::filesystem::is_directory(dir)) fail(dir, "", "not a directory");
+  for (const char* name : kKnownFiles) {
+    auto text = detail::read_optional((std::filesystem::path(dir) / name).string());
+    if (text) files[name] = std::move(*text);
+  }
+  if (files.empty())
+    fail(dir, "", "holds none of haproxy.cfg, nginx.conf, keepalived.conf (run k8slb-render --output-dir)");
+  return files;
+}
+
+std::map<std::string, std::string> file_set_from_json(const nlohmann::json& document) {
+  if (!document.is_object()) fail("input", "", "expected an object with \"files\"");
+  auto files = document.find("files");
+  if (files == document.end() || !files->is_object()) fail("input", "files", "expected an object of file name -> content");
+  std::map<std::string, std::string> out;
+  for (const auto& [name, content] : files->items()) {
+    if (!content.is_string()) fail("input", "files." + name, "expected the file's content as a string");
+    out[name] = content.get<std::string>();
+  }
+  return out;
+}
+
+struct NodeApplier::State {
+  Daemon daemon = Daemon::haproxy;
+  int pid = 0;
+  bool child = false;           // started by this process (waitpid works)
+  bool wanted = false;          // should be running (a config was installed or it was found running)
+  bool stopping = false;
+  Clock::time_point started{};
+  int failures = 0;             // deaths in a row, for the restart backoff
+  std::optional<Clock::time_point> restart_at;
+};
+
+namespace {
+
+struct Paths {
+  std::string cfg, pid, master_socket, servers, nginx_prefix, vrrp_pid, checkers_pid, log;
+};
+
+Paths paths_for(const NodeOptions& options, Daemon daemon) {
+  namespace fs = std::filesystem;
+  const fs::path config(options.config_dir), runtime(options.runtime_dir);
+  Paths paths;
+  paths.cfg = (config / config_file_of(daemon)).string();
+  paths.log = (runtime / (std::string(to_string(daemon)) + ".log")).string();
+  switch (daemon) {
+  case Daemon::haproxy:
+    paths.pid = (runtime / "haproxy.pid").string();
+    paths.master_socket = (runtime / "haproxy-master.sock").string();
+    paths.servers = (config / kHaproxyServersFile).string();
+    break;
+  case Daemon::nginx:
+    paths.pid = (runtime / "nginx.pid").string();
+    paths.nginx_prefix = (runtime / "nginx").string() + "/";
+    break;
+  case Daemon::keepalived:
+    paths.pid = (runtime / "keepalived.pid").string();
+    paths.vrrp_pid = (runtime / "keepalived-vrrp.pid").string();
+    paths.checkers_pid = (runtime / "keepalived-checkers.pid").string();
+    break;
+  }
+  return paths;
+}
+
+const std::string& binary_of(const NodeOptions& options, Daemon daemon) {
+  switch (daemon) {
+  case Daemon::haproxy: return options.haproxy_bin;
+  case Daemon::nginx: return options.nginx_bin;
+  case Daemon::keepalived: return options.keepalived_bin;
+  }
+  return options.haproxy_bin;
+}
+
+// nginx runs in the foreground; its pid file is the config's `pid` or ours.
+std::string nginx_globals(const std::string& conf, const Paths& paths) {
+  std::string globals = "daemon off;";
+  if (!nginx_pid_path(conf)) globals += fmt::format(" pid {};", paths.pid);
+  return globals;
+}
+
+std::string nginx_pid_file(const std::string& conf, const Paths& paths) {
+  auto pid = nginx_pid_path(conf);
+  if (!pid) return paths.pid;
+  if (std::filesystem::path(*pid).is_absolute()) return *pid;
+  return paths.nginx_prefix + *pid;
+}
+
+std::vector<std::string> check_argv(const NodeOptions& options, Daemon daemon, const std::string& file,
+                                    const std::string& content) {
+  const auto paths = paths_for(options, daemon);
+  const auto& bin = binary_of(options, daemon);
+  switch (daemon) {
+  case Daemon::haproxy: return {bin, "-c", "-f", file};
+  case Daemon::nginx:
+    return {bin, "-t", "-q", "-c", file, "-p", paths.nginx_prefix, "-g", nginx_globals(content, paths)};
+  case Daemon::keepalived: return {bin, "-t", "-f", file};
+  }
+  return {};
+}
+
+std::vector<std::string> start_argv(const NodeOptions& options, Daemon daemon, const std::string& content) {
+  const auto paths = paths_for(options, daemon);
+  const auto& bin = binary_of(options, daemon);
+  std::vector<std::string> argv;
+  switch (daemon) {
+  case Daemon::haproxy:
+    argv = {bin, "-W", "-S", paths.master_socket, "-f", paths.cfg, "-p", paths.pid};
+    argv.insert(argv.end(), options.haproxy_options.begin(), options.haproxy_options.end());
+    break;
+  case Daemon::nginx:
+    argv = {bin, "-c", paths.cfg, "-p", paths.nginx_prefix, "-g", nginx_globals(content, paths)};
+    argv.insert(argv.end(), options.nginx_options.begin(), options.nginx_options.end());
+    break;
+  case Daemon::keepalived:
+    argv = {bin, "-n", "-l", "-f", paths.cfg, "-p", paths.pid, "-r", paths.vrrp_pid, "-c", paths.checkers_pid};
+    argv.insert(argv.end(), options.keepalived_options.begin(), options.keepalived_options.end());
+    break;
+  }
+  return argv;
+}
+
+std::optional<ProcStatus> show_proc(const std::string& master_socket) {
+  auto answer = detail::socket_command(master_socket, "show proc", 2s);
+  if (!answer) return std::nullopt;
+  auto status = parse_show_proc(*answer);
+  if (status.master_pid == 0) return std::nullopt;
+  return status;
+}
+
+bool runtime_answer_ok(const std::string& answer) {
+  auto text = trim(answer);
+  return text.empty() || text.starts_with("IP changed") || text.starts_with("no need to change") ||
+         text.starts_with("port changed");
+}
+
+} // namespace
+
+NodeApplier::NodeApplier(NodeOptions options) : options_(std::move(options)) {
+  switch (options_.proxy) {
+  case render::Proxy::haproxy: daemons_.push_back(Daemon::haproxy); break;
+  case render::Proxy::nginx: daemons_.push_back(Daemon::nginx); break;
+  case render::Proxy::kubeproxy: break;
+  }
+  if (options_.keepalived) daemons_.push_back(Daemon::keepalived);
+  detail::ensure_directory(options_.config_dir);
+  detail::ensure_directory(options_.runtime_dir);
+  if (options_.proxy == render::Proxy::nginx) detail::ensure_directory(paths_for(options_, Daemon::nginx).nginx_prefix);
+  for (auto daemon : daemons_) {
+    auto state = std::make_unique<State>();
+    state->daemon = daemon;
+    // A daemon already running from an earlier k8slb-apply (one-shot mode) is adopted.
+    auto paths = paths_for(options_, daemon);
+    std::string pid_file = paths.pid;
+    if (daemon == Daemon::nginx)
+      if (auto conf = detail::read_optional(paths.cfg)) pid_file = nginx_pid_file(*conf, paths);
+    if (auto pid = detail::read_pid_file(pid_file);
+        pid && detail::process_alive(*pid) && detail::process_name(*pid) == basename_of(binary_of(options_, daemon))) {
+      state->pid = *pid;
+      state->wanted = true;
+      state->started = Clock::now();
+    }
+    states_[daemon] = std::move(state);
+  }
+}
+
+NodeApplier::~NodeApplier() = default;
+
+namespace {
+
+using State = NodeApplier::State;
+
+// True when the daemon of `state` is running. A death is noticed here: pid goes to 0 and
+// `death` (if given) says how it ended.
+bool is_running(const NodeOptions& options, State& state, std::string* death = nullptr) {
+  if (state.pid <= 0) return false;
+  if (state.child) {
+    int status = 0;
+    if (!detail::child_exited(state.pid, &status)) return true;
+    if (death) *death = fmt::format("{} (pid {}) {}", to_string(state.daemon), state.pid, detail::describe_status(status));
+  } else {
+    if (detail::process_alive(state.pid) &&
+        detail::process_name(state.pid) == basename_of(binary_of(options, state.daemon)))
+      return true;
+    if (death) *death = fmt::format("{} (pid {}) is gone", to_string(state.daemon), state.pid);
+  }
+  state.pid = 0;
+  state.child = false;
+  return false;
+}
+
+// Waits (bounded) until a just started daemon is serving: HAProxy has a worker, nginx and
+// keepalived have written their pid file. Throws Error when it exits or times out.
+void wait_started(const NodeOptions& options, State& state, const std::string& content) {
+  const auto paths = paths_for(options, state.daemon);
+  const std::string pid_file = state.daemon == Daemon::nginx ? nginx_pid_file(content, paths) : paths.pid;
+  const auto deadline = Clock::now() + std::chrono::seconds(options.start_timeout_s);
+  for (;;) {
+    std::string death;
+    if (!is_running(options, state, &death))
+      fail(config_file_of(state.daemon), "",
+           fmt::format("{} did not start: {}{}", to_string(state.daemon), death,
+                       options.detach ? " (see " + paths.log + ")" : ""));
+    if (state.daemon == Daemon::haproxy) {
+      auto status = show_proc(paths.master_socket);
+      if (status && !status->workers.empty()) return;
+    } else if (detail::read_pid_file(pid_file) == state.pid) {
+      return;
+    }
+    if (Clock::now() > deadline)
+      fail(config_file_of(state.daemon), "",
+           fmt::format("{} (pid {}) not ready after {} s", to_string(state.daemon), state.pid, options.start_timeout_s));
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+void start_daemon(const NodeOptions& options, State& state, const std::string& content) {
+  const auto paths = paths_for(options, state.daemon);
+  detail::SpawnOptions spawn{options.detach, paths.log};
+  state.pid = detail::spawn_daemon(start_argv(options, state.daemon, content), spawn);
+  state.child = true;
+  state.wanted = true;
+  state.stopping = false;
+  state.started = Clock::now();
+  state.restart_at.reset();
+  wait_started(options, state, content);
+}
+
+// Sends the reload signal. For HAProxy, first waits (bounded) while too many old workers are
+// still finishing, and afterwards until the new worker is up, so reloads never pile up.
+void reload_daemon(const NodeOptions& options, State& state, std::string& detail_text) {
+  const auto paths = paths_for(options, state.daemon);
+  if (state.daemon != Daemon::haproxy) {
+    if (kill(state.pid, SIGHUP) != 0)
+      fail(config_file_of(state.daemon), "", fmt::format("cannot signal {} (pid {})", to_string(state.daemon), state.pid));
+    return;
+  }
+  auto before = show_proc(paths.master_socket);
+  const auto wait_deadline = Clock::now() + std::chrono::seconds(options.reload_wait_s);
+  while (before && static_cast<int>(before->old_workers.size()) >= options.haproxy_max_old_workers &&
+         Clock::now() < wait_deadline) {
+    std::this_thread::sleep_for(50ms);
+    before = show_proc(paths.master_socket);
+  }
+  if (before && static_cast<int>(before->old_workers.size()) >= options.haproxy_max_old_workers)
+    detail_text += fmt::format("; {} old workers still running", before->old_workers.size());
+  if (kill(state.pid, SIGUSR2) != 0)
+    fail("haproxy.cfg", "", fmt::format("cannot signal haproxy master (pid {})", state.pid));
+  if (!before) return; // no master CLI: nothing to wait on
+  const auto deadline = Clock::now() + std::chrono::seconds(options.start_timeout_s);
+  while (Clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+    auto now = show_proc(paths.master_socket);
+    if (!now || now->reloads <= before->reloads || now->workers.empty()) continue;
+    bool fresh = std::none_of(now->workers.begin(), now->workers.end(), [&](int pid) {
+      return std::find(before->workers.begin(), before->workers.end(), pid) != before->workers.end();
+    });
+    if (fresh) return;
+  }
+  fail("haproxy.cfg", "", fmt::format("haproxy reload did not bring up a new worker within {} s", options.start_timeout_s));
+}
+
+} // namespace
+
+ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) {
+  ApplyResult result;
+  for (auto daemon : daemons_) {
+    auto& state = *states_.at(daemon);
+    const auto paths = paths_for(options_, daemon);
+    const std::string file(config_file_of(daemon));
+    DaemonResult outcome;
+    outcome.daemon = daemon;
+    auto problem = [&](std::string reason, std::string message) {
+      outcome.ok = false;
+      outcome.detail = message;
+      result.problems.push_back({file, "", std::move(reason), std::move(message)});
+    };
+    auto wanted = files.find(file);
+    if (wanted == files.end()) {
+      problem("MissingFile", fmt::format("not in the input, {} left as it is", to_string(daemon)));
+      result.daemons.push_back(outcome);
+      continue;
+    }
+    const auto installed = detail::read_optional(paths.cfg);
+    const bool running = is_running(options_, state);
+
+    // What to do.
+    Plan plan;
+    std::optional<std::string> wanted_servers_text;
+    if (daemon == Daemon::haproxy) {
+      HaproxyFiles installed_files{installed, std::nullopt};
+      if (auto text = detail::read_optional(paths.servers)) {
+        try {
+          installed_files.servers = parse_server_table(nlohmann::json::parse(*text), paths.servers);
+        } catch (const std::exception&) {
+        }
+      }
+      std::optional<ServerTable> wanted_servers;
+      if (auto found = files.find(kHaproxyServersFile); found != files.end()) {
+        wanted_servers_text = found->second;
+        try {
+          wanted_servers = parse_server_table(nlohmann::json::parse(found->second), kHaproxyServersFile);
+        } catch (const nlohmann::json::exception& error) {
+          result.problems.push_back({kHaproxyServersFile, "", "InvalidServerTable", error.what()});
+        } catch (const Error& error) {
+          result.problems.push_back({kHaproxyServersFile, "", "InvalidServerTable", error.what()});
+        }
+      }
+      plan = plan_haproxy(running, installed_files, wanted->second, wanted_servers);
+    } else {
+      plan = plan_daemon(running, installed, wanted->second);
+    }
+    outcome.action = plan.action;
+    outcome.detail = plan.reason;
+    if (plan.action == Action::none) {
+      if (wanted_servers_text && detail::read_optional(paths.servers) != wanted_servers_text)
+        detail::commit_rename(detail::write_temporary(paths.servers, *wanted_servers_text), paths.servers);
+      state.wanted = true;
+      result.daemons.push_back(outcome);
+      continue;
+    }
+
+    // Check the new file where it will live (relative paths resolve the same), then install.
+    std::optional<std::string> staged;
+    if (!installed || *installed != wanted->second) {
+      staged = detail::write_temporary(paths.cfg, wanted->second);
+      auto check = check_argv(options_, daemon, *staged, wanted->second);
+      auto checked = detail::run_check(check, std::chrono::seconds(options_.check_timeout_s));
+      if (checked.exit_code != 0) {
+        const std::string rejected = paths.cfg + ".rejected";
+        detail::commit_rename(*staged, rejected);
+        std::string output = trim(replace_all(checked.output, *staged, rejected));
+        if (checked.timed_out) output = fmt::format("timed out after {} s. {}", options_.check_timeout_s, output);
+        problem("ConfigRejected", fmt::format("rejected by `{} {}` (kept as {}), the running config stays: {}",
+                                              basename_of(check[0]), check[1], rejected, output));
+        // A daemon that is down still gets the last good config.
+        if (!running && installed && state.wanted) {
+          try {
+            start_daemon(options_, state, *installed);
+          } catch (const Error& error) {
+            result.problems.push_back({file, "", "StartFailed", error.what()});
+          }
+        }
+        result.daemons.push_back(outcome);
+        continue;
+      }
+    }
+
+    try {
+      if (plan.action == Action::runtime_update) {
+        std::string failed;
+        auto socket = stats_socket_path(wanted->second).value_or("");
+        for (const auto& command : plan.commands) {
+          auto answer = detail::socket_command(socket, command, 2s);
+          if (!answer || !runtime_answer_ok(*answer)) {
+            failed = fmt::format("`{}`: {}", command, answer ? trim(*answer) : "no answer on " + socket);
+            break;
+          }
+        }
+        if (!failed.empty()) {
+          outcome.action = Action::reload;
+          outcome.detail = "runtime update failed (" + failed + "), reloading";
+        }
+      }
+      if (staged) detail::commit_rename(*staged, paths.cfg);
+      if (wanted_servers_text) detail::commit_rename(detail::write_temporary(paths.servers, *wanted_servers_text), paths.servers);
+      state.wanted = true;
+      if (outcome.action == Action::start) start_daemon(options_, state, wanted->second);
+      else if (outcome.action == Action::reload) reload_daemon(options_, state, outcome.detail);
+    } catch (const Error& error) {
+      problem(outcome.action == Action::start ? "StartFailed" : "ReloadFailed", error.what());
+    }
+    result.daemons.push_back(outcome);
+  }
+  return result;
+}
+
+std::vector<std::string> NodeApplier::supervise() {
+  std::vector<std::string> log;
+  const auto now = Clock::now();
+  for (auto daemon : daemons_) {
+    auto& state = *states_.at(daemon);
+    if (!state.wanted || state.stopping) continue;
+    std::string death;
+    if (is_running(options_, state, &death)) {
+      if (state.failures > 0 && now - state.started > 60s) state.failures = 0; // stable again
+      continue;
+    }
+    if (!death.empty()) {
+      state.failures = now - state.started > 60s ? 1 : state.failures + 1;
+      const auto delay = restart_delay(state.failures);
+      state.restart_at = now + delay;
+      log.push_back(fmt::format("{}; restarting in {} ms", death, delay.count()));
+    }
+    if (!state.restart_at) state.restart_at = now;
+    if (now < *state.restart_at) continue;
+    const auto paths = paths_for(options_, daemon);
+    auto content = detail::read_optional(paths.cfg);
+    if (!content) {
+      state.wanted = false;
+      log.push_back(fmt::format("{}: no installed {}, not restarting", to_string(daemon), paths.cfg));
+      continue;
+    }
+    try {
+      start_daemon(options_, state, *content);
+      log.push_back(fmt::format("restarted {} (pid {})", to_string(daemon), state.pid));
+    } catch (const Error& error) {
+      state.failures += 1;
+      const auto delay = restart_delay(state.failures);
+      state.restart_at = Clock::now() + delay;
+      log.push_back(fmt::format("{}; retrying in {} ms", error.what(), delay.count()));
+    }
+  }
+  return log;
+}
+
+void NodeApplier::stop_all() {
+  // Keepalived first, so the VIPs move away before the proxy behind them stops.
+  for (auto daemon = daemons_.rbegin(); daemon != daemons_.rend(); ++daemon) {
+    auto& state = *states_.at(*daemon);
+    state.stopping = true;
+    if (!state.child || state.pid <= 0) continue;
+    kill(state.pid, SIGTERM);
+    bool gone = false;
+    for (int i = 0; i < 500 && !gone; ++i) { // 5 s
+      gone = detail::child_exited(state.pid, nullptr);
+      if (!gone) std::this_thread::sleep_for(10ms);
+    }
+    if (!gone) {
+      kill(state.pid, SIGKILL);
+      for (int i = 0; i < 200 && !detail::child_exited(state.pid, nullptr); ++i) std::this_thread::sleep_for(10ms);
+    }
+    state.pid = 0;
+    state.child = false;
+  }
+}
+
+} // namespace k8slb::apply

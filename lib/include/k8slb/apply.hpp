@@ -1,0 +1,178 @@
+#pragma once
+// Applying rendered configs on a node: check each changed file with its daemon's own checker,
+// install it atomically, then start, reload or update the daemon at run time.
+//
+// The decisions (what a daemon needs: nothing, a start, a runtime update, a reload; which
+// HAProxy runtime commands turn one server table into another) are pure functions below.
+// NodeApplier is the edge: files, child processes, signals and sockets.
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "k8slb/error.hpp"
+#include "k8slb/render.hpp"
+
+namespace k8slb::apply {
+
+enum class Daemon { haproxy, nginx, keepalived };
+std::string_view to_string(Daemon daemon);
+// The file a daemon reads: "haproxy.cfg", "nginx.conf", "keepalived.conf".
+std::string_view config_file_of(Daemon daemon);
+inline constexpr const char* kHaproxyServersFile = "haproxy-servers.json";
+
+enum class Action { none, start, runtime_update, reload };
+std::string_view to_string(Action action);
+
+// ---- HAProxy server slots (haproxy-servers.json, written by k8slb-render) -------------------
+
+struct ServerSlot {
+  std::string name;
+  std::string address; // canonical IP text
+  int port = 0;
+  bool enabled = false;
+  bool operator==(const ServerSlot&) const = default;
+};
+// backend name -> its server slots, in config order.
+using ServerTable = std::map<std::string, std::vector<ServerSlot>>;
+
+// Parses haproxy-servers.json ({"<backend>": [{"name","address","port","enabled"}]}).
+// Names must be HAProxy identifiers ([A-Za-z0-9_.:-]), addresses IPs, ports 0..65535, so
+// nothing else can reach the runtime socket. Throws Error("<source>: <backend>[i].field: ...").
+ServerTable parse_server_table(const nlohmann::json& document, std::string_view source);
+
+// haproxy.cfg with comment lines dropped and, in each `server` line, the address and the
+// `disabled`/`enabled` keyword blanked: two configs that normalize equal differ only in what
+// the runtime API can change.
+std::string normalize_server_lines(std::string_view haproxy_cfg);
+
+// Runtime API commands that turn `installed` into `wanted`: `set server B/S addr A port P`
+// for a moved slot, `set server B/S state ready|maint` for a slot whose state or address
+// changed. nullopt when the backends or slot names differ (then only a reload will do).
+std::optional<std::vector<std::string>> runtime_commands(const ServerTable& installed,
+                                                         const ServerTable& wanted);
+
+// The `stats socket <path>` of the global section (a unix socket path), if any.
+std::optional<std::string> stats_socket_path(std::string_view haproxy_cfg);
+
+// ---- Plans -------------------------------------------------------------------------------
+
+struct Plan {
+  Action action = Action::none;
+  std::vector<std::string> commands; // runtime API commands, for Action::runtime_update
+  std::string reason;                // why, in a few words, for logs
+  bool operator==(const Plan&) const = default;
+};
+
+// nginx and keepalived: start when not running, reload when the file changed, else nothing.
+Plan plan_daemon(bool running, const std::optional<std::string>& installed, const std::string& wanted);
+
+// HAProxy: as plan_daemon, but a change in server addresses and states only (see
+// normalize_server_lines) with server tables for both sides and a stats socket becomes a
+// runtime update instead of a reload.
+struct HaproxyFiles {
+  std::optional<std::string> cfg;       // haproxy.cfg; nullopt when absent
+  std::optional<ServerTable> servers;   // haproxy-servers.json parsed; nullopt when absent/bad
+};
+Plan plan_haproxy(bool running, const HaproxyFiles& installed, const std::string& wanted_cfg,
+                  const std::optional<ServerTable>& wanted_servers);
+
+// ---- HAProxy master CLI `show proc` --------------------------------------------------------
+
+struct ProcStatus {
+  int master_pid = 0;
+  int reloads = 0;                 // master's reload counter
+  std::vector<int> workers;        // current workers
+  std::vector<int> old_workers;    // workers still finishing after a reload
+};
+ProcStatus parse_show_proc(std::string_view text);
+
+// ---- Small pure helpers ------------------------------------------------------------------
+
+// "-d -V" -> {"-d", "-V"}: the original's KA_OPTIONS / HP_OPTIONS / NX_OPTIONS, split on
+// white space (no shell, no quotes).
+std::vector<std::string> split_options(std::string_view text);
+
+// The path of nginx.conf's top-level `pid` directive, if any.
+std::optional<std::string> nginx_pid_path(std::string_view nginx_conf);
+
+// Delay before restarting a daemon that died `failures` times in a row: 1 s doubling to 30 s.
+std::chrono::milliseconds restart_delay(int failures);
+
+// ---- The edge: a node's daemons ----------------------------------------------------------
+
+struct NodeOptions {
+  std::string config_dir = "/etc/k8slb";
+  std::string runtime_dir = "/run/k8slb";
+  render::Proxy proxy = render::Proxy::haproxy;
+  bool keepalived = true;
+  std::string haproxy_bin = "haproxy";
+  std::string nginx_bin = "nginx";
+  std::string keepalived_bin = "keepalived";
+  std::vector<std::string> haproxy_options;
+  std::vector<std::string> nginx_options;
+  std::vector<std::string> keepalived_options;
+  // One-shot mode: daemons started here outlive this process (own session, output appended
+  // to <runtime_dir>/<daemon>.log). Otherwise they die with it and log to its stderr.
+  bool detach = false;
+  int check_timeout_s = 30;         // a checker that takes longer fails
+  int start_timeout_s = 10;         // a daemon must be up (HAProxy: a worker) within this
+  int haproxy_max_old_workers = 8;  // wait (bounded by reload_wait_s) before reloading past it
+  int reload_wait_s = 10;
+};
+
+struct DaemonResult {
+  Daemon daemon = Daemon::haproxy;
+  Action action = Action::none;
+  bool ok = true;
+  std::string detail; // reason, or what failed
+};
+
+struct ApplyResult {
+  std::vector<DaemonResult> daemons;
+  std::vector<Problem> problems;
+  bool ok() const { return problems.empty(); }
+  // {"actions": {"haproxy": "reload", ...}, "problems": [{"object","field","reason","message"}]}
+  nlohmann::json to_json() const;
+};
+
+// The files of a set that k8slb-apply knows, read from a directory (k8slb-render --output-dir).
+std::map<std::string, std::string> read_file_set(const std::string& dir);
+
+// The files of one NDJSON stream line ({"files": {...}, "problems": [...]}). Throws Error.
+std::map<std::string, std::string> file_set_from_json(const nlohmann::json& document);
+
+class NodeApplier {
+public:
+  explicit NodeApplier(NodeOptions options);
+  ~NodeApplier();
+  NodeApplier(const NodeApplier&) = delete;
+  NodeApplier& operator=(const NodeApplier&) = delete;
+
+  // Checks, installs and starts/reloads/updates each managed daemon whose file is in `files`.
+  ApplyResult apply(const std::map<std::string, std::string>& files);
+
+  // Restarts managed daemons that died (bounded backoff). Returns log lines of what happened.
+  std::vector<std::string> supervise();
+
+  // Stops the daemons this process started (SIGTERM, then SIGKILL after a bounded wait).
+  void stop_all();
+
+  // Daemons this applier manages, in apply order (proxy first, then keepalived).
+  const std::vector<Daemon>& daemons() const { return daemons_; }
+
+  struct State; // one daemon's process and restart bookkeeping (opaque)
+
+private:
+  NodeOptions options_;
+  std::vector<Daemon> daemons_;
+  std::map<Daemon, std::unique_ptr<State>> states_;
+};
+
+} // namespace k8slb::apply
