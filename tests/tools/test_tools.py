@@ -36,7 +36,8 @@ def make_cert(directory, pool):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
                     "-days", "2", "-subj", f"/CN={pool}.example.com"], check=True, capture_output=True, timeout=60)
     with open(os.path.join(directory, f"{pool}.pem"), "w") as bundle:
-        bundle.write(open(crt).read() + open(key).read())
+        with open(crt) as c, open(key) as k:
+            bundle.write(c.read() + k.read())
 
 
 class AllocateTest(unittest.TestCase):
@@ -146,8 +147,8 @@ class RenderPipelineTest(unittest.TestCase):
         result = self.render("haproxy", "--cert-dir", certs, "--runtime-dir", self.dir)
         self.assertEqual(result.returncode, 0, result.stderr)
         cfg = result.stdout
-        self.assertIn(f"192.168.10.201:443 ssl crt {certs}/default.pem", cfg)   # myapp-tls
-        self.assertIn(f"1.2.3.4:443 ssl crt {certs}/external.pem", cfg)        # rancher
+        self.assertRegex(cfg, rf"bind 192\.168\.10\.201:443 .*ssl crt {certs}/default\.pem")   # myapp-tls
+        self.assertRegex(cfg, rf"bind 1\.2\.3\.4:443 .*ssl crt {certs}/external\.pem")          # rancher
         self.assertIn("[2001:468:201::4]:80", cfg)
         self.assertIn("10.42.0.11:80", cfg)
         path = os.path.join(self.dir, "haproxy.cfg")
@@ -168,7 +169,13 @@ class RenderPipelineTest(unittest.TestCase):
         path = os.path.join(self.dir, "nginx.conf")
         with open(path, "w") as f:
             f.write(result.stdout)
-        check = run(["nginx", "-t", "-p", self.dir, "-c", path, "-e", os.path.join(self.dir, "error.log")])
+        # nginx -t binds the listening sockets: check in a private network namespace where
+        # VIPs the "node" does not hold may be bound, as the actor sets it up.
+        if os.geteuid() != 0:
+            self.skipTest("nginx -t needs a network namespace of its own (root)")
+        script = ("ip link set lo up && sysctl -qw net.ipv4.ip_nonlocal_bind=1 net.ipv6.ip_nonlocal_bind=1 && "
+                  f"nginx -t -p {self.dir} -c {path} -e {self.dir}/error.log")
+        check = run(["unshare", "--net", "sh", "-c", script])
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
 
     def test_keepalived_holds_every_vip_on_the_pools_interface(self):

@@ -221,6 +221,8 @@ int main(int argc, char** argv) {
                  "HAProxy server slots per backend, at least")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
+  app.add_option("--lb-class", options.settings.lb_class,
+                 "Render Services of this spec.loadBalancerClass (default: only those without a class)");
   app.add_option("--notify-script", options.settings.notify_script, "keepalived notify script");
   return k8slb::tool::run_main(app, argc, argv, [&] { return run(options); });
 }
