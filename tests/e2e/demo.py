@@ -147,7 +147,8 @@ def main(argv):
         show("kubectl -n k8slb-system get configmap global -o jsonpath='{.data.config}'", config)
 
         say("Creating Services shaped like the README's examples (and their EndpointSlices)")
-        c.kubectl("create", "namespace", "cattle-system")
+        c.apply_objects([{"apiVersion": "v1", "kind": "Namespace",
+                          "metadata": {"name": "cattle-system"}}])
         c.create_endpoints("default", "myapp-loadbalancer", [PODS["myapp-1"], PODS["myapp-2"]],
                            [("http", 8080, "TCP")])
         c.create_endpoints("default", "myapp-tls", [PODS["myapp-1"], PODS["myapp-2"]],
