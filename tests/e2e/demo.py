@@ -208,11 +208,13 @@ def main(argv):
             print(f"demo: work directory kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-        leftovers = [n for n in os.listdir(netns.NETNS_DIR)
-                     if topology and n.startswith(topology.prefix)] if os.path.isdir(netns.NETNS_DIR) else []
-        print("demo: cleaned up" + (f" (namespaces left: {leftovers})" if leftovers else
-                                    ": no namespaces, processes or files left"))
-
+        left = []
+        if topology and os.path.isdir(netns.NETNS_DIR):
+            left += [n for n in os.listdir(netns.NETNS_DIR) if n.startswith(topology.prefix + "-")]
+        if not options.keep and os.path.exists(workdir):
+            left.append(workdir)
+        print("demo: cleaned up" + (f", but left: {', '.join(left)}" if left else
+                                    ": its namespaces (and every process in them) and its files are gone"))
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
