@@ -29,7 +29,8 @@ using detail::Request;
 using detail::Slot;
 
 Claim claim_for(const Request& request, const Slot& slot, bool is_static) {
-  return Claim{request.key, slot.pool_name(), is_static, request.share_key, request.ports};
+  std::string_view pool = slot.pool ? std::string_view(slot.pool->name) : std::string_view();
+  return Claim{request.key, pool, is_static, request.share_key, request.ports};
 }
 
 std::string describe_pool(const pool::Pool& pool) {
@@ -204,6 +205,7 @@ std::vector<Result> allocate(const std::vector<model::Service>& services,
     return std::tie(a->ns, a->name, a->uid) < std::tie(b->ns, b->name, b->uid);
   });
 
+  // The allocator's claims refer to the requests' strings: reserve so they never move.
   std::vector<Request> requests;
   requests.reserve(ordered.size());
   for (const model::Service* service : ordered)

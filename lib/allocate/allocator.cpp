@@ -32,7 +32,7 @@ std::optional<std::string> Allocator::conflict(const ip::Address& address,
     }
   }
   for (const PortKey& port : claim.ports) {
-    auto used = holding.ports.find(port);
+    auto used = holding.ports.find(PortRef(port.first, port.second));
     if (used != holding.ports.end() && used->second != claim.service)
       return fmt::format("IP {} already serves {}/{} for {}", address.to_string(), port.first,
                          port.second, used->second);
@@ -42,7 +42,7 @@ std::optional<std::string> Allocator::conflict(const ip::Address& address,
 
 void Allocator::Holding::summarise() {
   all_static = true;
-  common_share_key.clear();
+  common_share_key = {};
   bool first = true;
   for (const auto& [service, claim] : claims) {
     pool = claim.pool;
@@ -50,7 +50,7 @@ void Allocator::Holding::summarise() {
     if (first)
       common_share_key = claim.share_key;
     else if (common_share_key != claim.share_key)
-      common_share_key.clear();
+      common_share_key = {};
     first = false;
   }
 }
@@ -96,7 +96,7 @@ std::vector<std::string> Allocator::holders(const ip::Address& address) const {
   std::vector<std::string> services;
   auto it = holdings_.find(address);
   if (it != holdings_.end())
-    for (const auto& [service, claim] : it->second.claims) services.push_back(service);
+    for (const auto& [service, claim] : it->second.claims) services.emplace_back(service);
   return services;
 }
 
@@ -116,23 +116,24 @@ void Allocator::assign(const ip::Address& address, const Claim& claim) {
     holding.common_share_key = claim.share_key;
   } else {
     holding.all_static = holding.all_static && claim.is_static;
-    if (holding.common_share_key != claim.share_key) holding.common_share_key.clear();
+    if (holding.common_share_key != claim.share_key) holding.common_share_key = {};
   }
   holding.claims.emplace(claim.service, claim);
-  for (const PortKey& port : claim.ports) holding.ports.emplace(port, claim.service);
+  for (const PortKey& port : claim.ports)
+    holding.ports.emplace(PortRef(port.first, port.second), claim.service);
   if (!claim.share_key.empty() && !in_group) {
     auto& group = share_groups_[{claim.pool, claim.share_key}];
     if (std::find(group.begin(), group.end(), address) == group.end()) group.push_back(address);
   }
 }
 
-void Allocator::unassign(const ip::Address& address, const std::string& service) {
+void Allocator::unassign(const ip::Address& address, std::string_view service) {
   auto it = holdings_.find(address);
   if (it == holdings_.end()) return;
   Holding& holding = it->second;
   auto claim = holding.claims.find(service);
   if (claim == holding.claims.end()) return;
-  Claim gone = std::move(claim->second);
+  Claim gone = claim->second;
   holding.claims.erase(claim);
   std::erase_if(holding.ports, [&](const auto& entry) { return entry.second == service; });
   holding.summarise();

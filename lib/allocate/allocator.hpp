@@ -9,7 +9,9 @@
 
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -20,14 +22,16 @@ namespace k8slb::allocate::detail {
 
 // A protocol/port pair a Service listens on: ("TCP", 443).
 using PortKey = std::pair<std::string, int>;
+using PortRef = std::pair<std::string_view, int>; // a PortKey the allocator refers to
 
-// One Service's claim on one address.
+// One Service's claim on one address. The views refer to the caller's requests and the pool
+// config, which outlive the Allocator (one allocate() run); nothing is copied per claim.
 struct Claim {
-  std::string service;   // namespace/name
-  std::string pool;      // the pool the address is held in ("" when the Service's pool is unknown)
-  bool is_static = false; // the Service asked for exactly this address (spec.loadBalancerIP)
-  std::string share_key; // loadbalancer/share annotation, "" when absent
-  std::vector<PortKey> ports;
+  std::string_view service;   // namespace/name
+  std::string_view pool;      // the pool the address is held in ("" when the Service's pool is unknown)
+  bool is_static = false;     // the Service asked for exactly this address (spec.loadBalancerIP)
+  std::string_view share_key; // loadbalancer/share annotation, "" when absent
+  std::span<const PortKey> ports;
 };
 
 // Two claims may hold one address together when they are in the same pool and either both
@@ -54,18 +58,18 @@ public:
   // Records the claim. The caller has checked conflict() first.
   void assign(const ip::Address& address, const Claim& claim);
   // Drops `service`'s claim on `address`; the address is free again once nobody holds it.
-  void unassign(const ip::Address& address, const std::string& service);
+  void unassign(const ip::Address& address, std::string_view service);
 
 private:
   struct Holding {
-    std::map<std::string, Claim> claims;  // namespace/name -> that Service's claim on the address
-    std::map<PortKey, std::string> ports; // protocol/port -> the Service using it here
+    std::map<std::string_view, Claim> claims;    // namespace/name -> that Service's claim on the address
+    std::map<PortRef, std::string_view> ports; // protocol/port -> the Service using it here
     // What every claim has in common, so that a new claim is checked in O(1) instead of
     // against each holder: may_share() with all of them (they may share with each other)
     // comes down to these. Recomputed when a claim leaves.
-    std::string pool;
+    std::string_view pool;
     bool all_static = true;
-    std::string common_share_key; // the sharing key of every claim, "" when they differ or lack one
+    std::string_view common_share_key; // the sharing key of every claim, "" when they differ or lack one
     void summarise();
   };
 
@@ -75,7 +79,7 @@ private:
   // address -> the claims on it and the ports they use
   std::map<ip::Address, Holding> holdings_;
   // (pool, sharing key) -> the addresses that sharing group holds, in the order it got them
-  std::map<std::pair<std::string, std::string>, std::vector<ip::Address>> share_groups_;
+  std::map<std::pair<std::string_view, std::string_view>, std::vector<ip::Address>> share_groups_;
 };
 
 // The part of a pool's range that is handed out dynamically: the range, less the network's
