@@ -79,6 +79,7 @@ class VipTestCase(NetnsTestCase):
     proxy = "haproxy"
     pods = (POD_A, POD_B, POD_V6)
     keepalived = None
+    cluster_options = {}
 
     def setUp(self):
         super().setUp()
@@ -90,7 +91,7 @@ class VipTestCase(NetnsTestCase):
         self.start_backend("http", POD_B, 8080, "web-b")
         self.start_backend("http", POD_V6, 8080, "web6")
         self.cluster = cluster_module.Cluster(self.topology, self.workdir, proxy=self.proxy,
-                                              keepalived=self.keepalived)
+                                              keepalived=self.keepalived, **self.cluster_options)
 
     def create_web(self):
         """Endpoints first (the simulator has no endpoint controller), then the Service; returns
@@ -189,6 +190,36 @@ class Ipv6Test(VipTestCase):
         self.wait_for_body(f"http://[{vip}]/", "pod web6", timeout=60)
         record_figure("ipv6.service_to_first_byte", round(time.monotonic() - created, 3))
         self.assert_held_by_first_choice(vip)
+
+
+class UnicastPasswordTest(VipTestCase):
+    """UNICAST, VRRP_PASSWORD and ADVERT_INT from the actor's environment reach keepalived;
+    the password never appears on a command line or in a child's environment."""
+    proxy = "haproxy"
+    cluster_options = {"unicast": True, "vrrp_password": "Pw-7q2x", "advert_int": 50}
+
+    def test_unicast_with_password(self):
+        vip, _ = self.create_web()
+        self.assert_held_by_first_choice(vip)
+        for node in self.topology.lb_nodes:
+            with self.subTest(node=node.role):
+                conf = self.keepalived_conf(node)
+                other = next(n for n in self.topology.lb_nodes if n is not node)
+                self.assertRegex(conf, rf"unicast_src_ip {re.escape(node.lan4)}\n")
+                self.assertRegex(conf, rf"unicast_peer {{\n\s+{re.escape(other.lan4)}\n")
+                self.assertIn("auth_pass Pw-7q2x", conf)
+                # A password means VRRPv2 (v3 has no authentication), whose advert interval is
+                # whole seconds: ADVERT_INT=50 cs is rounded up to 1 s.
+                self.assertIn("vrrp_version 2", conf)
+                self.assertRegex(conf, r"\n  advert_int 1\n")
+                for pid in netns.namespace_pids(node.namespace):
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                            self.assertNotIn(b"Pw-7q2x", cmdline.read(), f"pid {pid}")
+                        with open(f"/proc/{pid}/environ", "rb") as environ:
+                            self.assertNotIn(b"Pw-7q2x", environ.read(), f"pid {pid}")
+                    except (FileNotFoundError, ProcessLookupError):
+                        continue  # exited meanwhile
 
 
 class KubeProxyTest(VipTestCase):
