@@ -176,6 +176,38 @@ Recheck may_reapply(const StatusWrite& write, const json& fresh) {
   return Recheck::reapply;
 }
 
+std::optional<std::string> predates_writes(const json& document,
+                                           std::map<std::string, std::string>& superseded) {
+  if (superseded.empty()) return std::nullopt;
+  std::map<std::string, std::string> shown; // namespace/name -> resourceVersion in the document
+  const json* items = &document;
+  json single = json::array();
+  if (is_list(document)) {
+    items = &field(document, {"items"});
+  } else {
+    single.push_back(document);
+    items = &single;
+  }
+  if (items->is_array()) {
+    for (const json& item : *items) {
+      if (string_field(item, {"kind"}) != "Service") continue;
+      shown[string_field(item, {"metadata", "namespace"}) + "/" + string_field(item, {"metadata", "name"})] =
+          string_field(item, {"metadata", "resourceVersion"});
+    }
+  }
+  std::optional<std::string> stale;
+  for (auto it = superseded.begin(); it != superseded.end();) {
+    auto found = shown.find(it->first);
+    if (found != shown.end() && found->second == it->second) {
+      if (!stale) stale = it->first;
+      ++it;
+    } else {
+      it = superseded.erase(it);
+    }
+  }
+  return stale;
+}
+
 json status_patch(const json& ingress, const std::string& resource_version) {
   json patch = {{"status", {{"loadBalancer", {{"ingress", ingress.is_array() ? ingress : json::array()}}}}}};
   if (!resource_version.empty()) patch["metadata"] = {{"resourceVersion", resource_version}};
@@ -479,12 +511,23 @@ void ClusterWriter::write_event(const json& incoming, WriteSummary& summary) {
 
 WriteSummary ClusterWriter::write(const json& document) {
   WriteSummary summary;
+  summary.stale = predates_writes(document, superseded_);
+  if (summary.stale) {
+    log_(fmt::format("document skipped: it shows {} at resourceVersion {}, before our write",
+                     *summary.stale, superseded_[*summary.stale]));
+    return summary;
+  }
   Plan plan = plan_document(document);
   for (const std::string& error : plan.errors) log_(error);
 
   std::set<std::string> written; // Services whose status this document wrote
   for (const StatusWrite& write : plan.writes) {
-    switch (write_status(write)) {
+    StatusOutcome outcome = write_status(write);
+    // Written, found current or changed: the version the allocator saw is superseded.
+    if (outcome != StatusOutcome::failed && !write.resource_version.empty() && !options_.dry_run) {
+      superseded_[write.key()] = write.resource_version;
+    }
+    switch (outcome) {
     case StatusOutcome::written:
       ++summary.written;
       written.insert(write.key());

@@ -2,6 +2,8 @@
 // Event completion and the Event rate limit; and the writer itself in dry-run mode.
 #include "k8slb/cluster.hpp"
 
+#include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -89,6 +91,35 @@ TEST(PlanDocument, SingleObjectsAndOddInput) {
   ASSERT_EQ(plan.writes.size(), 1u);
   ASSERT_TRUE(plan.writes[0].previous_ingress.has_value());
   EXPECT_EQ(*plan.writes[0].previous_ingress, json::array());
+}
+
+// Documents that lag behind our own writes are skipped until the watch catches up.
+TEST(PredatesWrites, Script) {
+  std::map<std::string, std::string> superseded = {{"default/a", "10"}, {"default/b", "20"}};
+  struct Step {
+    std::string description;
+    json document;
+    std::optional<std::string> stale;
+    std::size_t remembered;
+  };
+  std::vector<Step> steps = {
+      {"both still at the versions we replaced: stale (first by name)",
+       list({service("default", "a", "10", json::array()), service("default", "b", "20", json::array())}),
+       "default/a", 2},
+      {"a caught up, b not yet: stale because of b",
+       list({service("default", "a", "11", proxy_ip("192.0.2.10")), service("default", "b", "20", json::array())}),
+       "default/b", 1},
+      {"b caught up: fresh, nothing left to wait for",
+       list({service("default", "b", "21", proxy_ip("192.0.2.11"))}), std::nullopt, 0},
+  };
+  for (const Step& step : steps) {
+    SCOPED_TRACE(step.description);
+    EXPECT_EQ(predates_writes(step.document, superseded), step.stale);
+    EXPECT_EQ(superseded.size(), step.remembered);
+  }
+  std::map<std::string, std::string> gone = {{"default/a", "10"}};
+  EXPECT_EQ(predates_writes(list({}), gone), std::nullopt) << "a deleted Service is not waited for";
+  EXPECT_TRUE(gone.empty());
 }
 
 TEST(StatusPatch, CarriesThePrecondition) {

@@ -192,6 +192,8 @@ int run_cluster(const ClusterOptions& options) {
   auto may_write = [&]() { return !stopping && (!elector || elector->leading()); };
   cluster::ClusterWriter writer(client.get(), writer_options, log_line, may_write);
   k8slb::JsonStreamReader reader(std::cin, "stdin");
+  bool stale = false;                // the documents lag behind our own writes ...
+  cluster::TimePoint stale_since{};  // ... since then
   while (std::optional<k8slb::json> document = reader.next()) {
     std::unique_lock lock(writing);
     if (!may_write()) {
@@ -200,7 +202,18 @@ int run_cluster(const ClusterOptions& options) {
       return tool::kExitFailure;
     }
     try {
-      writer.write(*document);
+      cluster::WriteSummary summary = writer.write(*document);
+      auto now = cluster::Clock::now();
+      if (!summary.stale) {
+        stale = false;
+      } else if (!stale) {
+        stale = true;
+        stale_since = now;
+      } else if (now - stale_since > std::chrono::seconds(30)) {
+        tool::error("the input has lagged behind our own writes for 30 s: exiting so that the "
+                    "pipeline restarts from a fresh list");
+        return tool::kExitFailure;
+      }
     } catch (const k8slb::Error& error) {
       if (stopping) break;
       throw;

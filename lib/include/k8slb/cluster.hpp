@@ -90,6 +90,16 @@ std::string_view to_string(Recheck recheck);
 // {loadBalancer: {ingress}}}. An empty resource_version leaves the precondition out.
 json status_patch(const json& ingress, const std::string& resource_version);
 
+// Read-your-writes barrier. The documents lag behind our own writes (the watch has not yet
+// delivered them), and an allocator that does not see an IP we just wrote may give it to
+// another Service, whose write would then succeed: two Services, one IP. `superseded` maps
+// namespace/name to a resourceVersion we know is older than the Service's status (the one
+// our write replaced). Returns the first Service the document still shows at such a version
+// (the whole document is stale: skip it, the watch brings a newer one); forgets the entries
+// the document shows past (or without the Service). Pure.
+std::optional<std::string> predates_writes(const json& document,
+                                           std::map<std::string, std::string>& superseded);
+
 // ---------------------------------------------------------------------------------------
 // Events
 
@@ -185,6 +195,7 @@ struct WriteSummary {
   int skipped = 0;   // changed underneath, or gone
   int failed = 0;
   int events_created = 0, events_updated = 0, events_suppressed = 0, events_dropped = 0;
+  std::optional<std::string> stale; // the document predates our writes to this Service: skipped
 };
 
 // Writes the status and Events a document asks for. Never throws for one Service: a failure
@@ -212,6 +223,7 @@ private:
   Log log_;
   std::function<bool()> may_write_;
   EventLimiter limiter_;
+  std::map<std::string, std::string> superseded_; // see predates_writes
 };
 
 // ---------------------------------------------------------------------------------------
