@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Benchmark of the watcher pipeline (scripts/watcher.sh) against the API simulator.
+
+With N LoadBalancer Services already in the simulator (created straight through the API by a
+thread pool before the watcher starts), measures:
+  - the time from the watcher's start until every Service carries an IP (cold start),
+  - the time from a new Service's creation until its status carries an IP (median of samples),
+  - the resident memory (VmRSS) of each process of the pipeline.
+
+    python3 bench/cluster_bench.py --binary-dir build [--services 10000] [--samples 9]
+
+Not part of ctest. The Services are headless (clusterIP None): the simulator hands out cluster
+IPs from one /24 only. IPs come from 2001:db8::/32 (the documentation prefix): 10,000 do not fit
+in the IPv4 documentation ranges.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "cluster"))
+
+import harness  # noqa: E402
+from harness import kubesim_client, wait_until  # noqa: E402
+
+POOLS = {"pools": {"default": {"network": "2001:db8::/64", "range": "2001:db8::1:0-2001:db8::1:ffff"}}}
+
+
+def service(name):
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "selector": {"app": name},
+                     "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
+                     "allocateLoadBalancerNodePorts": False, "clusterIP": "None",
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def process_name(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def children(pid):
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def count_assigned(sim):
+    items = sim.request("GET", "/api/v1/namespaces/default/services", timeout=120).body["items"]
+    return sum(1 for s in items if s.get("status", {}).get("loadBalancer", {}).get("ingress"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--binary-dir", default=os.environ.get("K8SLB_BINARY_DIR", os.path.join(SOURCE_DIR, "build")))
+    parser.add_argument("--services", type=int, default=10000)
+    parser.add_argument("--samples", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    harness.BINARY_DIR = os.path.abspath(args.binary_dir)
+
+    figures = {"services": args.services, "machine": {
+        "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
+    try:
+        with open("/proc/cpuinfo") as f:
+            figures["machine"]["cpu"] = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    with tempfile.TemporaryDirectory(prefix="k8slb-bench-") as workdir:
+        sim = kubesim_client.start(os.path.join(workdir, "sim"), extra_args=["--window", "50000"])
+        watcher = None
+        try:
+            sim.must("POST", "/api/v1/namespaces/k8slb-system/configmaps", {
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "global", "namespace": "k8slb-system"},
+                "data": {"config": json.dumps(POOLS)}})
+            started = time.monotonic()
+            with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
+                list(pool.map(lambda i: sim.must("POST", "/api/v1/namespaces/default/services",
+                                                 service(f"svc-{i:05d}")), range(args.services)))
+            figures["create_seconds"] = round(time.monotonic() - started, 1)
+            print(f"created {args.services} Services in {figures['create_seconds']} s", flush=True)
+
+            started = time.monotonic()
+            watcher = harness.Watcher(sim, workdir, "bench",
+                                      {"WATCH_DEBOUNCE": "100ms", "LEASE_DURATION": "15",
+                                       "LEASE_RENEW_DEADLINE": "10", "LEASE_RETRY_PERIOD": "2"})
+            wait_until(lambda: count_assigned(sim) >= args.services, 1800, "every Service to get an IP",
+                       interval=2)
+            figures["cold_start_seconds"] = round(time.monotonic() - started, 1)
+            print(f"cold start: all {args.services} Services assigned after "
+                  f"{figures['cold_start_seconds']} s", flush=True)
+
+            latencies = []
+            for i in range(args.samples):
+                name = f"new-{i:03d}"
+                t0 = time.monotonic()
+                sim.must("POST", "/api/v1/namespaces/default/services", service(name))
+                wait_until(lambda: (sim.request("GET", f"/api/v1/namespaces/default/services/{name}").body
+                                    .get("status", {}).get("loadBalancer", {}).get("ingress")),
+                           120, f"{name} to get an IP", interval=0.01)
+                latencies.append(time.monotonic() - t0)
+                time.sleep(0.5)
+            figures["new_service_seconds"] = {"median": round(statistics.median(latencies), 3),
+                                              "min": round(min(latencies), 3),
+                                              "max": round(max(latencies), 3),
+                                              "samples": len(latencies)}
+            print("new Service -> IP: median {median} s (min {min}, max {max}, {samples} samples)"
+                  .format(**figures["new_service_seconds"]), flush=True)
+
+            memory = {}
+            for pid in children(watcher.pid):
+                kib = rss_kib(pid)
+                if kib is not None:
+                    memory[f"{process_name(pid)} ({pid})"] = kib
+            memory[f"watcher.sh ({watcher.pid})"] = rss_kib(watcher.pid)
+            figures["rss_kib"] = memory
+            for name, kib in memory.items():
+                print(f"VmRSS {name}: {kib / 1024:.1f} MiB")
+        finally:
+            if watcher:
+                watcher.stop()
+            sim.stop()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
