@@ -228,6 +228,7 @@ class ManifestTest(unittest.TestCase):
             finally:
                 simulator.terminate()
                 simulator.wait(timeout=10)
+                simulator.stdout.close()
 
 
 if __name__ == "__main__":
