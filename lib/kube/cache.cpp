@@ -49,9 +49,9 @@ void Cache::report(std::vector<Change> changes) {
   if (!changes.empty() && on_change_) on_change_(store_.kind(), changes);
 }
 
-void Cache::start() {
+void Cache::start(bool watch) {
   list_all(std::stop_token{});
-  thread_ = std::jthread([this](std::stop_token stop) { watch_loop(stop); });
+  if (watch) thread_ = std::jthread([this](std::stop_token stop) { watch_loop(stop); });
 }
 
 void Cache::list_all(std::stop_token stop) {

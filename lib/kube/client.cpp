@@ -175,8 +175,38 @@ int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
 
 } // namespace
 
+// One curl share handle per Client: TLS sessions and DNS answers are shared by the requests of
+// every thread (curl calls lock/unlock around each use). Connections are not (curl does not
+// support sharing them between concurrent threads); each thread keeps one easy handle for
+// its requests instead, whose connection cache keeps the connection open between requests, so
+// paging through a list or writing many statuses does not pay a handshake per request.
+struct Client::Shared {
+  CURLSH* handle = nullptr;
+  std::mutex locks[CURL_LOCK_DATA_LAST];
+
+  Shared() {
+    handle = curl_share_init();
+    if (!handle) return;
+    curl_share_setopt(handle, CURLSHOPT_LOCKFUNC, &Shared::lock);
+    curl_share_setopt(handle, CURLSHOPT_UNLOCKFUNC, &Shared::unlock);
+    curl_share_setopt(handle, CURLSHOPT_USERDATA, this);
+    curl_share_setopt(handle, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(handle, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  }
+  ~Shared() {
+    if (handle) curl_share_cleanup(handle);
+  }
+  static void lock(CURL*, curl_lock_data data, curl_lock_access, void* user) {
+    static_cast<Shared*>(user)->locks[data].lock();
+  }
+  static void unlock(CURL*, curl_lock_data data, void* user) {
+    static_cast<Shared*>(user)->locks[data].unlock();
+  }
+};
+
 Client::Client(Config config) : config_(std::move(config)), rng_(std::random_device{}()) {
   global_init();
+  shared_ = std::make_unique<Shared>();
 }
 
 Client::~Client() = default;
@@ -198,11 +228,15 @@ std::string Client::bearer_token() const {
 
 Response Client::perform(std::string_view method, std::string_view path_and_query,
                          std::string_view body, std::string_view content_type) const {
-  Easy curl(curl_easy_init());
+  // This thread's handle for plain requests: reset to defaults, connections kept.
+  thread_local Easy curl;
+  if (!curl) curl.reset(curl_easy_init());
   if (!curl) throw TransportError("curl_easy_init failed");
+  curl_easy_reset(curl.get());
   const std::string target = url(path_and_query);
   HeaderList headers;
   setup(curl.get(), config_, target, bearer_token(), headers, body.empty() ? "" : content_type);
+  if (shared_->handle) curl_easy_setopt(curl.get(), CURLOPT_SHARE, shared_->handle);
   set_method(curl.get(), method, body);
   curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(config_.request_timeout.count()));
   Response response;

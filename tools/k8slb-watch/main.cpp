@@ -92,7 +92,7 @@ int run(const Options& options) {
   }
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);
-  for (auto& cache : caches) cache->start();
+  for (auto& cache : caches) cache->start(!options.once);
 
   kube::View view({options.lb_class});
   std::string printed;

@@ -238,6 +238,8 @@ private:
                    std::string_view content_type) const;
   std::string bearer_token() const; // token, or token_file re-read on mtime change
 
+  struct Shared; // curl share handle: connections and TLS sessions reused across requests
+  std::unique_ptr<Shared> shared_;
   Config config_;
   mutable std::mutex mutex_;                  // guards token cache and rng
   mutable std::string file_token_;
@@ -322,8 +324,8 @@ public:
   Cache& operator=(const Cache&) = delete;
 
   // Lists (paging; restarting the list if the continue token expires) and reports the
-  // initial content as one batch of changes; then starts the watch thread.
-  void start();
+  // initial content as one batch of changes; then, if `watch`, starts the watch thread.
+  void start(bool watch = true);
   void stop();
 
   std::vector<json> snapshot() const;      // current objects, sorted by key
