@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <exception>
 #include <mutex>
 #include <thread>
 
@@ -136,6 +137,7 @@ struct Stream {
   std::string pending; // a line not yet ended
   bool stopped_by_caller = false;
   long status = 0;
+  std::exception_ptr error; // thrown by on_line: never let it cross curl's C frames
 };
 
 size_t on_stream(char* data, size_t size, size_t count, void* user) {
@@ -155,7 +157,13 @@ size_t on_stream(char* data, size_t size, size_t count, void* user) {
     start = end + 1;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty()) continue;
-    if (!(*stream->on_line)(line) || stream->stop.stop_requested()) {
+    bool more = false;
+    try {
+      more = (*stream->on_line)(line);
+    } catch (...) {
+      stream->error = std::current_exception();
+    }
+    if (!more || stream->stop.stop_requested()) {
       stream->stopped_by_caller = true;
       return 0; // aborts the transfer
     }
@@ -351,6 +359,7 @@ Response Client::stream_lines(std::string_view path_and_query,
   char error_buffer[CURL_ERROR_SIZE] = {0};
   curl_easy_setopt(curl.get(), CURLOPT_ERRORBUFFER, error_buffer);
   CURLcode code = curl_easy_perform(curl.get());
+  if (stream.error) std::rethrow_exception(stream.error);
   long status = 0;
   curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &status);
   response.status = static_cast<int>(status);
