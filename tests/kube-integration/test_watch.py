@@ -308,6 +308,29 @@ class WatchTest(unittest.TestCase):
                 for fragment in fragments:
                     self.assertIn(fragment, result.stderr)
 
+    def test_token_file_is_read(self):
+        self.create(lb_service("a"))
+        token_file = os.path.join(self.workdir, "token-file")
+        with open(self.sim.kubeconfig) as f:
+            text = f.read()
+        config = os.path.join(self.workdir, "token-file-kubeconfig")
+        with open(config, "w") as f:
+            f.write(text.replace(f"token: {self.sim.token}", f"tokenFile: {token_file}"))
+        self.assertNotIn(self.sim.token, open(config).read())
+        cases = [("a stale token is refused", "stale-token\n", 1),
+                 ("the file's new content is used", self.sim.token + "\n", 0)]
+        for description, token, code in cases:
+            with self.subTest(description):
+                with open(token_file, "w") as f:
+                    f.write(token)
+                result = subprocess.run([WATCH, "--kubeconfig", config, "--once", "services"],
+                                        capture_output=True, text=True, timeout=60)
+                self.assertEqual(result.returncode, code, result.stderr)
+                if code:
+                    self.assertIn("401 Unauthorized", result.stderr)
+                else:
+                    self.assertEqual(keys(json.loads(result.stdout)), ["Service default/a"])
+
     def test_closed_stdout_ends_it(self):
         self.create(lb_service("a"))
         process = subprocess.Popen([WATCH, "--kubeconfig", self.sim.kubeconfig, "services"],
