@@ -21,6 +21,15 @@ std::optional<ip::Family> family_named(std::string_view name) {
   return std::nullopt;
 }
 
+// A value from the cluster as it may appear in a message (stderr, Event): control characters
+// replaced, at most 64 characters.
+std::string shown(std::string_view text) {
+  std::string out;
+  for (char c : text.substr(0, 64)) out += static_cast<unsigned char>(c) < 0x20 || c == 0x7f ? '?' : c;
+  if (text.size() > 64) out += "...";
+  return out;
+}
+
 // The pool a held address lies in, if any.
 const pool::Pool* pool_holding(const pool::Config& config, const ip::Address& address) {
   for (const pool::Pool& pool : config.pools)
@@ -77,7 +86,7 @@ Request make_request(const model::Service& service, const pool::Config& config,
   bool dual = policy == "PreferDualStack" || policy == "RequireDualStack";
   if (!policy.empty() && policy != "SingleStack" && !dual)
     invalid("spec.ipFamilyPolicy",
-            fmt::format("'{}' is not SingleStack, PreferDualStack or RequireDualStack", policy));
+            fmt::format("'{}' is not SingleStack, PreferDualStack or RequireDualStack", shown(policy)));
   request.require_every_slot = !dual || policy == "RequireDualStack";
 
   std::vector<ip::Family> families_asked;
@@ -85,7 +94,7 @@ Request make_request(const model::Service& service, const pool::Config& config,
     auto family = family_named(service.ip_families[i]);
     if (!family)
       invalid(fmt::format("spec.ipFamilies[{}]", i),
-              fmt::format("'{}' is not IPv4 or IPv6", service.ip_families[i]));
+              fmt::format("'{}' is not IPv4 or IPv6", shown(service.ip_families[i])));
     else
       families_asked.push_back(*family);
   }
@@ -94,7 +103,7 @@ Request make_request(const model::Service& service, const pool::Config& config,
   if (!service.load_balancer_ip.empty()) {
     requested = ip::Address::try_parse(service.load_balancer_ip);
     if (!requested)
-      invalid(kFieldRequested, fmt::format("'{}' is not an IP address", service.load_balancer_ip));
+      invalid(kFieldRequested, fmt::format("'{}' is not an IP address", shown(service.load_balancer_ip)));
   }
 
   request.share_key = std::string(trim(service.annotation(model::kAnnotationShare)));
@@ -110,7 +119,7 @@ Request make_request(const model::Service& service, const pool::Config& config,
       auto comma = rest.find(',');
       std::string_view name = trim(rest.substr(0, comma));
       if (name.empty()) {
-        invalid(kFieldPool, fmt::format("'{}' has an empty pool name", annotation));
+        invalid(kFieldPool, fmt::format("'{}' has an empty pool name", shown(annotation)));
         break;
       }
       choice.names.emplace_back(name);
@@ -119,17 +128,17 @@ Request make_request(const model::Service& service, const pool::Config& config,
     }
     if (choice.names.size() > 2)
       invalid(kFieldPool, fmt::format("'{}' names {} pools; at most two, one per family",
-                                      annotation, choice.names.size()));
+                                      shown(annotation), choice.names.size()));
   }
   for (const std::string& name : choice.names) {
     const pool::Pool* pool = config.find(name);
     if (!pool) {
-      choice.unknown.push_back(name);
+      choice.unknown.push_back(shown(name));
       continue;
     }
     for (const pool::Pool* other : choice.known)
       if (other->family() == pool->family())
-        invalid(kFieldPool, fmt::format("'{}' names two {} pools: {} and {}", annotation,
+        invalid(kFieldPool, fmt::format("'{}' names two {} pools: {} and {}", shown(annotation),
                                         ip::to_string(pool->family()), other->name, pool->name));
     choice.known.push_back(pool);
   }

@@ -24,7 +24,7 @@ namespace k8slb::allocate::testing {
 
 // Pools: default is an IPv4 /24 whose dynamic range is a /30 (4 addresses); external a second
 // IPv4 pool; ipv6 a /64 whose dynamic range is a /96; tiny6 an IPv6 pool with one dynamic
-// address; edge an IPv4 /29 whose range is the whole network.
+// address; edge an IPv4 /29 and whole6 an IPv6 /120 whose ranges are the whole network.
 inline pool::Config test_pools() {
   return pool::parse_config(nlohmann::json::parse(R"({
     "pools": {
@@ -32,7 +32,8 @@ inline pool::Config test_pools() {
       "external": {"network": "198.51.100.0/24",    "range": "198.51.100.16-198.51.100.31"},
       "ipv6":     {"network": "2001:db8:1::/64",    "range": "2001:db8:1:0:0:1::/96"},
       "tiny6":    {"network": "2001:db8:2::/64",    "range": "2001:db8:2::10-2001:db8:2::10"},
-      "edge":     {"network": "203.0.113.0/29",     "range": "203.0.113.0/29"}
+      "edge":     {"network": "203.0.113.0/29",     "range": "203.0.113.0/29"},
+      "whole6":   {"network": "2001:db8:3::/120",   "range": "2001:db8:3::/120"}
     }
   })"));
 }
