@@ -70,16 +70,20 @@ bool is_status_reason(std::string_view reason) {
 
 Plan plan_document(const json& document) {
   Plan plan;
-  std::vector<json> items;
+  std::vector<const json*> items; // no copies: a document may hold 10,000 Services
   if (is_list(document)) {
     const json& list = field(document, {"items"});
-    if (list.is_array()) items.assign(list.begin(), list.end());
+    if (list.is_array()) {
+      items.reserve(list.size());
+      for (const json& item : list) items.push_back(&item);
+    }
   } else if (document.is_object()) {
-    items.push_back(document);
+    items.push_back(&document);
   }
 
   std::map<std::string, const json*> services; // namespace/name -> the Service item
-  for (const json& item : items) {
+  for (const json* item_pointer : items) {
+    const json& item = *item_pointer;
     if (!item.is_object()) continue;
     std::string kind = string_field(item, {"kind"});
     if (kind == "Service") {
