@@ -318,6 +318,9 @@ std::optional<std::string> socket_command(const std::string& path, const std::st
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     answer.append(buffer, static_cast<std::size_t>(n));
+    // An HAProxy CLI answer ends with an empty line (a bare "\n" when there is nothing to
+    // say); the master CLI may keep the connection open after it.
+    if (answer == "\n" || answer.ends_with("\n\n")) break;
   }
   close(fd);
   return answer;

@@ -39,6 +39,30 @@ std::string replace_all(std::string text, const std::string& from, const std::st
   return text;
 }
 
+// "haproxy.cfg: message" -> "message", for errors that name the file the Problem names too.
+std::string without_prefix(std::string text, const std::string& object) {
+  const std::string prefix = object + ": ";
+  if (text.starts_with(prefix)) text.erase(0, prefix.size());
+  return text;
+}
+
+// The checker's message without its banner lines (haproxy's "[NOTICE] ... version is").
+std::string checker_message(const std::string& output) {
+  std::string out;
+  std::size_t start = 0;
+  while (start < output.size()) {
+    auto end = output.find('\n', start);
+    if (end == std::string::npos) end = output.size();
+    auto line = output.substr(start, end - start);
+    start = end + 1;
+    if (line.starts_with("[NOTICE]") || trim(line).empty()) continue;
+    if (out.find(line) != std::string::npos) continue; // keepalived repeats itself
+    if (!out.empty()) out += '\n';
+    out += line;
+  }
+  return out.empty() ? trim(output) : out;
+}
+
 } // namespace
 
 std::map<std::string, std::string> read_file_set(const std::string& dir) {
@@ -373,7 +397,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
       if (checked.exit_code != 0) {
         const std::string rejected = paths.cfg + ".rejected";
         detail::commit_rename(*staged, rejected);
-        std::string output = trim(replace_all(checked.output, *staged, rejected));
+        std::string output = checker_message(replace_all(checked.output, *staged, rejected));
         if (checked.timed_out) output = fmt::format("timed out after {} s. {}", options_.check_timeout_s, output);
         problem("ConfigRejected", fmt::format("rejected by `{} {}` (kept as {}), the running config stays: {}",
                                               basename_of(check[0]), check[1], rejected, output));
@@ -382,7 +406,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
           try {
             start_daemon(options_, state, *installed);
           } catch (const Error& error) {
-            result.problems.push_back({file, "", "StartFailed", error.what()});
+            result.problems.push_back({file, "", "StartFailed", without_prefix(error.what(), file)});
           }
         }
         result.daemons.push_back(outcome);
@@ -412,7 +436,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
       if (outcome.action == Action::start) start_daemon(options_, state, wanted->second);
       else if (outcome.action == Action::reload) reload_daemon(options_, state, outcome.detail);
     } catch (const Error& error) {
-      problem(outcome.action == Action::start ? "StartFailed" : "ReloadFailed", error.what());
+      problem(outcome.action == Action::start ? "StartFailed" : "ReloadFailed", without_prefix(error.what(), file));
     }
     result.daemons.push_back(outcome);
   }
