@@ -1,0 +1,251 @@
+"""k8slb-apply node against the real haproxy, nginx and keepalived, in network namespaces.
+
+Each test makes its own namespace (k8slb-t-<pid>-<n>), backends and load client inside it,
+and tears everything down in tearDown. Figures (reloads, requests, failures) are printed as
+"FIGURES <test>: {...}" lines; docs/node.md quotes them. Only zero failures is asserted.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import unittest
+
+from helpers import VIP, Harness, backend_address, haproxy_files, nginx_files, read_line
+
+
+def figures(name, values):
+    print("FIGURES %s: %s" % (name, json.dumps(values)), flush=True)
+
+
+class NodeTest(unittest.TestCase):
+    def setUp(self):
+        self.h = Harness(self)
+        self.addCleanup(self.h.cleanup)
+
+
+class HaproxyTest(NodeTest):
+    def test_rejected_config_keeps_old_running(self):
+        h = self.h
+        h.start_backends(2)
+        apply = h.start_apply("--no-keepalived")
+        good = haproxy_files(h.runtime_dir, [0, 1])
+        self.assertEqual(h.send(apply, good)["actions"], {"haproxy": "start"})
+        h.wait_for_traffic()
+        load = h.start_load()
+        time.sleep(0.5)
+
+        bad = dict(good)
+        bad["haproxy.cfg"] = good["haproxy.cfg"].replace("  retries 3", "  retries 3\n  no-such-keyword here")
+        result = h.send(apply, bad)
+        self.assertEqual(result["actions"], {"haproxy": "failed"})
+        self.assertEqual([p["reason"] for p in result["problems"]], ["ConfigRejected"])
+        self.assertIn("no-such-keyword", result["problems"][0]["message"])
+        self.assertIn("haproxy.cfg: rejected by `haproxy -c`", h.stderr())
+        with open(os.path.join(h.config_dir, "haproxy.cfg")) as f:
+            self.assertEqual(f.read(), good["haproxy.cfg"], "the installed config was replaced")
+        time.sleep(0.5)
+
+        # The stream carries on: the next good config is applied.
+        changed = haproxy_files(h.runtime_dir, [0, 1], extra_defaults="  timeout queue 5s")
+        self.assertEqual(h.send(apply, changed)["actions"], {"haproxy": "reload"})
+        time.sleep(0.5)
+        stats = h.stop_load(load)
+        figures("haproxy-rejected", stats)
+        self.assertGreater(stats["ok"], 0)
+        self.assertEqual(stats["failed"], 0, stats["errors"])
+
+    def test_one_shot_from_dir(self):
+        h = self.h
+        h.start_backends(1)
+        first = h.run_once(haproxy_files(h.runtime_dir, [0]), "--no-keepalived")
+        self.assertEqual(first.returncode, 0, first.stderr)
+        self.assertEqual(json.loads(first.stdout)["actions"], {"haproxy": "start"})
+        h.wait_for_traffic()
+        master = h.pid_file("haproxy.pid")
+
+        same = h.run_once(haproxy_files(h.runtime_dir, [0]), "--no-keepalived")
+        self.assertEqual(json.loads(same.stdout)["actions"], {"haproxy": "none"})
+
+        bad = haproxy_files(h.runtime_dir, [0])
+        bad["haproxy.cfg"] = bad["haproxy.cfg"].replace("  mode http\n", "  mode carrier-pigeon\n", 1)
+        rejected = h.run_once(bad, "--no-keepalived")
+        self.assertEqual(rejected.returncode, 1)
+        self.assertIn("k8slb-apply: error: haproxy.cfg: rejected by `haproxy -c`", rejected.stderr)
+        self.assertIn("carrier-pigeon", rejected.stderr)
+        self.assertTrue(os.path.exists(os.path.join(h.config_dir, "haproxy.cfg.rejected")))
+        h.wait_for_traffic()
+        self.assertEqual(h.pid_file("haproxy.pid"), master, "haproxy was restarted")
+
+    def test_100_reloads_under_load_fail_no_request(self):
+        h = self.h
+        h.start_backends(2)
+        apply = h.start_apply("--no-keepalived")
+        self.assertEqual(h.send(apply, haproxy_files(h.runtime_dir, [0, 1]))["actions"], {"haproxy": "start"})
+        h.wait_for_traffic()
+        load = h.start_load()
+        time.sleep(0.5)
+        started = time.time()
+        actions = []
+        for i in range(100):
+            files = haproxy_files(h.runtime_dir, [0, 1], extra_defaults="  timeout queue %ds" % (i + 2))
+            actions.append(h.send(apply, files)["actions"]["haproxy"])
+        reload_seconds = time.time() - started
+        time.sleep(0.5)
+        stats = h.stop_load(load)
+        reloads, _ = h.haproxy_proc()
+        figures("haproxy-100-reloads", dict(stats, reloads=reloads, reload_seconds=round(reload_seconds, 2)))
+        self.assertEqual(actions, ["reload"] * 100)
+        self.assertEqual(reloads, 100)
+        self.assertGreater(stats["ok"], 0)
+        self.assertEqual(stats["failed"], 0, stats["errors"])
+
+    def test_endpoint_churn_goes_through_the_runtime_api(self):
+        h = self.h
+        h.start_backends(4)
+        apply = h.start_apply("--no-keepalived")
+        self.assertEqual(h.send(apply, haproxy_files(h.runtime_dir, [0]))["actions"], {"haproxy": "start"})
+        h.wait_for_traffic()
+        reloads_before, workers_before = h.haproxy_proc()
+        load = h.start_load()
+        time.sleep(0.3)
+        # Scale 1 -> 4 -> 1 endpoints and around, slot by slot, as endpoints come and go.
+        steps = [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [1, 2, 3], [2, 3], [3], [3, 0], [3, 0, 1]] * 4
+        steps.append([0, 1, 2, 3])
+        actions = []
+        for servers in steps[1:]:
+            actions.append(h.send(apply, haproxy_files(h.runtime_dir, servers))["actions"]["haproxy"])
+            time.sleep(0.05)
+        time.sleep(1.0)
+        stats = h.stop_load(load)
+        reloads_after, workers_after = h.haproxy_proc()
+        figures("haproxy-endpoint-churn", dict(stats, changes=len(actions), reloads=reloads_after - reloads_before))
+        self.assertEqual(actions, ["runtime-update"] * len(actions))
+        self.assertEqual(reloads_after, reloads_before, "haproxy was reloaded")
+        self.assertEqual(workers_after, workers_before, "the haproxy worker changed")
+        self.assertEqual(stats["failed"], 0, stats["errors"])
+        # The last step has all four endpoints: each of them got traffic through the VIP.
+        final = h.start_load()
+        time.sleep(1.0)
+        reached = h.stop_load(final)["backends"]
+        self.assertEqual(sorted(reached), sorted(backend_address(i) for i in range(4)))
+
+    def test_killed_daemon_is_restarted(self):
+        h = self.h
+        h.start_backends(1)
+        apply = h.start_apply("--no-keepalived")
+        self.assertEqual(h.send(apply, haproxy_files(h.runtime_dir, [0]))["actions"], {"haproxy": "start"})
+        h.wait_for_traffic()
+        master = h.pid_file("haproxy.pid")
+        os.kill(master, signal.SIGKILL)  # the master the tool under test started in our namespace
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            pid = h.pid_file("haproxy.pid")
+            if pid and pid != master and os.path.exists("/proc/%d" % pid):
+                break
+            time.sleep(0.1)
+        self.assertNotEqual(h.pid_file("haproxy.pid"), master, "haproxy was not restarted:\n" + h.stderr())
+        h.wait_for_traffic(timeout=15)
+        self.assertIn("killed by signal 9", h.stderr())
+        self.assertIn("restarted haproxy", h.stderr())
+        # Still listening to its input after the restart.
+        self.assertEqual(h.send(apply, haproxy_files(h.runtime_dir, [0], extra_defaults="  timeout queue 3s"))
+                         ["actions"], {"haproxy": "reload"})
+
+
+class NginxTest(NodeTest):
+    def test_30_reloads_under_load_fail_no_request(self):
+        h = self.h
+        h.start_backends(2)
+        apply = h.start_apply("--proxy", "nginx", "--no-keepalived")
+        self.assertEqual(h.send(apply, nginx_files(h.runtime_dir, [0, 1]))["actions"], {"nginx": "start"})
+        h.wait_for_traffic()
+        load = h.start_load()
+        time.sleep(0.5)
+        actions = []
+        for i in range(30):
+            files = nginx_files(h.runtime_dir, [0, 1], extra_http="  keepalive_timeout %d;" % (i + 10))
+            actions.append(h.send(apply, files)["actions"]["nginx"])
+            time.sleep(0.1)
+        time.sleep(1.0)
+        stats = h.stop_load(load)
+        figures("nginx-30-reloads", dict(stats, reloads=len(actions)))
+        self.assertEqual(actions, ["reload"] * 30)
+        self.assertEqual(stats["failed"], 0, stats["errors"])
+
+    def test_rejected_config_keeps_old_running(self):
+        h = self.h
+        h.start_backends(1)
+        apply = h.start_apply("--proxy", "nginx", "--no-keepalived")
+        good = nginx_files(h.runtime_dir, [0])
+        self.assertEqual(h.send(apply, good)["actions"], {"nginx": "start"})
+        h.wait_for_traffic()
+        bad = nginx_files(h.runtime_dir, [0], extra_http="  no_such_directive on;")
+        result = h.send(apply, bad)
+        self.assertEqual(result["actions"], {"nginx": "failed"})
+        self.assertIn("no_such_directive", result["problems"][0]["message"])
+        h.wait_for_traffic()
+
+
+KEEPALIVED_CONF = """global_defs {
+  vrrp_version 3
+  script_user root
+  enable_script_security
+}
+vrrp_instance test_pool {
+  state BACKUP
+  interface veth0
+  virtual_router_id 51
+  priority 150
+  advert_int 0.2
+  virtual_ipaddress {
+%s
+  }
+}
+"""
+
+
+class KeepalivedTest(NodeTest):
+    def vips(self):
+        out = subprocess.run(["ip", "-n", self.h.ns, "-o", "addr", "show", "dev", "veth0"],
+                             capture_output=True, text=True).stdout
+        return {word.split("/")[0] for line in out.splitlines() for word in line.split() if word.startswith("192.0.2.")}
+
+    def test_sighup_keeps_the_vip_on_the_master(self):
+        h = self.h
+        h.ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+        h.ip("addr", "add", "192.0.2.1/24", "dev", "veth0")
+        h.ip("link", "set", "veth0", "up")
+        h.ip("link", "set", "veth1", "up")
+        apply = h.start_apply("--proxy", "kubeproxy")
+        one = {"keepalived.conf": KEEPALIVED_CONF % "    192.0.2.100/32"}
+        self.assertEqual(h.send(apply, one)["actions"], {"keepalived": "start"})
+        deadline = time.time() + 15
+        while "192.0.2.100" not in self.vips() and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertIn("192.0.2.100", self.vips(), "keepalived did not take the VIP:\n" + h.stderr())
+
+        two = {"keepalived.conf": KEEPALIVED_CONF % "    192.0.2.100/32\n    192.0.2.101/32"}
+        self.assertEqual(h.send(apply, two)["actions"], {"keepalived": "reload"})
+        # The VIP never leaves during and after the reload; the new one arrives.
+        samples, missing = 0, 0
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            vips = self.vips()
+            samples += 1
+            missing += "192.0.2.100" not in vips
+            time.sleep(0.02)
+        self.assertEqual(missing, 0, "VIP missing in %d of %d samples" % (missing, samples))
+        self.assertIn("192.0.2.101", self.vips())
+
+        bad = {"keepalived.conf": KEEPALIVED_CONF.replace("interface veth0", "interface no-such-if") % "    192.0.2.100/32"}
+        result = h.send(apply, bad)
+        self.assertEqual(result["actions"], {"keepalived": "failed"})
+        self.assertEqual(result["problems"][0]["reason"], "ConfigRejected")
+        self.assertIn("192.0.2.100", self.vips())
+        self.assertEqual(h.stderr().count("Entering MASTER STATE"), 1, h.stderr())
+
+
+if __name__ == "__main__":
+    unittest.main()
