@@ -210,6 +210,14 @@ std::string process_name(int pid) {
   return name;
 }
 
+std::vector<int> child_pids(int pid) {
+  std::ifstream in(fmt::format("/proc/{}/task/{}/children", pid, pid));
+  std::vector<int> pids;
+  int child;
+  while (in >> child) pids.push_back(child);
+  return pids;
+}
+
 std::string describe_status(int status) {
   if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return fmt::format("killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));

@@ -33,6 +33,8 @@ bool child_exited(int pid, int* status);
 bool process_alive(int pid);
 // /proc/<pid>/comm.
 std::string process_name(int pid);
+// Direct children of a process (/proc/<pid>/task/<pid>/children).
+std::vector<int> child_pids(int pid);
 std::string describe_status(int status);
 
 // ---- files ----

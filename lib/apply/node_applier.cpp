@@ -298,10 +298,25 @@ void start_daemon(const NodeOptions& options, State& state, const std::string& c
 // still finishing, and afterwards until the new worker is up, so reloads never pile up.
 void reload_daemon(const NodeOptions& options, State& state, std::string& detail_text) {
   const auto paths = paths_for(options, state.daemon);
-  if (state.daemon != Daemon::haproxy) {
+  if (state.daemon == Daemon::keepalived) {
     if (kill(state.pid, SIGHUP) != 0)
-      fail(config_file_of(state.daemon), "", fmt::format("cannot signal {} (pid {})", to_string(state.daemon), state.pid));
+      fail("keepalived.conf", "", fmt::format("cannot signal keepalived (pid {})", state.pid));
     return;
+  }
+  if (state.daemon == Daemon::nginx) {
+    // nginx reports a failed reload (a listen address it cannot bind, say) only in its log and
+    // keeps its old workers: a reload counts when a new worker appears.
+    const auto old_workers = detail::child_pids(state.pid);
+    if (kill(state.pid, SIGHUP) != 0) fail("nginx.conf", "", fmt::format("cannot signal nginx (pid {})", state.pid));
+    const auto deadline = Clock::now() + std::chrono::seconds(options.start_timeout_s);
+    while (Clock::now() < deadline) {
+      for (int pid : detail::child_pids(state.pid))
+        if (std::find(old_workers.begin(), old_workers.end(), pid) == old_workers.end()) return;
+      std::this_thread::sleep_for(10ms);
+    }
+    fail("nginx.conf", "",
+         fmt::format("nginx (pid {}) started no new worker within {} s: the reload failed, see its log{}", state.pid,
+                     options.start_timeout_s, options.detach ? " " + paths.log : ""));
   }
   auto before = show_proc(paths.master_socket);
   const auto wait_deadline = Clock::now() + std::chrono::seconds(options.reload_wait_s);

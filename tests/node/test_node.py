@@ -186,6 +186,18 @@ class NginxTest(NodeTest):
         self.assertEqual(result["actions"], {"nginx": "failed"})
         self.assertIn("no_such_directive", result["problems"][0]["message"])
         h.wait_for_traffic()
+        # A listen address that is not on the node (a VIP another node holds): `nginx -t`
+        # binds, so it refuses the config unless the namespace allows non-local binds.
+        elsewhere = nginx_files(h.runtime_dir, [0])
+        elsewhere["nginx.conf"] = elsewhere["nginx.conf"].replace(
+            "    listen %s:80;" % VIP, "    listen %s:80;\n    listen 203.0.113.99:80;" % VIP)
+        result = h.send(apply, elsewhere)
+        self.assertEqual(result["actions"], {"nginx": "failed"})
+        self.assertIn("203.0.113.99:80 failed", result["problems"][0]["message"])
+        h.wait_for_traffic()
+        subprocess.run(h.netns_exec() + ["sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1"], check=True)
+        self.assertEqual(h.send(apply, elsewhere)["actions"], {"nginx": "reload"})
+        h.wait_for_traffic()
 
 
 KEEPALIVED_CONF = """global_defs {
