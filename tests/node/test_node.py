@@ -131,6 +131,31 @@ class HaproxyTest(NodeTest):
         reached = h.stop_load(final)["backends"]
         self.assertEqual(sorted(reached), sorted(backend_address(i) for i in range(4)))
 
+    def test_a_burst_of_sets_is_coalesced(self):
+        h = self.h
+        h.start_backends(1)
+        apply = h.start_apply("--no-keepalived")
+        self.assertEqual(h.send(apply, haproxy_files(h.runtime_dir, [0]))["actions"], {"haproxy": "start"})
+        reloads_before, _ = h.haproxy_proc()
+        burst = [haproxy_files(h.runtime_dir, [0], extra_defaults="  timeout queue %ds" % (i + 2)) for i in range(20)]
+        apply.stdin.write("".join(json.dumps({"files": files, "problems": []}) + "\n" for files in burst))
+        apply.stdin.flush()
+        # One result line per set applied; the last set is installed whatever happened between.
+        answers = []
+        while True:
+            line = read_line(apply.stdout, 3)
+            if not line:
+                break
+            answers.append(json.loads(line)["actions"]["haproxy"])
+        with open(os.path.join(h.config_dir, "haproxy.cfg")) as f:
+            self.assertEqual(f.read(), burst[-1]["haproxy.cfg"])
+        reloads_after, _ = h.haproxy_proc()
+        figures("haproxy-burst-of-20", {"applied": len(answers), "reloads": reloads_after - reloads_before})
+        self.assertEqual(answers, ["reload"] * len(answers))
+        self.assertEqual(reloads_after - reloads_before, len(answers))
+        self.assertLess(len(answers), len(burst), "nothing was coalesced")
+        h.wait_for_traffic()
+
     def test_killed_daemon_is_restarted(self):
         h = self.h
         h.start_backends(1)
