@@ -33,8 +33,8 @@ tool() { if [ -n "${K8SLB_BIN:-}" ]; then echo "$K8SLB_BIN/$1"; else echo "$1"; 
 
 PROXY=${PROXY:-haproxy}
 case "$PROXY" in
-  haproxy | nginx) ip_mode=Proxy ;;
-  kubeproxy | kube-proxy) ip_mode=VIP ;;
+  haproxy | nginx) ip_mode=Proxy; proxy=$PROXY ;;
+  kubeproxy | kube-proxy) ip_mode=VIP; proxy=kubeproxy ;;
   *) log "PROXY=$PROXY: expected haproxy, nginx or kubeproxy"; exit 2 ;;
 esac
 if [ -n "${LOOP_DELAY:-}" ]; then
@@ -45,7 +45,7 @@ lease_name=${LEASE_NAME:-k8slb-watcher}
 max_delay=${RESTART_MAX_DELAY:-30}
 
 watch_args=(services "configmap/$config_map")
-allocate_args=(--ip-mode "$ip_mode" --config-map "$config_map")
+allocate_args=(--ip-mode "$ip_mode" --proxy "$proxy" --config-map "$config_map")
 apply_args=()
 if [ -n "${LB_CLASS:-}" ]; then
   watch_args+=(--lb-class "$LB_CLASS")

@@ -54,6 +54,15 @@ std::vector<std::string> addresses_of(const json& ingress) {
   return out;
 }
 
+std::string why_released(const model::Service& service) {
+  if (!service.is_load_balancer())
+    return fmt::format("the Service is of type {}, not LoadBalancer", service.type);
+  if (service.lb_class.empty()) return "the Service has no loadBalancerClass";
+  return fmt::format("the Service's loadBalancerClass is '{}'", service.lb_class);
+}
+
+} // namespace
+
 json make_event(const model::Service& service, const std::string& reason,
                 const std::string& type, const std::string& message) {
   return json{
@@ -74,15 +83,6 @@ json make_event(const model::Service& service, const std::string& reason,
       {"reportingComponent", "k8slb"},
   };
 }
-
-std::string why_released(const model::Service& service) {
-  if (!service.is_load_balancer())
-    return fmt::format("the Service is of type {}, not LoadBalancer", service.type);
-  if (service.lb_class.empty()) return "the Service has no loadBalancerClass";
-  return fmt::format("the Service's loadBalancerClass is '{}'", service.lb_class);
-}
-
-} // namespace
 
 json publish(const std::vector<json>& items, const std::vector<model::Service>& services,
              const std::vector<Result>& results, const PublishOptions& options) {

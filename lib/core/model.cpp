@@ -155,6 +155,16 @@ Service parse_service(const json& object) {
     const json& ingress = lb["ingress"];
     for (std::size_t i = 0; i < ingress.size(); ++i) {
       std::string ip = r.string(ingress[i], "ip", fmt::format("status.loadBalancer.ingress[{}].ip", i));
+      if (ip.empty()) {
+        // The original wrote "<ip>.sslip.io" as a hostname (so kube-proxy would not capture the
+        // VIP): a Service migrated from it keeps that IP.
+        std::string hostname =
+            r.string(ingress[i], "hostname", fmt::format("status.loadBalancer.ingress[{}].hostname", i));
+        const std::string suffix = ".sslip.io";
+        if (hostname.size() > suffix.size() && hostname.ends_with(suffix))
+          ip = hostname.substr(0, hostname.size() - suffix.size());
+        if (ip.find('.') == std::string::npos) std::replace(ip.begin(), ip.end(), '-', ':'); // IPv6 form
+      }
       if (!ip.empty()) s.ingress_ips.push_back(ip);
     }
   }

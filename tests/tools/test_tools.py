@@ -108,6 +108,31 @@ class AllocateTest(unittest.TestCase):
         self.assertEqual(events["bad"]["type"], "Warning")
         self.assertEqual(events["good"]["reason"], "IPAllocated")
 
+    def test_what_the_proxy_cannot_carry_becomes_a_warning_event(self):
+        dns = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns", "namespace": "default"},
+               "spec": {"type": "LoadBalancer", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                                                          {"name": "web", "port": 80}]}}
+        doc = json.dumps({"kind": "List", "apiVersion": "v1", "items": [dns]})
+        result = self.allocate("--config", f"{EXAMPLES}/pools.json", "--proxy", "haproxy", stdin=doc)
+        self.assertEqual(result.returncode, 0, result.stderr)   # served: port 80 still works
+        self.assertIn("warning: default/dns: spec.ports[0].protocol: UDP is not carried by haproxy", result.stderr)
+        items = json.loads(result.stdout)["items"]
+        self.assertEqual(ingress({"items": items})["default/dns"], ["192.168.10.200"])
+        warnings = [i for i in items if i.get("kind") == "Event" and i["type"] == "Warning"]
+        self.assertEqual([w["reason"] for w in warnings], ["UnsupportedPort"])
+        # nginx carries UDP: nothing to report.
+        result = self.allocate("--config", f"{EXAMPLES}/pools.json", "--proxy", "nginx", stdin=doc)
+        self.assertNotIn("warning", result.stderr)
+
+    def test_a_service_migrated_from_the_original_keeps_its_sslip_io_address(self):
+        old = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "old", "namespace": "default"},
+               "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+               "status": {"loadBalancer": {"ingress": [{"hostname": "192.168.10.240.sslip.io"}]}}}
+        result = self.allocate("--config", f"{EXAMPLES}/pools.json",
+                               stdin=json.dumps({"kind": "List", "apiVersion": "v1", "items": [old]}))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(ingress(json.loads(result.stdout))["default/old"], ["192.168.10.240"])
+
     def test_usage_errors_exit_2_and_help_and_version_exit_0(self):
         self.assertEqual(self.allocate("--no-such-option").returncode, 2)
         self.assertEqual(self.allocate("--ip-mode", "Bogus").returncode, 2)

@@ -12,6 +12,8 @@
 #include "k8slb/error.hpp"
 #include "k8slb/model.hpp"
 #include "k8slb/pool.hpp"
+#include "k8slb/render.hpp"
+#include "k8slb/render_model.hpp"
 #include "k8slb/tool.hpp"
 
 namespace {
@@ -24,8 +26,29 @@ struct Options {
   std::string config_map = "k8slb-system/global";
   std::string ip_mode = "Proxy";
   std::string lb_class;
+  std::string proxy; // haproxy | nginx | kubeproxy: also check what that proxy can carry
   bool pretty = false;
 };
+
+// What the node side will refuse (a port the proxy cannot carry, an annotation outside its
+// grammar): found here too, so the watcher can put it on the Service as a Warning Event.
+std::vector<k8slb::Problem> proxy_problems(const std::vector<k8slb::model::Service>& services,
+                                           const std::vector<k8slb::allocate::Result>& results,
+                                           const k8slb::pool::Config& config, const std::string& proxy) {
+  k8slb::render::Input input;
+  input.config = config;
+  input.settings.proxy = k8slb::render::parse_proxy(proxy);
+  std::map<std::string, const k8slb::allocate::Result*> result_by_key;
+  for (const auto& result : results) result_by_key.emplace(result.service, &result);
+  for (auto service : services) {
+    auto it = result_by_key.find(service.key());
+    if (it == result_by_key.end() || it->second->ips.empty()) continue;
+    service.ingress_ips.clear();
+    for (const auto& address : it->second->ips) service.ingress_ips.push_back(address.to_string());
+    input.services.push_back(std::move(service));
+  }
+  return k8slb::render::plan_proxy(input).problems;
+}
 
 // Allocates one input document's objects; returns the published document and whether every
 // Service was served. `config` is the last good config (from --config or an earlier ConfigMap).
@@ -57,14 +80,29 @@ std::pair<json, bool> allocate_document(std::vector<json> items, const Options& 
   }
   auto results = k8slb::allocate::allocate(snapshot.services, *config, {options.lb_class});
   for (const auto& result : results) {
-    if (result.problem) {
+    if (!result.problem) continue;
+    if (result.outcome == k8slb::allocate::Outcome::failed) {
       k8slb::tool::error(result.problem->to_string());
       ok = false;
+    } else {
+      k8slb::tool::warning(result.problem->to_string()); // served, with a caveat
     }
   }
   k8slb::allocate::PublishOptions publish_options;
   publish_options.ip_mode = options.ip_mode == "none" ? "" : options.ip_mode;
-  return {k8slb::allocate::publish(snapshot.items, snapshot.services, results, publish_options), ok};
+  json document = k8slb::allocate::publish(snapshot.items, snapshot.services, results, publish_options);
+  if (!options.proxy.empty()) {
+    std::map<std::string, const k8slb::model::Service*> service_by_key;
+    for (const auto& service : snapshot.services) service_by_key.emplace(service.key(), &service);
+    for (const auto& problem : proxy_problems(snapshot.services, results, *config, options.proxy)) {
+      k8slb::tool::warning(problem.to_string());
+      auto it = service_by_key.find(problem.object);
+      if (it != service_by_key.end())
+        document["items"].push_back(
+            k8slb::allocate::make_event(*it->second, problem.reason, "Warning", problem.to_string()));
+    }
+  }
+  return {std::move(document), ok};
 }
 
 int run(const Options& options) {
@@ -120,6 +158,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--lb-class", options.lb_class,
                  "Serve Services of this spec.loadBalancerClass (default: only those without a class)");
+  app.add_option("--proxy", options.proxy,
+                 "Also report, as Warning Events, what this proxy will refuse to carry "
+                 "(haproxy: UDP and SCTP ports; bad annotations)")
+      ->check(CLI::IsMember({"haproxy", "nginx", "kubeproxy"}));
   app.add_flag("--pretty", options.pretty, "Indent the output");
   return k8slb::tool::run_main(app, argc, argv, [&] { return run(options); });
 }

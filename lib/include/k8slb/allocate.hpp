@@ -60,6 +60,10 @@ std::vector<Result> allocate(const std::vector<model::Service>& services,
 struct PublishOptions {
   std::string ip_mode = "Proxy"; // "Proxy" (haproxy, nginx) or "VIP" (kube-proxy)
 };
+// A core/v1 Event about a Service, in the shape publish() writes (type Normal or Warning).
+nlohmann::json make_event(const model::Service& service, const std::string& reason,
+                          const std::string& type, const std::string& message);
+
 nlohmann::json publish(const std::vector<nlohmann::json>& items,
                        const std::vector<model::Service>& services,
                        const std::vector<Result>& results, const PublishOptions& options = {});
