@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "k8slb/documents.hpp"
 #include "k8slb/error.hpp"
 
 namespace k8slb::apply {
@@ -291,6 +292,49 @@ TEST(ApplyResult, JsonLine) {
       "problems": [{"object": "keepalived.conf", "field": "", "reason": "ConfigRejected",
                     "message": "rejected by `keepalived -t`"}]})"));
   EXPECT_FALSE(result.ok());
+}
+
+} // namespace
+} // namespace k8slb::apply
+
+namespace k8slb::apply {
+namespace {
+
+// The contract with k8slb-render: its golden output parses, and every slot in
+// haproxy-servers.json is a `server` line of its backend in haproxy.cfg.
+TEST(RenderContract, GoldenServerTableMatchesTheConfig) {
+  const std::string dir = std::string(K8SLB_SOURCE_DIR) + "/tests/golden/";
+  const std::string cfg = read_file(dir + "haproxy.cfg");
+  const auto table = parse_server_table(nlohmann::json::parse(read_file(dir + "haproxy-servers.json")),
+                                        "haproxy-servers.json");
+  ASSERT_FALSE(table.empty());
+  ASSERT_TRUE(stats_socket_path(cfg).has_value());
+  for (const auto& [backend, slots] : table) {
+    SCOPED_TRACE(backend);
+    auto at = cfg.find("\nbackend " + backend + "\n");
+    ASSERT_NE(at, std::string::npos);
+    auto end = cfg.find("\nbackend ", at + 1);
+    const std::string section = cfg.substr(at, end == std::string::npos ? std::string::npos : end - at);
+    for (const auto& slot : slots) {
+      SCOPED_TRACE(slot.name);
+      EXPECT_NE(section.find("  server " + slot.name + " "), std::string::npos);
+    }
+  }
+  // Filling the first slot of the first backend is a runtime update, not a reload.
+  ServerTable filled = table;
+  auto& first = filled.begin()->second.front();
+  const std::string old_line = "server " + first.name + " " + first.address + ":" + std::to_string(first.port);
+  first = {first.name, "198.51.100.77", 8080, true};
+  std::string new_cfg = cfg;
+  auto line = new_cfg.find(old_line);
+  ASSERT_NE(line, std::string::npos);
+  auto line_end = new_cfg.find('\n', line);
+  std::string filled_line = "server " + first.name + " 198.51.100.77:8080" +
+                            new_cfg.substr(line + old_line.size(), line_end - line - old_line.size());
+  if (auto disabled = filled_line.find(" disabled"); disabled != std::string::npos) filled_line.erase(disabled, 9);
+  new_cfg.replace(line, line_end - line, filled_line);
+  auto plan = plan_haproxy(true, {cfg, table}, new_cfg, filled);
+  EXPECT_EQ(plan.action, Action::runtime_update) << plan.reason;
 }
 
 } // namespace
