@@ -85,9 +85,12 @@ spec:
                 self.assertIn(f"default/{name}", event["message"])
                 self.assertIn("metadata.annotations[loadbalancer/pool]", event["message"])
                 self.assertEqual(self.ips(name), [])
-        # SCTP is refused where it is carried (the proxies on the nodes: k8slb-render reports
-        # it); the watcher assigns the IP like for any port.
+        # SCTP is not carried by HAProxy (the watcher's PROXY): the Service gets its IP (the
+        # node side leaves that port out) and a Warning Event naming the port's protocol.
         self.wait_ip("sctp")
+        event = self.wait_event("sctp", "UnsupportedPort")
+        self.assertEqual(event["type"], "Warning")
+        self.assertIn("default/sctp: spec.ports[0].protocol: SCTP is not carried by haproxy", event["message"])
         self.assert_no_duplicate_ip()
 
     def run_fault(self, **fault):
