@@ -1,8 +1,8 @@
 // k8slb-render: writes haproxy.cfg, nginx.conf or keepalived.conf for assigned Services.
 //
 //   k8slb-allocate --config pools.json -f svc.yml | k8slb-render haproxy
-//   k8slb-watch services endpointslices nodes configmap/k8slb-system/global \
-//     | k8slb-render all --stream --node "$NODE_NAME" | k8slb-apply node
+//   k8slb-watch services endpointslices nodes configmap/k8slb-system/global |
+//     k8slb-render all --stream --node "$NODE_NAME" | k8slb-apply node
 #include <filesystem>
 #include <fstream>
 #include <iostream>

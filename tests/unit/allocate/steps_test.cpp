@@ -259,7 +259,9 @@ TEST(AllocateProperty, RandomServicesNeverShareWhatTheyMayNot) {
     for (std::size_t i = 0; i < third.size(); ++i) {
       SCOPED_TRACE(show(second[i]) + " then " + show(third[i]));
       EXPECT_EQ(third[i].ips, second[i].ips);
-      if (!second[i].ips.empty()) EXPECT_EQ(third[i].outcome, Outcome::kept);
+      if (!second[i].ips.empty()) {
+        EXPECT_EQ(third[i].outcome, Outcome::kept);
+      }
     }
   }
 }
