@@ -292,6 +292,16 @@ class Topology:
         for pod_address in pods:
             self.add_pod_address(pod_address)
 
+    def add_address(self, host, prefix, interface="eth0"):
+        """Adds one more address (a documentation prefix, e.g. "192.0.2.200/24") to a host;
+        it goes with the namespace at close()."""
+        network = ipaddress.ip_interface(prefix).network
+        if not any(network.subnet_of(ipaddress.ip_network(allowed)) for allowed in
+                   (LAN4, LAN6, VIP4_NET, VIP6_NET, PODS4_NET, PODS6_NET)
+                   if ipaddress.ip_network(allowed).version == network.version):
+            raise ValueError(f"{prefix} is outside the test networks")
+        self._address(host, prefix, interface)
+
     def add_pod_address(self, address):
         """Puts a pod address (198.51.100.x or 2001:db8:100::x) on the pods namespace."""
         parsed = ipaddress.ip_address(address)
