@@ -1,6 +1,7 @@
 // keepalived.conf: VIP owners by rendezvous hashing, router ids, priorities, and the printer.
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <set>
 #include <tuple>
@@ -75,6 +76,42 @@ std::optional<ip::Address> address_of_family(const model::Node& node, ip::Family
 
 } // namespace
 
+namespace {
+
+// Router ids that stay put when nodes or pools come and go (a changed id makes keepalived
+// re-elect, and the VIPs blink). Every (pool, node) instance of a family hashes to a preferred id
+// in [offset + 1, 255]; an id two instances prefer goes to the first in (preferred id, name)
+// order and the other takes the next free one. Every node computes the same table from the
+// same pools and nodes; instances that hold no VIP yet are counted too, so a node's first VIP
+// does not renumber the others. Names without an id (more instances than ids) are absent.
+std::map<std::string, int> stable_router_ids(const std::vector<std::string>& instance_names, int offset) {
+  const int capacity = 255 - offset;
+  auto fnv1a = [](const std::string& text) {
+    std::uint64_t hash = 1469598103934665603ull;
+    for (unsigned char c : text) {
+      hash ^= c;
+      hash *= 1099511628211ull;
+    }
+    return hash;
+  };
+  std::vector<std::pair<int, std::string>> wanted; // (preferred id, instance name)
+  for (const auto& name : instance_names)
+    wanted.emplace_back(offset + 1 + static_cast<int>(fnv1a(name) % static_cast<std::uint64_t>(capacity)), name);
+  std::sort(wanted.begin(), wanted.end());
+  std::set<int> taken;
+  std::map<std::string, int> ids;
+  for (const auto& [preferred, name] : wanted) {
+    if (static_cast<int>(taken.size()) == capacity) break;
+    int id = preferred;
+    while (taken.count(id)) id = id == 255 ? offset + 1 : id + 1;
+    taken.insert(id);
+    ids.emplace(name, id);
+  }
+  return ids;
+}
+
+} // namespace
+
 KeepalivedPlan plan_keepalived(const Input& input) {
   const auto& settings = input.settings;
   KeepalivedPlan plan;
@@ -142,6 +179,16 @@ KeepalivedPlan plan_keepalived(const Input& input) {
     for (const auto& vip : service.vips)
       vips_by_pool_owner[vip.pool][owner_of(vip.address.to_string(), nodes)].insert(vip.address);
 
+  // Router ids per family, over every possible (pool, node) instance.
+  std::map<ip::Family, std::vector<std::string>> candidates;
+  for (const auto& pool : input.config.pools)
+    for (const auto& node_name : nodes)
+      candidates[pool.family()].push_back(
+          fmt::format("{}_{}_{}", pool.name, node_name, detail::family_suffix(pool.family())));
+  std::map<std::string, int> stable_ids;
+  for (const auto& [family, names] : candidates)
+    for (const auto& [name, id] : stable_router_ids(names, settings.vrid_offset)) stable_ids.emplace(name, id);
+
   // (interface, family, router id) -> instance, to catch collisions.
   std::map<std::tuple<std::string, ip::Family, int>, std::string> router_ids;
   for (std::size_t pool_index = 0; pool_index < input.config.pools.size(); ++pool_index) {
@@ -176,17 +223,19 @@ KeepalivedPlan plan_keepalived(const Input& input) {
       instance.family = pool.family();
       instance.name = fmt::format("{}_{}_{}", pool.name, owner, detail::family_suffix(instance.family));
       instance.interface = interface;
-      instance.router_id = settings.vrid_offset + static_cast<int>(pool_index) * node_count + owner_index + 1;
+      auto stable_id = stable_ids.find(instance.name);
+      instance.router_id = stable_id == stable_ids.end() ? 0 : stable_id->second;
       instance.vips.assign(vips->second.begin(), vips->second.end());
       instance.authenticated = plan.vrrp_version == 2 && instance.family == ip::Family::v4;
       instance.version = instance.authenticated ? 2 : 3;
-      if (instance.router_id > 255) {
+      if (instance.router_id == 0) {
         plan.problems.push_back(Problem{
             pool_object, "virtual_router_id", "RouterIdOutOfRange",
-            fmt::format("instance {} needs router id {} (offset {} + pool {} x {} nodes + node {}), above 255; "
-                        "its IPs are not held: lower --vrid-offset or use fewer pools",
-                        instance.name, instance.router_id, settings.vrid_offset, pool_index, node_count,
-                        owner_index + 1)});
+            fmt::format("instance {} gets no router id: {} pools x {} nodes of {} need more than the {} ids "
+                        "above offset {}; its IPs are not held: lower --vrid-offset or use fewer pools",
+                        instance.name, candidates[instance.family].size() / static_cast<std::size_t>(node_count),
+                        node_count, ip::to_string(instance.family), 255 - settings.vrid_offset,
+                        settings.vrid_offset)});
         continue;
       }
       auto [it, inserted] = router_ids.emplace(

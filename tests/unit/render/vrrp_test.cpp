@@ -125,6 +125,34 @@ TEST(Vrrp, RouterIdsAreUniqueUpTo255) {
   }
 }
 
+TEST(Vrrp, RouterIdsStayPutWhenANodeJoinsOrAPoolIsAdded) {
+  // A changed router id makes keepalived re-elect and the VIPs blink: a node joining (or a
+  // pool added) must leave the other instances' ids alone.
+  struct Case {
+    const char* description;
+    Input before, after;
+  };
+  Input more_pools = cluster(3, 3);
+  const Case cases[] = {
+      {"a fourth node joins", cluster(3, 2), cluster(4, 2)},
+      {"a node leaves", cluster(4, 2), cluster(3, 2)},
+      {"a third pool is added", cluster(3, 2), more_pools},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    std::map<std::string, int> before;
+    for (const auto& instance : plan_keepalived(c.before).instances) before[instance.name] = instance.router_id;
+    int compared = 0;
+    for (const auto& instance : plan_keepalived(c.after).instances) {
+      auto it = before.find(instance.name);
+      if (it == before.end()) continue;
+      EXPECT_EQ(instance.router_id, it->second) << instance.name;
+      ++compared;
+    }
+    EXPECT_GE(compared, 4) << "the case compares too few instances to mean anything";
+  }
+}
+
 TEST(Vrrp, PrioritiesOwnerFirstOthersDistinct) {
   const int nodes = 5;
   std::map<std::string, std::set<int>> priorities; // instance -> priorities across nodes
