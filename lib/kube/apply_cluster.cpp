@@ -48,6 +48,8 @@ json annotations_without_ours(const json& service) {
   json annotations = field(service, {"metadata", "annotations"});
   if (!annotations.is_object()) return json::object();
   annotations.erase(kPreviousIngressAnnotation);
+  // k8slb-watch leaves this one out of its documents; a fresh GET still carries it.
+  annotations.erase(kube::kLastAppliedAnnotation);
   return annotations;
 }
 

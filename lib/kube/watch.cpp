@@ -62,6 +62,16 @@ Store::Store(ResourceKind kind) : kind_(std::move(kind)) {}
 json Store::normalised(json object) const {
   object["kind"] = kind_.kind;
   object["apiVersion"] = kind_.api_version();
+  // Bookkeeping that k8slb never reads and that can be larger than the rest of the object:
+  // server-side apply's field owners and kubectl's copy of the last applied manifest.
+  if (auto metadata = object.find("metadata"); metadata != object.end() && metadata->is_object()) {
+    metadata->erase("managedFields");
+    if (auto annotations = metadata->find("annotations");
+        annotations != metadata->end() && annotations->is_object()) {
+      annotations->erase(kLastAppliedAnnotation);
+      if (annotations->empty()) metadata->erase(annotations);
+    }
+  }
   return object;
 }
 

@@ -2,8 +2,13 @@
 //
 //   kubectl get svc -A -o json | k8slb-allocate --config pools.json
 //   k8slb-watch services configmap/k8slb-system/global | k8slb-allocate | k8slb-apply cluster
+#include <chrono>
+#include <cstdlib>
 #include <iostream>
+#include <iterator>
 #include <optional>
+
+#include <malloc.h>
 
 #include <fmt/format.h>
 
@@ -90,7 +95,8 @@ std::pair<json, bool> allocate_document(std::vector<json> items, const Options& 
   }
   k8slb::allocate::PublishOptions publish_options;
   publish_options.ip_mode = options.ip_mode == "none" ? "" : options.ip_mode;
-  json document = k8slb::allocate::publish(snapshot.items, snapshot.services, results, publish_options);
+  json document =
+      k8slb::allocate::publish(std::move(snapshot.items), snapshot.services, results, publish_options);
   if (!options.proxy.empty()) {
     std::map<std::string, const k8slb::model::Service*> service_by_key;
     for (const auto& service : snapshot.services) service_by_key.emplace(service.key(), &service);
@@ -105,6 +111,43 @@ std::pair<json, bool> allocate_document(std::vector<json> items, const Options& 
   return {std::move(document), ok};
 }
 
+// The objects of one input document, moved out of it (flatten_items copies each one, and at
+// 10,000 Services the copies cost more than the allocation).
+std::vector<json> take_items(json document) {
+  std::string kind = document.is_object() ? document.value("kind", "") : "";
+  if (kind.size() >= 4 && kind.ends_with("List") && document.contains("items") &&
+      document["items"].is_array()) {
+    auto& items = document["items"].get_ref<json::array_t&>();
+    return std::vector<json>(std::make_move_iterator(items.begin()), std::make_move_iterator(items.end()));
+  }
+  return k8slb::flatten_items({std::move(document)});
+}
+
+// K8SLB_TIMING=1: one line per document on stderr with the time of each stage, to see where
+// the time goes (docs/cluster.md, "Figures").
+class StageTimer {
+public:
+  StageTimer() : enabled_(std::getenv("K8SLB_TIMING") != nullptr), last_(Clock::now()) {}
+  void mark(const char* stage) {
+    if (!enabled_) return;
+    auto now = Clock::now();
+    line_ += fmt::format(" {} {:.1f} ms", stage, std::chrono::duration<double, std::milli>(now - last_).count());
+    last_ = now;
+  }
+  void flush(std::size_t bytes) {
+    if (!enabled_) return;
+    k8slb::tool::info(fmt::format("timing:{} ({} bytes out)", line_, bytes));
+    line_.clear();
+    last_ = Clock::now();
+  }
+
+private:
+  using Clock = std::chrono::steady_clock;
+  bool enabled_;
+  Clock::time_point last_;
+  std::string line_;
+};
+
 int run(const Options& options) {
   std::optional<k8slb::pool::Config> config;
   if (!options.config_file.empty()) config = k8slb::pool::load_config_file(options.config_file);
@@ -117,18 +160,34 @@ int run(const Options& options) {
   // Streaming: one output line per input document, flushed, until end of input.
   k8slb::JsonStreamReader reader(std::cin, "<stdin>");
   bool all_ok = true;
+  StageTimer timer;
   while (auto document = reader.next()) {
+    timer.mark("read");
     bool ok = false;
     json out;
     try {
-      std::tie(out, ok) = allocate_document(k8slb::flatten_items({*document}), options, config);
+      std::tie(out, ok) = allocate_document(take_items(std::move(*document)), options, config);
     } catch (const k8slb::Error& e) {
       k8slb::tool::error(e.what());
       all_ok = false;
       continue;
     }
+    timer.mark("allocate");
     all_ok = all_ok && ok;
-    if (!k8slb::tool::write_line(out.dump(indent))) break;
+    std::string line = out.dump(indent);
+    timer.mark("dump");
+    bool written = k8slb::tool::write_line(line);
+    const std::size_t bytes = line.size();
+    timer.mark("write");
+    out = json();
+    document.reset();
+    line = std::string();
+    // Give the freed objects of this document back to the system: otherwise the heap stays
+    // at the high-water mark of the largest document seen.
+    ::malloc_trim(0);
+    timer.mark("free");
+    timer.flush(bytes);
+    if (!written) break;
   }
   return all_ok ? k8slb::tool::kExitOk : k8slb::tool::kExitFailure;
 }

@@ -20,6 +20,8 @@
 #include <mutex>
 #include <thread>
 
+#include <fmt/format.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -192,6 +194,7 @@ int run_cluster(const ClusterOptions& options) {
   auto may_write = [&]() { return !stopping && (!elector || elector->leading()); };
   cluster::ClusterWriter writer(client.get(), writer_options, log_line, may_write);
   k8slb::JsonStreamReader reader(std::cin, "stdin");
+  const bool timing = std::getenv("K8SLB_TIMING") != nullptr; // one line per document on stderr
   bool stale = false;                // the documents lag behind our own writes ...
   cluster::TimePoint stale_since{};  // ... since then
   while (std::optional<k8slb::json> document = reader.next()) {
@@ -202,7 +205,14 @@ int run_cluster(const ClusterOptions& options) {
       return tool::kExitFailure;
     }
     try {
+      const auto received = std::chrono::steady_clock::now();
       cluster::WriteSummary summary = writer.write(*document);
+      document.reset();
+      ::malloc_trim(0); // the document is freed: do not keep the heap at its high-water mark
+      if (timing)
+        log_line(fmt::format("timing: document written in {:.1f} ms ({} status, {} Events)",
+                             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - received).count(),
+                             summary.written, summary.events_created));
       auto now = cluster::Clock::now();
       if (!summary.stale) {
         stale = false;

@@ -6,11 +6,15 @@
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
+#include <cstdlib>
+#include <malloc.h>
 #include <poll.h>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "k8slb/error.hpp"
 #include "k8slb/kube.hpp"
@@ -107,9 +111,23 @@ int run(const Options& options) {
     for (const auto& [kind, changes] : batches) changed |= view.apply(kind, changes);
     return changed;
   };
+  // K8SLB_TIMING=1: one line per document on stderr (docs/cluster.md, "Figures").
+  const bool timing = std::getenv("K8SLB_TIMING") != nullptr;
+  auto print = [&](std::chrono::steady_clock::time_point since) {
+    bool written = k8slb::tool::write_line(printed);
+    // The list, the watch events and the superseded texts are freed by now: give the memory
+    // back rather than keep the heap at its high-water mark.
+    ::malloc_trim(0);
+    if (timing)
+      k8slb::tool::info(fmt::format("timing: document of {} objects, {} bytes, {:.1f} ms after the first change",
+                                    view.size(), printed.size(),
+                                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count()));
+    return written;
+  };
+  const auto started = std::chrono::steady_clock::now();
   drain();
   printed = view.document();
-  if (!k8slb::tool::write_line(printed) || options.once) return k8slb::tool::kExitOk;
+  if (!print(started) || options.once) return k8slb::tool::kExitOk;
 
   while (!g_terminate && !stdout_closed()) {
     {
@@ -118,7 +136,8 @@ int run(const Options& options) {
       if (inbox.batches.empty() && inbox.error.empty()) continue;
     }
     // Coalesce a burst: wait out the debounce window from the first change.
-    const auto deadline = std::chrono::steady_clock::now() + debounce;
+    const auto first_change = std::chrono::steady_clock::now();
+    const auto deadline = first_change + debounce;
     while (!g_terminate && std::chrono::steady_clock::now() < deadline) {
       std::unique_lock lock(inbox.mutex);
       if (!inbox.error.empty()) break;
@@ -128,7 +147,7 @@ int run(const Options& options) {
     std::string document = view.document();
     if (document == printed) continue;
     printed = std::move(document);
-    if (!k8slb::tool::write_line(printed)) break;
+    if (!print(first_change)) break;
   }
   return k8slb::tool::kExitOk;
 }

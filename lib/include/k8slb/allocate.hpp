@@ -67,5 +67,9 @@ nlohmann::json make_event(const model::Service& service, const std::string& reas
 nlohmann::json publish(const std::vector<nlohmann::json>& items,
                        const std::vector<model::Service>& services,
                        const std::vector<Result>& results, const PublishOptions& options = {});
+// The same, editing `items` in place instead of copying them.
+nlohmann::json publish(std::vector<nlohmann::json>&& items,
+                       const std::vector<model::Service>& services,
+                       const std::vector<Result>& results, const PublishOptions& options = {});
 
 } // namespace k8slb::allocate

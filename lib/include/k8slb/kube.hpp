@@ -273,6 +273,11 @@ struct Change {
 };
 
 // The content of one resource as seen by list+watch, and its resourceVersion. Pure.
+// Left out of the objects a Store keeps (with metadata.managedFields): k8slb never reads them.
+inline constexpr const char* kLastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration";
+
+// Objects are kept without metadata.managedFields and without the annotation
+// kLastAppliedAnnotation (an annotations object left empty is removed).
 class Store {
 public:
   explicit Store(ResourceKind kind);

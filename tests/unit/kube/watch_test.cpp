@@ -111,6 +111,43 @@ TEST(Store, FillsInKindAndApiVersionAsKubectlDoes) {
   EXPECT_EQ(slices.objects().at("default/a-1").at("kind"), "EndpointSlice");
 }
 
+TEST(Store, LeavesOutManagedFieldsAndTheLastAppliedManifest) {
+  const json managed = json::array({{{"manager", "kubectl"}, {"operation", "Update"}}});
+  struct Case {
+    std::string name;
+    json metadata_extra;       // merged into metadata
+    json expected_annotations; // null: no annotations key at all
+  };
+  std::vector<Case> cases = {
+      {"managed-fields-only", {{"managedFields", managed}}, nullptr},
+      {"last-applied-only", {{"annotations", {{kLastAppliedAnnotation, "{\"kind\":\"Service\"}"}}}}, nullptr},
+      {"both-and-ours",
+       {{"managedFields", managed},
+        {"annotations", {{kLastAppliedAnnotation, "{}"}, {"loadbalancer/pool", "blue"}}}},
+       {{"loadbalancer/pool", "blue"}}},
+      {"nothing-to-drop", {{"annotations", {{"loadbalancer/pool", "blue"}}}}, {{"loadbalancer/pool", "blue"}}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    json object = service("default", c.name, "5");
+    object["metadata"].update(c.metadata_extra);
+    Store watched(services());
+    auto change = watched.apply(decode_watch_event(line("ADDED", object)));
+    ASSERT_TRUE(change && change->object);
+    Store listed(services());
+    auto listed_changes = listed.replace({object}, "5");
+    ASSERT_EQ(listed_changes.size(), 1u);
+    for (const json* kept : std::initializer_list<const json*>{&*change->object, &watched.objects().at("default/" + c.name),
+                             &*listed_changes[0].object, &listed.objects().at("default/" + c.name)}) {
+      const json& metadata = kept->at("metadata");
+      EXPECT_FALSE(metadata.contains("managedFields"));
+      EXPECT_EQ(metadata.value("annotations", json()), c.expected_annotations);
+      EXPECT_EQ(metadata.at("name"), c.name);
+      EXPECT_EQ(kept->at("spec"), object.at("spec"));
+    }
+  }
+}
+
 TEST(Store, RelistReportsOnlyRealDifferences) {
   Store store(services());
   auto initial = store.replace({service("default", "keep", "1"), service("default", "gone", "2"),
