@@ -54,6 +54,26 @@ def rss_kib(pid):
     return None
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (utime + stime from /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pipeline_cpu(sim, watcher):
+    """CPU seconds so far of the simulator and of each process of the pipeline, by name."""
+    out = {"kubesim": cpu_seconds(sim.pid)}
+    for pid in children(watcher.pid):
+        seconds = cpu_seconds(pid)
+        if seconds is not None:
+            out[process_name(pid)] = out.get(process_name(pid), 0) + seconds
+    return out
+
+
 def process_name(pid):
     try:
         with open(f"/proc/{pid}/comm") as f:
@@ -85,6 +105,8 @@ def main():
     parser.add_argument("--samples", type=int, default=9)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--keep-log", help="copy the watcher's log (stderr of the tools) to this file; "
+                        "run with K8SLB_TIMING=1 in the environment for per-document timings")
     args = parser.parse_args()
     harness.BINARY_DIR = os.path.abspath(args.binary_dir)
 
@@ -121,6 +143,8 @@ def main():
                   f"{figures['cold_start_seconds']} s", flush=True)
 
             latencies = []
+            cpu_before = pipeline_cpu(sim, watcher)
+            samples_started = time.monotonic()
             for i in range(args.samples):
                 name = f"new-{i:03d}"
                 t0 = time.monotonic()
@@ -136,6 +160,16 @@ def main():
                                               "samples": len(latencies)}
             print("new Service -> IP: median {median} s (min {min}, max {max}, {samples} samples)"
                   .format(**figures["new_service_seconds"]), flush=True)
+            # Who used the CPU while the samples ran (the 0.5 s pauses included): the simulator
+            # is Python and shares the machine with the tools.
+            cpu_after = pipeline_cpu(sim, watcher)
+            figures["samples_wall_seconds"] = round(time.monotonic() - samples_started, 1)
+            figures["samples_cpu_seconds"] = {
+                name: round(cpu_after[name] - cpu_before.get(name, 0), 2)
+                for name in cpu_after if cpu_after[name] is not None and cpu_before.get(name) is not None}
+            print(f"CPU seconds during the samples ({figures['samples_wall_seconds']} s wall): " +
+                  ", ".join(f"{name} {seconds}" for name, seconds in figures["samples_cpu_seconds"].items()),
+                  flush=True)
 
             memory = {}
             for pid in children(watcher.pid):
@@ -149,6 +183,9 @@ def main():
         finally:
             if watcher:
                 watcher.stop()
+                if args.keep_log:
+                    with open(args.keep_log, "w") as f:
+                        f.write(watcher.log())
             sim.stop()
     if args.json:
         with open(args.json, "w") as f:
