@@ -36,23 +36,35 @@ struct Options {
 };
 
 // What the node side will refuse (a port the proxy cannot carry, an annotation outside its
-// grammar): found here too, so the watcher can put it on the Service as a Warning Event.
-std::vector<k8slb::Problem> proxy_problems(const std::vector<k8slb::model::Service>& services,
-                                           const std::vector<k8slb::allocate::Result>& results,
-                                           const k8slb::pool::Config& config, const std::string& proxy) {
+// grammar): found here too, so the watcher can put it on the Service as a Warning Event. The
+// Services are moved into the proxy's input (they are not needed after publish): copying
+// 10,000 of them per document cost more than the check. Each problem comes with its Service.
+std::vector<std::pair<k8slb::Problem, k8slb::model::Service>>
+proxy_problems(std::vector<k8slb::model::Service> services, const std::vector<k8slb::allocate::Result>& results,
+               const k8slb::pool::Config& config, const std::string& proxy) {
   k8slb::render::Input input;
   input.config = config;
   input.settings.proxy = k8slb::render::parse_proxy(proxy);
   std::map<std::string, const k8slb::allocate::Result*> result_by_key;
   for (const auto& result : results) result_by_key.emplace(result.service, &result);
-  for (auto service : services) {
+  for (auto& service : services) {
     auto it = result_by_key.find(service.key());
     if (it == result_by_key.end() || it->second->ips.empty()) continue;
     service.ingress_ips.clear();
     for (const auto& address : it->second->ips) service.ingress_ips.push_back(address.to_string());
     input.services.push_back(std::move(service));
   }
-  return k8slb::render::plan_proxy(input).problems;
+  std::vector<std::pair<k8slb::Problem, k8slb::model::Service>> out;
+  auto problems = k8slb::render::plan_proxy(input).problems;
+  if (problems.empty()) return out;
+  std::map<std::string, const k8slb::model::Service*> service_by_key;
+  for (const auto& service : input.services) service_by_key.emplace(service.key(), &service);
+  for (auto& problem : problems) {
+    auto it = service_by_key.find(problem.object);
+    if (it != service_by_key.end()) out.emplace_back(std::move(problem), *it->second);
+    else out.emplace_back(std::move(problem), k8slb::model::Service{});
+  }
+  return out;
 }
 
 // Allocates one input document's objects; returns the published document and whether every
@@ -98,14 +110,12 @@ std::pair<json, bool> allocate_document(std::vector<json> items, const Options& 
   json document =
       k8slb::allocate::publish(std::move(snapshot.items), snapshot.services, results, publish_options);
   if (!options.proxy.empty()) {
-    std::map<std::string, const k8slb::model::Service*> service_by_key;
-    for (const auto& service : snapshot.services) service_by_key.emplace(service.key(), &service);
-    for (const auto& problem : proxy_problems(snapshot.services, results, *config, options.proxy)) {
+    for (const auto& [problem, service] :
+         proxy_problems(std::move(snapshot.services), results, *config, options.proxy)) {
       k8slb::tool::warning(problem.to_string());
-      auto it = service_by_key.find(problem.object);
-      if (it != service_by_key.end())
+      if (!service.name.empty())
         document["items"].push_back(
-            k8slb::allocate::make_event(*it->second, problem.reason, "Warning", problem.to_string()));
+            k8slb::allocate::make_event(service, problem.reason, "Warning", problem.to_string()));
     }
   }
   return {std::move(document), ok};
@@ -149,6 +159,10 @@ private:
 };
 
 int run(const Options& options) {
+  // No fastbins: freeing a document's tree (10,000 Services: about a million small blocks)
+  // otherwise fills them, and glibc's consolidation of them costs as much as the parse
+  // (measured: docs/cluster.md, "Figures").
+  ::mallopt(M_MXFAST, 0);
   std::optional<k8slb::pool::Config> config;
   if (!options.config_file.empty()) config = k8slb::pool::load_config_file(options.config_file);
   int indent = options.pretty ? 2 : -1;

@@ -97,6 +97,10 @@ kube::Config lease_client_config(kube::Config config, const cluster::ElectionCon
 }
 
 int run_cluster(const ClusterOptions& options) {
+  // No fastbins: freeing a document's tree (10,000 Services: about a million small blocks)
+  // otherwise fills them, and glibc's consolidation of them costs as much as the parse
+  // (measured: docs/cluster.md, "Figures").
+  ::mallopt(M_MXFAST, 0);
   std::string instance = instance_name();
   cluster::WriterOptions writer_options;
   writer_options.dry_run = options.dry_run;

@@ -68,6 +68,10 @@ struct Inbox {
 };
 
 int run(const Options& options) {
+  // No fastbins: freeing a document's tree (10,000 Services: about a million small blocks)
+  // otherwise fills them, and glibc's consolidation of them costs as much as the parse
+  // (measured: docs/cluster.md, "Figures").
+  ::mallopt(M_MXFAST, 0);
   const auto debounce = parse_duration(options.debounce);
   std::vector<kube::ResourceRef> refs;
   for (const auto& name : options.resources) refs.push_back(kube::parse_resource(name));
