@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <thread>
 
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include "edge.hpp"
@@ -404,7 +406,10 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
     }
 
     // Check the new file where it will live (relative paths resolve the same), then install.
+    // Anything that fails here (a checker that cannot run, a full disk) is this daemon's problem:
+    // the running config stays and the other daemons are still applied.
     std::optional<std::string> staged;
+    try {
     if (!installed || *installed != wanted->second) {
       staged = detail::write_temporary(paths.cfg, wanted->second);
       auto check = check_argv(options_, daemon, *staged, wanted->second);
@@ -428,7 +433,14 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
         continue;
       }
     }
+    } catch (const std::exception& error) {
+      if (staged) ::unlink(staged->c_str());
+      problem("ApplyFailed", fmt::format("{}; the running config stays", without_prefix(error.what(), file)));
+      result.daemons.push_back(outcome);
+      continue;
+    }
 
+    bool committed = false;
     try {
       if (plan.action == Action::runtime_update) {
         std::string failed;
@@ -445,13 +457,25 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
           outcome.detail = "runtime update failed (" + failed + "), reloading";
         }
       }
-      if (staged) detail::commit_rename(*staged, paths.cfg);
+      if (staged) {
+        detail::commit_rename(*staged, paths.cfg);
+        committed = true;
+      }
       if (wanted_servers_text) detail::commit_rename(detail::write_temporary(paths.servers, *wanted_servers_text), paths.servers);
       state.wanted = true;
       if (outcome.action == Action::start) start_daemon(options_, state, wanted->second);
       else if (outcome.action == Action::reload) reload_daemon(options_, state, outcome.detail);
-    } catch (const Error& error) {
+    } catch (const std::exception& error) {
       problem(outcome.action == Action::start ? "StartFailed" : "ReloadFailed", without_prefix(error.what(), file));
+      if (staged && !committed) ::unlink(staged->c_str());
+      // The daemon still runs the previous config: put that file back, so the installed file
+      // says what runs and the same input is tried again (not taken as already applied).
+      if (committed && installed) {
+        try {
+          detail::commit_rename(detail::write_temporary(paths.cfg, *installed), paths.cfg);
+        } catch (const std::exception&) {
+        }
+      }
     }
     result.daemons.push_back(outcome);
   }

@@ -56,6 +56,29 @@ class HaproxyTest(NodeTest):
         self.assertGreater(stats["ok"], 0)
         self.assertEqual(stats["failed"], 0, stats["errors"])
 
+    def test_failed_reload_leaves_the_running_config_installed(self):
+        h = self.h
+        h.start_backends(1)
+        apply = h.start_apply("--no-keepalived", "--start-timeout", "3")
+        good = haproxy_files(h.runtime_dir, [0])
+        self.assertEqual(h.send(apply, good)["actions"], {"haproxy": "start"})
+        h.wait_for_traffic()
+        # `haproxy -c` accepts a listen address that is not on the node (it does not bind);
+        # the new worker cannot bind it, so the reload fails and the old worker serves on.
+        unbindable = dict(good)
+        unbindable["haproxy.cfg"] = good["haproxy.cfg"].replace(
+            "  bind %s:80\n" % VIP, "  bind %s:80\n  bind 203.0.113.99:80\n" % VIP, 1)
+        self.assertNotEqual(unbindable["haproxy.cfg"], good["haproxy.cfg"])
+        for attempt in ("first", "same input again"):
+            with self.subTest(attempt):
+                result = h.send(apply, unbindable)
+                self.assertEqual([p["reason"] for p in result["problems"]], ["ReloadFailed"], result)
+                with open(os.path.join(h.config_dir, "haproxy.cfg")) as f:
+                    self.assertEqual(f.read(), good["haproxy.cfg"],
+                                     "the installed file must say what runs")
+                h.wait_for_traffic()
+        self.assertEqual(h.send(apply, good)["actions"], {"haproxy": "none"})
+
     def test_one_shot_from_dir(self):
         h = self.h
         h.start_backends(1)

@@ -138,7 +138,15 @@ int run_stream(const NodeCommandOptions& options) {
       tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
       continue;
     }
-    if (!report(applier.apply(files))) break;
+    apply::ApplyResult result;
+    try {
+      result = applier.apply(files);
+    } catch (const std::exception& error) {
+      // Never leave the node without its daemons over one bad set: report it, keep running.
+      tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
+      continue;
+    }
+    if (!report(result)) break;
   }
   applier.stop_all();
   return tool::kExitOk;
