@@ -43,6 +43,10 @@ fi
 config_map=${CONFIG_MAP:-k8slb-system/global}
 lease_name=${LEASE_NAME:-k8slb-watcher}
 max_delay=${RESTART_MAX_DELAY:-30}
+if ! [[ $max_delay =~ ^[0-9]+$ ]] || [ "$max_delay" -lt 1 ]; then
+  log "RESTART_MAX_DELAY=$max_delay: expected a whole number of seconds, at least 1"
+  exit 2
+fi
 
 watch_args=(services "configmap/$config_map")
 allocate_args=(--ip-mode "$ip_mode" --proxy "$proxy" --config-map "$config_map")

@@ -197,6 +197,9 @@ Action Elector::try_acquire_or_renew() {
     if (decision.action == Action::wait) return Action::wait;
 
     kube::Response answer;
+    // The lease runs from when the write was sent, not from when its answer came back: a slow
+    // answer must not stretch how long this replica believes it leads.
+    const TimePoint sent = Clock::now();
     if (decision.action == Action::create) {
       json object = {{"apiVersion", leases.api_version()},
                      {"kind", leases.kind},
@@ -218,7 +221,7 @@ Action Elector::try_acquire_or_renew() {
       if (written.is_object()) {
         resource_version_ = written.value(json::json_pointer("/metadata/resourceVersion"), resource_version_);
       }
-      state_ = wrote(state_, decision.record, Clock::now());
+      state_ = wrote(state_, decision.record, sent);
       if (!was_leading) {
         log_(fmt::format("lease {}: leading as {} ({}; transitions {})", name, config_.identity,
                          decision.reason, decision.record.lease_transitions));

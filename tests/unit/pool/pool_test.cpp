@@ -80,7 +80,7 @@ TEST(Config, RejectsBadDocumentsNamingPoolAndField) {
        "pools.../etc: a pool name is letters, digits, '-', '_' and '.', up to 63, starting with a letter or digit"},
       {"interface name that would inject",
        R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1", "interface": "eth0 }\nvrrp"}}})",
-       "pools.default.interface: 'eth0 }\nvrrp' is not an interface name"},
+       "pools.default.interface: 'eth0 }\\nvrrp' is not an interface name"},
       {"raw line with a newline",
        R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1"}}, "haproxy": {"global": ["a", "b\nc"]}})",
        "haproxy.global[1]: a config line cannot hold a newline or NUL"},
