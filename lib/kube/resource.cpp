@@ -4,6 +4,10 @@
 #include <algorithm>
 #include <cctype>
 
+#include <fmt/format.h>
+
+#include "k8slb/error.hpp"
+
 namespace k8slb::kube {
 namespace {
 
@@ -99,16 +103,26 @@ ResourceRef parse_resource(std::string_view text) {
   return ref;
 }
 
+namespace {
+// A namespace or name as one path segment. Kubernetes never names an object "." or ".." (they
+// would be dot segments that the URL resolves away); a hand-made document might.
+std::string path_segment(std::string_view value, std::string_view what) {
+  if (value.empty() || value == "." || value == "..")
+    throw Error(fmt::format("'{}' is not a valid {}: it may not be empty, '.' or '..'", value, what));
+  return url_encode(value);
+}
+} // namespace
+
 std::string collection_path(const ResourceKind& kind, std::string_view ns) {
   std::string path = kind.group.empty() ? "/api/" + kind.version
                                         : "/apis/" + kind.group + "/" + kind.version;
-  if (kind.namespaced && !ns.empty()) path += "/namespaces/" + url_encode(ns);
+  if (kind.namespaced && !ns.empty()) path += "/namespaces/" + path_segment(ns, "namespace");
   return path + "/" + kind.plural;
 }
 
 std::string object_path(const ResourceKind& kind, std::string_view ns, std::string_view name,
                         std::string_view subresource) {
-  std::string path = collection_path(kind, ns) + "/" + url_encode(name);
+  std::string path = collection_path(kind, ns) + "/" + path_segment(name, "name");
   if (!subresource.empty()) path += "/" + std::string(subresource);
   return path;
 }

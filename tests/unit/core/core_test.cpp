@@ -153,3 +153,14 @@ TEST(Model, SnapshotSortsAndKeepsBadServicesOut) {
 
 } // namespace
 } // namespace k8slb
+
+namespace k8slb {
+namespace {
+TEST(Problems, AreOneLineWhateverTheClusterSends) {
+  Problem p{"default/evil\nk8slb-render: error: forged", "spec.ports[0].name", "InvalidService", "bad\tname"};
+  EXPECT_EQ(p.to_string(),
+            "default/evil\\nk8slb-render: error: forged: spec.ports[0].name: bad\\tname");
+  EXPECT_EQ(describe("a\x01", "", "m"), "a\\x01: m");
+}
+} // namespace
+} // namespace k8slb

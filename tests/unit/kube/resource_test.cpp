@@ -74,6 +74,20 @@ TEST(Paths, ObjectsAndSubresources) {
   EXPECT_EQ(find_kind("events").api_version(), "v1");
 }
 
+TEST(Paths, RefuseDotSegmentsAndEmptyNames) {
+  // A hand-made document could name an object ".." and so reach another path.
+  struct Case {
+    const char* ns;
+    const char* name;
+  };
+  const Case cases[] = {{"default", ".."}, {"default", "."}, {"..", "web"}, {"default", ""}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string(c.ns) + "/" + c.name);
+    EXPECT_THROW(object_path(find_kind("svc"), c.ns, c.name, "status"), Error);
+  }
+  EXPECT_EQ(object_path(find_kind("svc"), "default", "a..b"), "/api/v1/namespaces/default/services/a..b");
+}
+
 TEST(QueryString, EncodesEveryOption) {
   struct Case {
     std::string description;
