@@ -62,6 +62,19 @@ const json& section(const json& document, const char* key) {
   return document[key];
 }
 
+// Addresses that can never be a load-balancer IP.
+struct Reserved {
+  const char* range;
+  const char* what;
+};
+const Reserved kReserved[] = {
+    {"0.0.0.0/8", "unspecified"},       {"127.0.0.0/8", "loopback"},
+    {"169.254.0.0/16", "link-local"},   {"224.0.0.0/4", "multicast"},
+    {"255.255.255.255/32", "broadcast"}, {"::/128", "unspecified"},
+    {"::1/128", "loopback"},            {"fe80::/10", "link-local"},
+    {"ff00::/8", "multicast"},
+};
+
 Pool parse_pool(const std::string& name, const json& value) {
   std::string field = "pools." + name;
   if (!std::regex_match(name, kPoolName))
@@ -78,6 +91,13 @@ Pool parse_pool(const std::string& name, const json& value) {
     fail(field, "", fmt::format("network {} is {} but range {} is {}: a pool holds one family",
                                 pool.network.to_string(), ip::to_string(pool.network.family()),
                                 pool.range.to_string(), ip::to_string(pool.range.family())));
+  for (const auto& reserved : kReserved) {
+    ip::Range block = ip::Range::parse(reserved.range);
+    if (pool.network.overlaps(block))
+      fail(field + ".network", "",
+           fmt::format("{} holds {} addresses ({}): they cannot be load-balancer IPs",
+                       pool.network.to_string(), reserved.what, block.to_string()));
+  }
   if (!pool.network.contains(pool.range))
     fail(field + ".range", "",
          fmt::format("{} is not inside network {} (range holds the dynamic IPs and must lie "
