@@ -168,7 +168,7 @@ int run(const Options& options) {
   int indent = options.pretty ? 2 : -1;
   if (!options.files.empty()) {
     auto [document, ok] = allocate_document(k8slb::read_items(options.files), options, config);
-    k8slb::tool::write_line(document.dump(indent));
+    k8slb::tool::write_line(document.dump(indent, ' ', false, json::error_handler_t::replace));
     return ok ? k8slb::tool::kExitOk : k8slb::tool::kExitFailure;
   }
   // Streaming: one output line per input document, flushed, until end of input.
@@ -188,7 +188,7 @@ int run(const Options& options) {
     }
     timer.mark("allocate");
     all_ok = all_ok && ok;
-    std::string line = out.dump(indent);
+    std::string line = out.dump(indent, ' ', false, json::error_handler_t::replace);
     timer.mark("dump");
     bool written = k8slb::tool::write_line(line);
     const std::size_t bytes = line.size();

@@ -141,7 +141,7 @@ int run(Options options) {
         all_ok = false;
         continue;
       }
-      if (!k8slb::tool::write_line(line.dump())) break;
+      if (!k8slb::tool::write_line(line.dump(-1, ' ', false, json::error_handler_t::replace))) break;
     }
     return all_ok ? k8slb::tool::kExitOk : k8slb::tool::kExitFailure;
   }
