@@ -1,6 +1,8 @@
 // Resource kinds k8slb uses, user-facing resource names, and API paths.
 #include "k8slb/kube.hpp"
 
+#include "text.hpp"
+
 #include <algorithm>
 #include <cctype>
 
@@ -11,12 +13,7 @@
 namespace k8slb::kube {
 namespace {
 
-std::string lower(std::string_view text) {
-  std::string out(text);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
+using detail::lower;
 
 std::vector<std::string> split(std::string_view text, char separator) {
   std::vector<std::string> parts;

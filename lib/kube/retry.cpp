@@ -1,6 +1,8 @@
 // Retries with exponential backoff and full jitter, responses and API errors, merge patches.
 #include "k8slb/kube.hpp"
 
+#include "text.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -8,12 +10,7 @@
 namespace k8slb::kube {
 namespace {
 
-std::string lower(std::string_view text) {
-  std::string out(text);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
+using detail::lower;
 
 std::string_view reason_phrase(int status) {
   switch (status) {
