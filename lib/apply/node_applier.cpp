@@ -410,29 +410,29 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
     // the running config stays and the other daemons are still applied.
     std::optional<std::string> staged;
     try {
-    if (!installed || *installed != wanted->second) {
-      staged = detail::write_temporary(paths.cfg, wanted->second);
-      auto check = check_argv(options_, daemon, *staged, wanted->second);
-      auto checked = detail::run_check(check, std::chrono::seconds(options_.check_timeout_s));
-      if (checked.exit_code != 0) {
-        const std::string rejected = paths.cfg + ".rejected";
-        detail::commit_rename(*staged, rejected);
-        std::string output = checker_message(replace_all(checked.output, *staged, rejected));
-        if (checked.timed_out) output = fmt::format("timed out after {} s. {}", options_.check_timeout_s, output);
-        problem("ConfigRejected", fmt::format("rejected by `{} {}` (kept as {}), the running config stays: {}",
-                                              basename_of(check[0]), check[1], rejected, output));
-        // A daemon that is down still gets the last good config.
-        if (!running && installed && state.wanted) {
-          try {
-            start_daemon(options_, state, *installed);
-          } catch (const Error& error) {
-            result.problems.push_back({file, "", "StartFailed", without_prefix(error.what(), file)});
+      if (!installed || *installed != wanted->second) {
+        staged = detail::write_temporary(paths.cfg, wanted->second);
+        auto check = check_argv(options_, daemon, *staged, wanted->second);
+        auto checked = detail::run_check(check, std::chrono::seconds(options_.check_timeout_s));
+        if (checked.exit_code != 0) {
+          const std::string rejected = paths.cfg + ".rejected";
+          detail::commit_rename(*staged, rejected);
+          std::string output = checker_message(replace_all(checked.output, *staged, rejected));
+          if (checked.timed_out) output = fmt::format("timed out after {} s. {}", options_.check_timeout_s, output);
+          problem("ConfigRejected", fmt::format("rejected by `{} {}` (kept as {}), the running config stays: {}",
+                                                basename_of(check[0]), check[1], rejected, output));
+          // A daemon that is down still gets the last good config.
+          if (!running && installed && state.wanted) {
+            try {
+              start_daemon(options_, state, *installed);
+            } catch (const Error& error) {
+              result.problems.push_back({file, "", "StartFailed", without_prefix(error.what(), file)});
+            }
           }
+          result.daemons.push_back(outcome);
+          continue;
         }
-        result.daemons.push_back(outcome);
-        continue;
       }
-    }
     } catch (const std::exception& error) {
       if (staged) ::unlink(staged->c_str());
       problem("ApplyFailed", fmt::format("{}; the running config stays", without_prefix(error.what(), file)));

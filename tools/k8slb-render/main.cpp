@@ -108,9 +108,6 @@ int run(Options options) {
       options.what == "keepalived" || options.what == "all"
           ? (options.proxy.empty() ? std::string("haproxy") : options.proxy)
           : options.what);
-  if (options.what == "keepalived") {
-    // keepalived alone: the proxy only matters for what the configs carry, not for VRRP.
-  }
   if (!options.vrrp_password_file.empty()) {
     std::string password = k8slb::read_file(options.vrrp_password_file);
     while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) password.pop_back();
