@@ -25,6 +25,7 @@
 #   RESTART_MAX_DELAY  longest pause before restarting a failed pipeline, seconds (default 30)
 #   K8SLB_BIN        directory of the k8slb tools (default: found on PATH)
 #   KUBECONFIG       kubeconfig for the tools (default: in-cluster)
+#   TMPDIR           where the pipeline's FIFOs are made (default /tmp; must be writable)
 set -u -o pipefail
 
 log() { echo "watcher.sh: $*" >&2; }
@@ -67,7 +68,12 @@ if [ "$lease_name" != none ]; then
   if [ -n "${LEASE_RETRY_PERIOD:-}" ]; then lease_args+=(--retry-period "$LEASE_RETRY_PERIOD"); fi
 fi
 
-fifo_dir=$(mktemp -d "${TMPDIR:-/tmp}/k8slb-watcher.XXXXXX")
+# The FIFOs between the tools. The manifests mount an emptyDir at /tmp (the root file system is
+# read-only); without a writable directory there is no pipeline, so say so and stop.
+if ! fifo_dir=$(mktemp -d "${TMPDIR:-/tmp}/k8slb-watcher.XXXXXX"); then
+  log "error: cannot create a directory for the pipeline's FIFOs in ${TMPDIR:-/tmp}: mount a writable volume there or set TMPDIR"
+  exit 1
+fi
 stopping=0
 gate_pid=""
 watch_pid="" allocate_pid="" apply_pid=""
