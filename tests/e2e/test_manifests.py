@@ -108,6 +108,19 @@ class ManifestTest(unittest.TestCase):
                                          [{"kind": "ServiceAccount", "name": binding["roleRef"]["name"],
                                            "namespace": "k8slb-system"}])
 
+    def test_watcher_and_actors_share_their_settings(self):
+        for proxy in PROXIES:
+            with self.subTest(proxy=proxy):
+                documents = load(proxy)
+                watcher = env_of(find(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+                actor = env_of(find(documents, "DaemonSet")["spec"]["template"]["spec"]["containers"][0])
+                for name in ("CONFIG_MAP", "LB_CLASS"):
+                    self.assertIn(name, watcher)
+                    self.assertEqual(watcher[name], actor.get(name), f"{name} differs")
+                config_map = find(documents, "ConfigMap")["metadata"]
+                self.assertEqual(watcher["CONFIG_MAP"]["value"],
+                                 f"{config_map['namespace']}/{config_map['name']}")
+
     def test_actor_daemonset(self):
         with open(os.path.join(SOURCE_DIR, "scripts", "actor.sh")) as script:
             header = "".join(line for line in script if line.startswith("#"))
