@@ -75,13 +75,15 @@ validate_options() {
     || die "RESTART_DELAY_MAX: '$RESTART_DELAY_MAX' is not a number of seconds"
 }
 
-# ip_nonlocal_bind lets the proxy bind a VIP before (or while) another node holds it.
+# ip_nonlocal_bind lets nginx bind a VIP before (or while) another node holds it. HAProxy binds
+# with `transparent` (IP_TRANSPARENT) and kube-proxy binds nothing: neither needs it.
 set_sysctls() {
   local key
+  [[ $PROXY == nginx ]] || return 0
   for key in net.ipv4.ip_nonlocal_bind net.ipv6.ip_nonlocal_bind; do
     if ! sysctl -q -w "$key=1" >/dev/null 2>&1; then
       [[ $(sysctl -n "$key" 2>/dev/null) == 1 ]] \
-        || log "warning: cannot set $key=1 (read-only /proc/sys?): set it on the node; proxies cannot bind VIPs held elsewhere"
+        || log "warning: cannot set $key=1 (read-only /proc/sys?): set it on the node; nginx cannot bind VIPs held elsewhere"
     fi
   done
 }
