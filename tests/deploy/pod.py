@@ -53,10 +53,14 @@ def dockerfile_installs(image):
     return {name for name, _ in IMAGES[image] if name in text}
 
 
-def environment(container, pod_name, namespace, node_name, api_port):
+def environment(container, pod_name, namespace, node_name, api_port, config_maps):
+    """The container's environment as the kubelet makes it: envFrom (ConfigMaps, by name in
+    `config_maps`), then env (plain values, the downward API's fieldRefs)."""
     fields = {"metadata.name": pod_name, "metadata.namespace": namespace, "spec.nodeName": node_name}
     env = {"PATH": IMAGE_PATH, "HOSTNAME": pod_name, "HOME": "/",
            "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api_port)}
+    for source in container.get("envFrom", []):
+        env.update(config_maps[source["configMapRef"]["name"]]["data"])
     for entry in container.get("env", []):
         if "value" in entry:
             env[entry["name"]] = entry["value"]
@@ -72,7 +76,8 @@ def environment(container, pod_name, namespace, node_name, api_port):
 class Pod:
     """One container of a pod spec, running in its own mount namespace."""
 
-    def __init__(self, pod_spec, container, name, namespace, sim, workdir, node_name="node1"):
+    def __init__(self, pod_spec, container, name, namespace, sim, workdir, node_name="node1",
+                 config_maps=None):
         self.name = name
         self.workdir = tempfile.mkdtemp(prefix=f"{name}-", dir=workdir)
         self.log_path = os.path.join(self.workdir, "log")
@@ -80,7 +85,7 @@ class Pod:
         security.update(container.get("securityContext", {}))
         self.security = security
         self.container = container
-        self.env = environment(container, name, namespace, node_name, sim.port)
+        self.env = environment(container, name, namespace, node_name, sim.port, config_maps or {})
         # The service account's files, copied into the pod's own tmpfs by the prelude.
         account = os.path.join(self.workdir, "serviceaccount")
         os.makedirs(account)

@@ -26,8 +26,8 @@ NAMESPACE = "k8slb-system"
 WHY_NOT = pod.usable()
 
 
-def load(proxy):
-    with open(os.path.join(pod.SOURCE_DIR, "manifests", f"k8slb-{proxy}.yml")) as f:
+def load(name):
+    with open(os.path.join(pod.SOURCE_DIR, "manifests", f"k8slb-{name}.yml")) as f:
         return [doc for doc in yaml.safe_load_all(f) if doc]
 
 
@@ -59,9 +59,9 @@ class WatcherPodTest(unittest.TestCase):
             p.stop(grace=5)
 
     def install(self, documents):
-        """kubectl apply of what the simulator serves from the manifest: the Namespace and the
-        pools ConfigMap (it has no apps/v1 or RBAC)."""
-        served = [d for d in documents if d["kind"] in ("Namespace", "ConfigMap")]
+        """kubectl apply of what the simulator serves from the install (it has no apps/v1 or
+        RBAC): the Namespace and the settings ConfigMap; then the pools, as docs/deploy.md says."""
+        served = [d for d in documents if d["kind"] in ("Namespace", "ConfigMap")] + load("config")
         path = os.path.join(self.workdir, "install.yml")
         with open(path, "w") as f:
             yaml.safe_dump_all(served, f)
@@ -71,11 +71,12 @@ class WatcherPodTest(unittest.TestCase):
     def start_replicas(self, documents):
         deployment = next(d for d in documents if d["kind"] == "Deployment")
         spec = deployment["spec"]["template"]["spec"]
+        config_maps = {d["metadata"]["name"]: d for d in documents if d["kind"] == "ConfigMap"}
         for _ in range(deployment["spec"]["replicas"]):
             # Named as a ReplicaSet names its pods: the Deployment's name and a random suffix.
             name = f"k8slb-watcher-{secrets.token_hex(3)}"
             self.pods.append(pod.Pod(spec, spec["containers"][0], name, NAMESPACE, self.sim,
-                                     self.workdir))
+                                     self.workdir, config_maps=config_maps))
         return spec["containers"][0]
 
     def create_service(self, name):
