@@ -32,8 +32,15 @@ IMAGE_TAG=${IMAGE_TAG:-$(sed -n 's/^project(k8slb VERSION \([0-9.]*\).*/\1/p' "$
 IMAGE_DIR=${IMAGE_DIR:-$build/images}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 if_changed=0
-if [ "${1:-}" = --if-changed ]; then if_changed=1; shift; fi
-images=("$@")
+images=()
+for arg in "$@"; do
+  case $arg in
+    --if-changed) if_changed=1 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    watcher | actor) images+=("$arg") ;;
+    *) echo "build-images: usage: build-images.sh [--if-changed] [watcher] [actor]" >&2; exit 2 ;;
+  esac
+done
 [ "${#images[@]}" -gt 0 ] || images=(watcher actor)
 
 log() { echo "build-images: $*" >&2; }
@@ -75,9 +82,15 @@ build_image() {
   # What the image is made of; with --if-changed an image made of the same is kept.
   local inputs image="$IMAGE_REPO/$name:$IMAGE_TAG"
   inputs=$( (cat "$dockerfile"; for tool in $tools; do cat "$build/$tool"; done
-             for script in $scripts; do cat "$root/$script"; done; echo "$image") | sha256sum | cut -d' ' -f1)
-  if [ "$if_changed" = 1 ] && [ "$(cat "$IMAGE_DIR/$name.inputs" 2>/dev/null)" = "$inputs" ] \
-     && podman_cmd image exists "$image"; then
+             for script in $scripts; do cat "$root/$script"; done) | sha256sum | cut -d' ' -f1)
+  local built
+  built=$(cat "$IMAGE_DIR/$name.inputs" 2>/dev/null || true)
+  if [ "$if_changed" = 1 ] && [ "${built%% *}" = "$inputs" ] && podman_cmd image exists "${built#* }"; then
+    if [ "${built#* }" != "$image" ]; then
+      podman_cmd tag "${built#* }" "$image"
+      podman_cmd save --quiet --format oci-archive -o "$IMAGE_DIR/$name.tar" "$image" >/dev/null
+      echo "$inputs $image" >"$IMAGE_DIR/$name.inputs"
+    fi
     log "$name: $image is up to date"
     return 0
   fi
@@ -108,13 +121,16 @@ build_image() {
     "deb $DEBIAN_MIRROR bookworm main" "deb $DEBIAN_MIRROR bookworm-updates main" \
     "deb ${DEBIAN_MIRROR%/debian}/debian-security bookworm-security main"
 
-  local changes=(--change "ENTRYPOINT $entrypoint")
+  # debian:12-slim's PATH, which the Dockerfile's image inherits.
+  local changes=(--change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+                 --change "ENTRYPOINT $entrypoint")
   [ -n "$user" ] && changes+=(--change "USER $user")
   podman_cmd import --quiet "${changes[@]}" "$work/rootfs.tar" "$image" >/dev/null
   rm -f "$IMAGE_DIR/$name.tar"
   podman_cmd save --quiet --format oci-archive -o "$IMAGE_DIR/$name.tar" "$image" >/dev/null
   rm -rf "$work"
-  echo "$inputs" >"$IMAGE_DIR/$name.inputs"
+  echo "$inputs $image" >"$IMAGE_DIR/$name.inputs"
+  podman_cmd image prune --force >/dev/null # the image this one replaced, now untagged
   log "$name: $image ($(du -h "$IMAGE_DIR/$name.tar" | cut -f1), $IMAGE_DIR/$name.tar)"
 }
 

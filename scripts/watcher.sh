@@ -23,6 +23,8 @@
 #   EVENT_INTERVAL   seconds between two writes of the same Event (default 300)
 #   WATCH_DEBOUNCE   coalesce changes within this window (k8slb-watch --debounce, e.g. 200ms)
 #   RESTART_MAX_DELAY  longest pause before restarting a failed pipeline, seconds (default 30)
+#
+# watcher.sh --help prints this text.
 #   K8SLB_BIN        directory of the k8slb tools (default: found on PATH)
 #   KUBECONFIG       kubeconfig for the tools (default: in-cluster)
 #   TMPDIR           where the pipeline's FIFOs are made (default /tmp; must be writable)
@@ -41,7 +43,21 @@ esac
 if [ -n "${LOOP_DELAY:-}" ]; then
   log "LOOP_DELAY=$LOOP_DELAY ignored: changes are watched, not polled"
 fi
+case ${1:-} in
+  "") ;;
+  -h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  *) log "usage: watcher.sh (settings come from the environment; --help lists them)"; exit 2 ;;
+esac
 config_map=${CONFIG_MAP:-k8slb-system/global}
+# The same checks as actor.sh: the two read the same settings.
+if ! [[ $config_map =~ ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$ ]]; then
+  log "CONFIG_MAP=$config_map: expected namespace/name, e.g. k8slb-system/global"
+  exit 2
+fi
+if [ -n "${LB_CLASS:-}" ] && ! [[ $LB_CLASS =~ ^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$ ]]; then
+  log "LB_CLASS=$LB_CLASS: expected a qualified name such as example.com/k8slb"
+  exit 2
+fi
 lease_name=${LEASE_NAME:-k8slb-watcher}
 max_delay=${RESTART_MAX_DELAY:-30}
 if ! [[ $max_delay =~ ^[0-9]+$ ]] || [ "$max_delay" -lt 1 ]; then

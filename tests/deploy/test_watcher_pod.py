@@ -160,5 +160,34 @@ class WatcherScriptTest(unittest.TestCase):
             self.assertIn(f"cannot create a directory for the pipeline's FIFOs in {missing}", result.stderr)
 
 
+class WatcherSettingsTest(unittest.TestCase):
+    """watcher.sh refuses the settings actor.sh refuses, at once and saying which (exit 2),
+    instead of running a pipeline that waits for a ConfigMap it can never read."""
+    CASES = [
+        ({"CONFIG_MAP": "global"}, "CONFIG_MAP=global: expected namespace/name"),
+        ({"CONFIG_MAP": "k8slb-system/Global"}, "CONFIG_MAP=k8slb-system/Global: expected namespace/name"),
+        ({"LB_CLASS": "a b"}, "LB_CLASS=a b: expected a qualified name"),
+        ({"LB_CLASS": "example.com/k8slb/x"}, "LB_CLASS=example.com/k8slb/x: expected a qualified name"),
+    ]
+
+    def test_bad_settings_are_refused(self):
+        for env, message in self.CASES:
+            with self.subTest(env=env):
+                result = subprocess.run(["bash", os.path.join(pod.SOURCE_DIR, "scripts", "watcher.sh")],
+                                        env=dict(os.environ, K8SLB_BIN="/nonexistent", **env),
+                                        capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertIn(message, result.stderr)
+
+    def test_help_and_stray_arguments(self):
+        script = os.path.join(pod.SOURCE_DIR, "scripts", "watcher.sh")
+        shown = subprocess.run(["bash", script, "--help"], capture_output=True, text=True, timeout=20)
+        self.assertEqual(shown.returncode, 0)
+        self.assertIn("RESTART_MAX_DELAY", shown.stdout)
+        stray = subprocess.run(["bash", script, "run"], capture_output=True, text=True, timeout=20)
+        self.assertEqual(stray.returncode, 2)
+        self.assertIn("usage: watcher.sh", stray.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
