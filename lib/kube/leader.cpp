@@ -2,6 +2,7 @@
 // See k8slb/cluster.hpp.
 #include "k8slb/cluster.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <thread>
 
@@ -174,6 +175,7 @@ Action Elector::try_acquire_or_renew() {
   std::string path = kube::object_path(leases, config_.lease_namespace, config_.lease_name);
   std::string name = config_.lease_namespace + "/" + config_.lease_name;
   bool was_leading = state_.leading;
+  last_round_failed_ = false;
   try {
     kube::Response got = client_.request("GET", path);
     TimePoint now = Clock::now();
@@ -231,11 +233,14 @@ Action Elector::try_acquire_or_renew() {
     if (answer.status == 409) {
       // Lost the race: someone wrote the lease since we read it.
       if (!was_leading) return Action::wait;
+      last_round_failed_ = true;
     } else {
+      last_round_failed_ = true;
       log_(fmt::format("lease {}: {} answered {}: {}", name, to_string(decision.action), answer.status,
                        answer.status_message()));
     }
   } catch (const std::exception& error) {
+    last_round_failed_ = true;
     log_(fmt::format("lease {}: {}", name, error.what()));
   }
   // The round failed. A leader keeps leading until renew_deadline has passed.
@@ -246,6 +251,31 @@ Action Elector::try_acquire_or_renew() {
     return Action::stop;
   }
   return Action::wait;
+}
+
+bool Elector::last_round_failed() const {
+  std::lock_guard lock(mutex_);
+  return last_round_failed_;
+}
+
+std::optional<Action> Elector::resume(const std::atomic<bool>& cancelled) {
+  const TimePoint deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.renew_deadline);
+  while (!cancelled) {
+    Action action = try_acquire_or_renew();
+    if (!last_round_failed()) return action;
+    auto until = std::min(deadline, Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                       config_.retry_period));
+    if (until >= deadline) break;
+    while (!cancelled && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  if (!cancelled) {
+    log_(fmt::format("lease {}/{}: stopped leading: not renewed for {} s", config_.lease_namespace,
+                     config_.lease_name, seconds(config_.renew_deadline)));
+  }
+  return std::nullopt;
 }
 
 bool Elector::acquire(const std::atomic<bool>& cancelled) {

@@ -8,7 +8,7 @@ import subprocess
 import time
 import unittest
 
-from harness import LEASE_DURATION, ClusterTestCase, wait_until
+from harness import BINARY_DIR, LEASE_DURATION, ClusterTestCase, wait_until
 
 
 def in_pool(ip, first, last):
@@ -92,6 +92,23 @@ spec:
         self.assertEqual(event["type"], "Warning")
         self.assertIn("default/sctp: spec.ports[0].protocol: SCTP is not carried by haproxy", event["message"])
         self.assert_no_duplicate_ip()
+
+    def test_log_names_the_part_that_ended_the_pipeline(self):
+        # A k8slb-watch that fails: it closes its output (k8slb-allocate sees the end of its
+        # input and exits 0 first), then exits 7. The log must name k8slb-watch and 7.
+        bin_dir = os.path.join(self.workdir, "bin")
+        os.makedirs(bin_dir)
+        for tool in ("k8slb-allocate", "k8slb-apply"):
+            os.symlink(os.path.join(BINARY_DIR, tool), os.path.join(bin_dir, tool))
+        with open(os.path.join(bin_dir, "k8slb-watch"), "w") as f:
+            f.write("#!/bin/sh\nexec >&-\nsleep 0.3\necho 'k8slb-watch: error: injected' >&2\nexit 7\n")
+        os.chmod(os.path.join(bin_dir, "k8slb-watch"), 0o755)
+        watcher = self.start_watcher("w0", {"K8SLB_BIN": bin_dir})
+        line = wait_until(lambda: [l for l in watcher.log().splitlines() if "pipeline ended" in l],
+                          20, "the end of the pipeline in the log")[0]
+        self.assertIn("cause: k8slb-watch exited with status 7", line)
+        self.assertIn("k8slb-allocate", line)
+        self.assertNotIn("cause: k8slb-allocate", watcher.log())
 
     def run_fault(self, **fault):
         """Services created while the fault is on end with one IP each, none twice."""

@@ -296,8 +296,17 @@ public:
   using Log = std::function<void(const std::string& line)>;
   Elector(kube::Client& client, ElectionConfig config, Log log);
 
-  // One round: GET, observe, decide, write. Returns the action taken (stop included).
+  // One round: GET, observe, decide, write. Returns the action taken (stop included). A round
+  // that got no answer it could act on (a transport error, a timeout, 5xx, 429) returns wait
+  // (or stop once a leader's renew_deadline has passed) and sets last_round_failed().
   Action try_acquire_or_renew();
+  bool last_round_failed() const;
+  // The first round of a process started while this identity may hold the lease (the
+  // pipeline after --acquire-only): a failed round is retried every retry_period, as a
+  // leader's renewal is, until one gets an answer or renew_deadline has passed. Returns the
+  // action of that round (renew: still ours); nullopt when the deadline passed (or
+  // `cancelled`) without an answer.
+  std::optional<Action> resume(const std::atomic<bool>& cancelled);
   // Blocks, trying every retry_period, until this identity holds the lease (true), or
   // `cancelled` becomes true (false).
   bool acquire(const std::atomic<bool>& cancelled);
@@ -313,6 +322,7 @@ private:
   mutable std::mutex mutex_;
   ElectorState state_;
   std::string resource_version_; // of the Lease last read or written
+  bool last_round_failed_ = false;
 };
 
 } // namespace k8slb::cluster
