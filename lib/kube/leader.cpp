@@ -177,6 +177,34 @@ Action Elector::try_acquire_or_renew() {
   bool was_leading = state_.leading;
   last_round_failed_ = false;
   try {
+    // The leader's fast path (client-go's since 1.27): renew with one PUT on the Lease as last
+    // read or written, no GET first. A 409 (someone wrote it since) falls back to the full
+    // round; any other failure is a failed round. One request instead of two halves what an
+    // error storm takes from a leader's renewals.
+    if (was_leading && lease_.is_object() && !resource_version_.empty() &&
+        may_lead(state_, Clock::now(), config_)) {
+      std::string wall_now = rfc3339_micro(std::chrono::system_clock::now());
+      Decision decision = decide(state_, Clock::now(), wall_now, config_);
+      if (decision.action == Action::renew) {
+        json object = lease_;
+        object["metadata"]["resourceVersion"] = resource_version_;
+        object["spec"] = lease_spec(decision.record);
+        const TimePoint sent = Clock::now();
+        kube::Response answer = client_.request("PUT", path, object.dump());
+        if (answer.ok()) {
+          json written = json::parse(answer.body, nullptr, false);
+          if (written.is_object()) {
+            lease_ = written;
+            resource_version_ = written.value(json::json_pointer("/metadata/resourceVersion"), resource_version_);
+          }
+          state_ = wrote(state_, decision.record, sent);
+          return Action::renew;
+        }
+        if (answer.status != 409) {
+          throw kube::ApiError("PUT", client_.url(path), answer.status, answer.status_message());
+        }
+      }
+    }
     kube::Response got = client_.request("GET", path);
     TimePoint now = Clock::now();
     std::optional<LeaseRecord> current;
@@ -185,6 +213,7 @@ Action Elector::try_acquire_or_renew() {
       lease = json::parse(got.body);
       current = lease_record_from(lease);
       resource_version_ = lease.value(json::json_pointer("/metadata/resourceVersion"), std::string());
+      lease_ = lease;
     } else if (got.status != 404) {
       throw kube::ApiError("GET", client_.url(path), got.status, got.status_message());
     }
@@ -222,6 +251,7 @@ Action Elector::try_acquire_or_renew() {
       json written = json::parse(answer.body, nullptr, false);
       if (written.is_object()) {
         resource_version_ = written.value(json::json_pointer("/metadata/resourceVersion"), resource_version_);
+        lease_ = written;
       }
       state_ = wrote(state_, decision.record, sent);
       if (!was_leading) {

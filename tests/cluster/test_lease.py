@@ -3,6 +3,7 @@ pipeline) against the API simulator, with faults on the Lease requests."""
 
 import os
 import subprocess
+import time
 import unittest
 
 from harness import BINARY_DIR, ClusterTestCase
@@ -46,6 +47,28 @@ class LeaseTest(ClusterTestCase):
                 self.assertNotIn("acquired the lease while the pipeline was running", run.stderr)
                 self.assertEqual(self.sim.stats()["faults"]["errors_500"], 0)
                 self.assertEqual(self.sim.stats()["faults"]["throttle_429"], 0)
+
+    def test_a_leader_renews_with_one_request(self):
+        # client-go's fast path: the leader PUTs the Lease it last wrote, no GET first, so an
+        # error storm has half the requests to fail.
+        gate = self.apply_cluster("--acquire-only")
+        self.assertEqual(gate.returncode, 0, gate.stderr)
+        before = self.sim.stats()["requests"]
+        command = [APPLY, "cluster", "--kubeconfig", self.sim.kubeconfig, "--lease-name", "drill",
+                   "--identity", "me", "--lease-duration", "4", "--renew-deadline", "3",
+                   "--retry-period", "0.5"]
+        pipeline = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(3.2)  # about six renewals
+        finally:
+            _, stderr = pipeline.communicate(input="", timeout=30)
+        self.assertEqual(pipeline.returncode, 0, stderr)
+        after = self.sim.stats()["requests"]
+        gets = after.get("GET leases.coordination.k8s.io", 0) - before.get("GET leases.coordination.k8s.io", 0)
+        puts = after.get("PUT leases.coordination.k8s.io", 0) - before.get("PUT leases.coordination.k8s.io", 0)
+        self.assertGreaterEqual(puts, 4, (gets, puts))
+        self.assertLessEqual(gets, 1, f"{gets} GETs for {puts} PUTs: the first round only")
+        self.assertEqual(self.holder(), "me")
 
     def test_another_holder_still_means_restart_with_status_4(self):
         other = self.apply_cluster("--acquire-only", identity="other")
