@@ -180,9 +180,12 @@ Action Elector::try_acquire_or_renew() {
     // The leader's fast path (client-go's since 1.27): renew with one PUT on the Lease as last
     // read or written, no GET first. A 409 (someone wrote it since) falls back to the full
     // round; any other failure is a failed round. One request instead of two halves what an
-    // error storm takes from a leader's renewals.
-    if (was_leading && lease_.is_object() && !resource_version_.empty() &&
-        may_lead(state_, Clock::now(), config_)) {
+    // error storm takes from a leader's renewals. The same when the last read showed this
+    // identity holding it (a pipeline resuming after the gate, whose first PUT failed): the
+    // resourceVersion precondition makes the PUT succeed only if nobody wrote it since.
+    if (lease_.is_object() && !resource_version_.empty() && state_.observed &&
+        state_.observed->holder_identity == config_.identity &&
+        (!was_leading || may_lead(state_, Clock::now(), config_))) {
       std::string wall_now = rfc3339_micro(std::chrono::system_clock::now());
       Decision decision = decide(state_, Clock::now(), wall_now, config_);
       if (decision.action == Action::renew) {
@@ -198,6 +201,10 @@ Action Elector::try_acquire_or_renew() {
             resource_version_ = written.value(json::json_pointer("/metadata/resourceVersion"), resource_version_);
           }
           state_ = wrote(state_, decision.record, sent);
+          if (!was_leading) {
+            log_(fmt::format("lease {}: leading as {} ({}; transitions {})", name, config_.identity,
+                             decision.reason, decision.record.lease_transitions));
+          }
           return Action::renew;
         }
         if (answer.status != 409) {
