@@ -146,7 +146,9 @@ spec:
         first = self.start_watcher("w0")
         self.create_service("before")
         held = self.wait_ip("before")
-        self.set_config(json.dumps({"pools": {"default": {"network": "192.0.2.0/33", "range": "192.0.2.10-192.0.2.29"}}}))
+        self.set_config(json.dumps({"pools": {
+            "default": {"network": "192.0.2.0/33", "range": "192.0.2.10-192.0.2.29"},
+            "fresh": {"network": "198.51.100.0/24", "range": "198.51.100.50-198.51.100.59"}}}))
         # The last good config stays in use, and the ConfigMap says why it is not.
         event = wait_until(self.config_events, 20, "an InvalidConfig Event on the ConfigMap")[0]
         self.assertEqual(event["type"], "Warning")
@@ -155,6 +157,11 @@ spec:
         self.assertIn("keeping the last good config", event["message"])
         self.create_service("during")
         self.wait_ip("during")
+        # A Service that fails because of it (its pool is only in the new config) says so.
+        self.create_service("wants-fresh", annotations={"loadbalancer/pool": "fresh"})
+        failed = self.wait_event("wants-fresh", "AllocationFailed")
+        self.assertIn("pool 'fresh' is not configured", failed["message"])
+        self.assertIn("the ConfigMap k8slb-system/global is invalid", failed["message"])
         for i in range(3):  # more documents: the same Event is not written again
             self.create_service(f"more-{i}")
             self.wait_ip(f"more-{i}")
