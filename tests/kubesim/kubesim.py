@@ -1253,18 +1253,16 @@ class Store:
         # Like the API server's allocator: a random offset, then the next free one after it.
         network = CLUSTER_IP_NETWORKS[family]
         size = network.num_addresses - 2
-        if len([ip for ip in self.allocated_cluster_ips if ":" in ip] if family == "IPv6" else
-               [ip for ip in self.allocated_cluster_ips if "." in ip]) >= size:
-            errors.append(FieldError("spec.clusterIPs", "Invalid", [],
-                                     "failed to allocate a serviceIP: range is full"))
-            return None
         offset = self.random.randrange(size)
-        while True:
+        for _ in range(size):  # the whole range only when it is (nearly) full
             candidate = str(network.network_address + 1 + offset)
             if candidate not in self.allocated_cluster_ips:
                 self.allocated_cluster_ips.add(candidate)
                 return candidate
             offset = (offset + 1) % size
+        errors.append(FieldError("spec.clusterIPs", "Invalid", [],
+                                 "failed to allocate a serviceIP: range is full"))
+        return None
 
     def _allocate_node_port(self, requested, field, errors):
         if requested:
