@@ -146,6 +146,10 @@ start_pipeline() {
   local render_args=(all --stream --proxy "$PROXY" --node "$NODE_NAME" --node-selector "$NODE_SELECTOR"
     --cert-dir "$CERT_PATH" --runtime-dir "$RUN_DIR" --vrid-offset "$VRID_OFFSET" --advert-int "$ADVERT_INT")
   [[ $UNICAST == true ]] && render_args+=(--unicast)
+  # keepalived tracks the proxy (`k8slb-apply health`); a pool this node cannot place keeps the
+  # interface of the installed keepalived.conf.
+  [[ $PROXY != kubeproxy && $apply =~ ^/[A-Za-z0-9/._+-]+$ ]] && render_args+=(--proxy-check "$apply")
+  render_args+=(--previous "$CONFIG_DIR/keepalived.conf")
   [[ -s $STATE_DIR/vrrp-password ]] && render_args+=(--vrrp-password-file "$STATE_DIR/vrrp-password")
   local apply_args=(node --config-dir "$CONFIG_DIR" --runtime-dir "$RUN_DIR" --proxy "$PROXY")
   [[ -n $KA_OPTIONS ]] && apply_args+=(--keepalived-options "$KA_OPTIONS")

@@ -148,13 +148,19 @@ class Harness:
         with open(os.path.join(self.tmp, "apply.stderr")) as f:
             return f.read()
 
-    def run_once(self, files, *extra):
+    def run_once(self, files, *extra, manifest=None):
+        """k8slb-apply node --from-dir with `files` written as k8slb-render --output-dir writes
+        them: the files, then the manifest k8slb-render.json (`manifest`: the files it names;
+        default all of them; False: no manifest)."""
         source = os.path.join(self.tmp, "in")
         shutil.rmtree(source, ignore_errors=True)
         os.makedirs(source)
         for name, content in files.items():
             with open(os.path.join(source, name), "w") as f:
                 f.write(content)
+        if manifest is not False:
+            with open(os.path.join(source, "k8slb-render.json"), "w") as f:
+                f.write(render_manifest(files if manifest is None else manifest))
         return subprocess.run(self.netns_exec() + [APPLY, "node", "--from-dir", source, "--config-dir",
                                                    self.config_dir, "--runtime-dir", self.runtime_dir] + list(extra),
                               capture_output=True, text=True, timeout=60)
@@ -185,6 +191,20 @@ class Harness:
             elif section == "workers" and words[1] == "worker":
                 workers.append(int(words[0]))
         return reloads, workers
+
+
+def fnv1a64(data):
+    value = 1469598103934665603
+    for byte in data:
+        value = ((value ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % value
+
+
+def render_manifest(files):
+    """The manifest k8slb-render --output-dir writes last: names, sizes and FNV-1a hashes."""
+    return json.dumps({"k8slb-render": 1, "files": {
+        name: {"bytes": len(content.encode()), "fnv1a64": fnv1a64(content.encode())}
+        for name, content in files.items()}}, indent=2) + "\n"
 
 
 def socket_command(path, command, timeout=5):
