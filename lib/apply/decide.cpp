@@ -287,7 +287,7 @@ std::chrono::milliseconds restart_delay(int failures) {
 std::optional<std::string> keepalived_hold_reason(const std::vector<DaemonResult>& earlier) {
   for (const auto& result : earlier) {
     if (result.daemon == Daemon::keepalived || result.ok) continue;
-    return fmt::format("{} did not take its new config ({})", to_string(result.daemon), result.detail);
+    return fmt::format("{} did not take its new config", to_string(result.daemon));
   }
   return std::nullopt;
 }

@@ -79,7 +79,7 @@ class ProxyTrackedTest(NodeFaultCase):
     def haproxy_pids(self, node):
         return [pid for pid in netns.namespace_pids(node.namespace) if comm(pid) == "haproxy"]
 
-    def test_haproxy_killed_and_crash_looping_on_the_master(self):
+    def test_haproxy_killed_and_crash_looping(self):
         vip, _ = self.create_web()
         owner = self.assert_held_by_first_choice(vip)
         backup = next(n.role for n in self.topology.lb_nodes if n.role != owner)
@@ -144,7 +144,7 @@ class ProxyTrackedTest(NodeFaultCase):
 class PoolInterfaceTest(NodeFaultCase):
     proxy = "haproxy"
 
-    def test_pool_with_a_missing_interface_loses_no_vip(self):
+    def test_missing_interface_loses_no_vip(self):
         vip, _ = self.create_web()
         owner = self.assert_held_by_first_choice(vip)
         probe = self.start_probe(f"http://{vip}/", duration=60)
@@ -173,7 +173,7 @@ class PoolInterfaceTest(NodeFaultCase):
 class MissingCertificateTest(NodeFaultCase):
     proxy = "haproxy"
 
-    def test_missing_certificate_leaves_out_only_its_tls_ports(self):
+    def test_missing_cert_leaves_out_tls_ports(self):
         # The default pool's certificate bundle is missing on the nodes.
         os.rename(os.path.join(self.cluster.cert_dir, "default.pem"),
                   os.path.join(self.cluster.cert_dir, "default.pem.away"))

@@ -360,11 +360,11 @@ TEST(KeepalivedHold, ProxyFirst) {
       {"proxy unchanged", {{Daemon::nginx, Action::none, true, "unchanged"}}, std::nullopt},
       {"proxy config rejected by its checker",
        {{Daemon::haproxy, Action::reload, false, "rejected by `haproxy -c`"}},
-       "haproxy did not take its new config (rejected by `haproxy -c`)"},
+       "haproxy did not take its new config"},
       {"proxy reload failed", {{Daemon::nginx, Action::reload, false, "no new worker"}},
-       "nginx did not take its new config (no new worker)"},
+       "nginx did not take its new config"},
       {"proxy file missing from the set", {{Daemon::haproxy, Action::none, false, "not in the input"}},
-       "haproxy did not take its new config (not in the input)"},
+       "haproxy did not take its new config"},
   };
   for (const auto& test : cases) {
     SCOPED_TRACE(test.description);
