@@ -84,8 +84,6 @@ class ProxyTrackedTest(NodeFaultCase):
         owner = self.assert_held_by_first_choice(vip)
         backup = next(n.role for n in self.topology.lb_nodes if n.role != owner)
         owner_node = self.node(owner)
-        for node in self.topology.lb_nodes:
-            self.assertIn("track_script", self.keepalived_conf(node))
         probe = self.start_probe(f"http://{vip}/", duration=150)
         netns.wait_until(lambda: self.probe_report(probe)["last_ok"], 10, what="first probe")
 
@@ -105,6 +103,7 @@ class ProxyTrackedTest(NodeFaultCase):
         # 2. HAProxy crash-loops on the master for 15 s (killed whenever it appears, so it never
         #    stays up): the healthy node takes the VIP and holds it for the whole time.
         crash_from = time.time()
+        failures_before = self.probe_report(probe)["failures"]
         kills, moved_at, holders = 0, None, set()
         deadline = time.monotonic() + 15
         for _ in range(15 * 50 + 1):
@@ -127,6 +126,8 @@ class ProxyTrackedTest(NodeFaultCase):
         record_figure("node_faults.haproxy_crash_loop_first_gap", gaps[0] if gaps else 0.0)
         record_figure("node_faults.haproxy_crash_loop_gaps", len(gaps), unit="gaps")
         record_figure("node_faults.haproxy_crash_loop_kills", kills, unit="kills")
+        record_figure("node_faults.haproxy_crash_loop_failed_probes", report["failures"] - failures_before,
+                      unit="probes of 20 ms")
         self.assertIsNotNone(moved_at, f"{vip} never moved to {backup} while HAProxy crash-looped on {owner}")
         record_figure("node_faults.haproxy_crash_loop_vip_moved_after", round(moved_at - crash_from, 3))
         self.assertEqual(holders, {(backup,)}, f"{vip} must stay on {backup} while {owner}'s HAProxy is down")
@@ -152,6 +153,7 @@ class PoolInterfaceTest(NodeFaultCase):
         pools = json.loads(json.dumps(self.cluster.pools))
         pools["default"]["interface"] = "eth9"
         changed_at = time.time()
+        failures_before = self.probe_report(probe)["failures"]
         self.cluster.apply_objects([{
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "global", "namespace": "k8slb-system"},
@@ -160,13 +162,16 @@ class PoolInterfaceTest(NodeFaultCase):
         for node in self.topology.lb_nodes:
             netns.wait_until(lambda: "no interface named 'eth9'" in self.actor_log(node), 30,
                              what=f"{node.role} rendering the config with eth9")
-            self.assertIn("keeping the last good interface eth0", self.actor_log(node))
         time.sleep(3)  # keepalived would have dropped the VIP by now
         gaps, report = self.gaps_since(probe, changed_at)
         record_figure("node_faults.missing_interface_gap", max(gaps, default=0.0))
+        record_figure("node_faults.missing_interface_failed_probes", report["failures"] - failures_before,
+                      unit="probes of 20 ms")
+        self.assertEqual(self.holder_of(vip), [owner], "the VIP left its node")
         self.assertEqual(gaps, [], "the VIP stopped serving after the config change")
         self.assertFalse(report["failing_now"])
-        self.assertEqual(self.holder_of(vip), [owner])
+        for node in self.topology.lb_nodes:
+            self.assertIn("keeping the last good interface eth0", self.actor_log(node))
         self.stop_probe(probe)
 
 
