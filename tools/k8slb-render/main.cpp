@@ -129,8 +129,13 @@ int run(Options options) {
   std::string previous_file = options.previous_file;
   if (previous_file.empty() && !options.output_dir.empty())
     previous_file = (std::filesystem::path(options.output_dir) / "keepalived.conf").string();
-  if (!previous_file.empty() && std::filesystem::exists(previous_file))
-    previous_interfaces = k8slb::render::previous_interfaces(k8slb::read_file(previous_file));
+  if (!previous_file.empty() && std::filesystem::exists(previous_file)) {
+    try {
+      previous_interfaces = k8slb::render::previous_interfaces(k8slb::read_file(previous_file));
+    } catch (const k8slb::Error& e) {
+      k8slb::tool::warning(fmt::format("{} (no last good interfaces)", e.what()));
+    }
+  }
   std::vector<k8slb::node::Interface> interfaces =
       options.interfaces_file.empty()
           ? k8slb::node::read_interfaces()
