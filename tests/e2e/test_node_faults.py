@@ -76,10 +76,13 @@ class NodeFaultCase(VipTestCase):
 class ProxyTrackedTest(NodeFaultCase):
     proxy = "haproxy"
 
-    def haproxy_pids(self, node):
-        return [pid for pid in netns.namespace_pids(node.namespace) if comm(pid) == "haproxy"]
+    def proxy_pids(self, node):
+        return [pid for pid in netns.namespace_pids(node.namespace) if comm(pid) == self.proxy]
 
     def test_haproxy_killed_and_crash_looping(self):
+        self.killed_and_crash_looping()
+
+    def killed_and_crash_looping(self):
         vip, _ = self.create_web()
         owner = self.assert_held_by_first_choice(vip)
         backup = next(n.role for n in self.topology.lb_nodes if n.role != owner)
@@ -89,14 +92,15 @@ class ProxyTrackedTest(NodeFaultCase):
 
         # 1. Only the worker dies: HAProxy's master exits with it, k8slb-apply restarts it; the
         #    VIP moves to the healthy node meanwhile (or stays, if HAProxy is back first).
-        master = self.cluster.daemon_pid(owner_node, "haproxy")
-        workers = [pid for pid in children(master) if comm(pid) == "haproxy"]
-        self.assertTrue(workers, "no HAProxy worker on the master")
+        #    (nginx's master starts a new worker.)
+        master = self.cluster.daemon_pid(owner_node, self.proxy)
+        workers = [pid for pid in children(master) if comm(pid) == self.proxy]
+        self.assertTrue(workers, f"no {self.proxy} worker on the master")
         killed_at = time.time()
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         gaps = self.wait_served_after(probe, killed_at)
-        record_figure("node_faults.haproxy_worker_killed_gap", max(gaps, default=0.0))
+        record_figure(f"node_faults.{self.proxy}_worker_killed_gap", max(gaps, default=0.0))
         netns.wait_until(lambda: self.holder_of(vip) == [owner], 30, what=f"{vip} back on {owner}")
         netns.wait_until(lambda: not self.probe_report(probe)["failing_now"], 10, what="traffic")
 
@@ -109,7 +113,7 @@ class ProxyTrackedTest(NodeFaultCase):
         for _ in range(15 * 50 + 1):
             if time.monotonic() > deadline:
                 break
-            for pid in self.haproxy_pids(owner_node):
+            for pid in self.proxy_pids(owner_node):
                 try:
                     os.kill(pid, signal.SIGKILL)
                     kills += 1
@@ -123,23 +127,33 @@ class ProxyTrackedTest(NodeFaultCase):
             time.sleep(0.02)
         gaps, report = self.gaps_since(probe, crash_from)
         failing_now = report["failing_now"]
-        record_figure("node_faults.haproxy_crash_loop_first_gap", gaps[0] if gaps else 0.0)
-        record_figure("node_faults.haproxy_crash_loop_gaps", len(gaps), unit="gaps")
-        record_figure("node_faults.haproxy_crash_loop_kills", kills, unit="kills")
-        record_figure("node_faults.haproxy_crash_loop_failed_probes", report["failures"] - failures_before,
+        record_figure(f"node_faults.{self.proxy}_crash_loop_first_gap", gaps[0] if gaps else 0.0)
+        record_figure(f"node_faults.{self.proxy}_crash_loop_gaps", len(gaps), unit="gaps")
+        record_figure(f"node_faults.{self.proxy}_crash_loop_kills", kills, unit="kills")
+        record_figure(f"node_faults.{self.proxy}_crash_loop_failed_probes", report["failures"] - failures_before,
                       unit="probes of 20 ms")
-        self.assertIsNotNone(moved_at, f"{vip} never moved to {backup} while HAProxy crash-looped on {owner}")
-        record_figure("node_faults.haproxy_crash_loop_vip_moved_after", round(moved_at - crash_from, 3))
-        self.assertEqual(holders, {(backup,)}, f"{vip} must stay on {backup} while {owner}'s HAProxy is down")
-        self.assertFalse(failing_now, "the VIP is not served while the master's HAProxy crash-loops")
+        self.assertIsNotNone(moved_at, f"{vip} never moved to {backup} while {self.proxy} crash-looped on {owner}")
+        record_figure(f"node_faults.{self.proxy}_crash_loop_vip_moved_after", round(moved_at - crash_from, 3))
+        self.assertEqual(holders, {(backup,)}, f"{vip} must stay on {backup} while {owner}'s {self.proxy} is down")
+        self.assertFalse(failing_now, f"the VIP is not served while the master's {self.proxy} crash-loops")
         self.assertLessEqual(len(gaps), 1, f"the traffic broke more than once: {gaps}")
 
         # 3. HAProxy is healthy again: the first choice takes its VIP back.
         healed_at = time.time()
         netns.wait_until(lambda: self.holder_of(vip) == [owner], 40, what=f"{vip} back on {owner}")
         gaps = self.wait_served_after(probe, healed_at)
-        record_figure("node_faults.haproxy_healed_takeback_gap", max(gaps, default=0.0))
+        record_figure(f"node_faults.{self.proxy}_healed_takeback_gap", max(gaps, default=0.0))
         self.stop_probe(probe)
+
+
+class NginxTrackedTest(ProxyTrackedTest):
+    """The same with nginx: keepalived tracks its master (alive, with a worker)."""
+    proxy = "nginx"
+
+    test_haproxy_killed_and_crash_looping = None  # not inherited
+
+    def test_nginx_killed_and_crash_looping(self):
+        self.killed_and_crash_looping()
 
 
 class PoolInterfaceTest(NodeFaultCase):
