@@ -386,6 +386,19 @@ void reload_daemon(const NodeOptions& options, State& state, std::string& detail
   fail("haproxy.cfg", "", fmt::format("haproxy reload did not bring up a new worker within {} s", options.start_timeout_s));
 }
 
+// A daemon that should run but is down while its new config is not applied gets the last good
+// (installed) one.
+void start_last_good(const NodeOptions& options, State& state, const std::optional<std::string>& installed,
+                     ApplyResult& result) {
+  if (!installed || !state.wanted) return;
+  const std::string file(config_file_of(state.daemon));
+  try {
+    start_daemon(options, state, *installed);
+  } catch (const Error& error) {
+    result.problems.push_back({file, "", "StartFailed", without_prefix(error.what(), file)});
+  }
+}
+
 } // namespace
 
 ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) {
@@ -407,15 +420,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
       if (auto hold = keepalived_hold_reason(result.daemons)) {
         problem("ProxyNotUpdated", fmt::format("not applied: {}; keepalived keeps the VIPs it holds", *hold));
         outcome.held = true;
-        if (!is_running(options_, state) && state.wanted) {
-          if (auto installed = detail::read_optional(paths.cfg)) {
-            try {
-              start_daemon(options_, state, *installed);
-            } catch (const Error& error) {
-              result.problems.push_back({file, "", "StartFailed", without_prefix(error.what(), file)});
-            }
-          }
-        }
+        if (!is_running(options_, state)) start_last_good(options_, state, detail::read_optional(paths.cfg), result);
         result.daemons.push_back(outcome);
         continue;
       }
@@ -481,14 +486,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
           if (checked.timed_out) output = fmt::format("timed out after {} s. {}", options_.check_timeout_s, output);
           problem("ConfigRejected", fmt::format("rejected by `{} {}` (kept as {}), the running config stays: {}",
                                                 basename_of(check[0]), check[1], rejected, output));
-          // A daemon that is down still gets the last good config.
-          if (!running && installed && state.wanted) {
-            try {
-              start_daemon(options_, state, *installed);
-            } catch (const Error& error) {
-              result.problems.push_back({file, "", "StartFailed", without_prefix(error.what(), file)});
-            }
-          }
+          if (!running) start_last_good(options_, state, installed, result);
           result.daemons.push_back(outcome);
           continue;
         }

@@ -70,14 +70,7 @@ Output render_all(const Input& input) {
 
 namespace {
 
-std::string fnv1a64(const std::string& text) {
-  std::uint64_t hash = 1469598103934665603ull;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  return fmt::format("{:016x}", hash);
-}
+std::string content_hash(const std::string& text) { return fmt::format("{:016x}", detail::stable_hash(text)); }
 
 bool is_set_file_name(const std::string& name) {
   return !name.empty() && name.size() <= 64 && name.front() != '.' &&
@@ -90,7 +83,7 @@ bool is_set_file_name(const std::string& name) {
 
 std::string manifest_of(const std::map<std::string, std::string>& files) {
   nlohmann::json listed = nlohmann::json::object();
-  for (const auto& [name, content] : files) listed[name] = {{"bytes", content.size()}, {"fnv1a64", fnv1a64(content)}};
+  for (const auto& [name, content] : files) listed[name] = {{"bytes", content.size()}, {"hash", content_hash(content)}};
   return nlohmann::json{{"k8slb-render", 1}, {"files", listed}}.dump(2) + "\n";
 }
 
@@ -106,11 +99,11 @@ std::map<std::string, std::string> files_of_manifest(
   for (const auto& [name, entry] : document["files"].items()) {
     if (!is_set_file_name(name)) fail(source, "files", detail::quote(name) + " is not a file name");
     if (!entry.is_object() || !entry.contains("bytes") || !entry["bytes"].is_number_unsigned() ||
-        !entry.contains("fnv1a64") || !entry["fnv1a64"].is_string())
-      fail(source, "files." + name, "expected {\"bytes\": n, \"fnv1a64\": \"hex\"}");
+        !entry.contains("hash") || !entry["hash"].is_string())
+      fail(source, "files." + name, "expected {\"bytes\": n, \"hash\": \"hex\"}");
     auto content = read(name);
     if (!content) fail(source, name, "missing: the set is incomplete");
-    if (content->size() != entry["bytes"].get<std::uint64_t>() || fnv1a64(*content) != entry["fnv1a64"].get<std::string>())
+    if (content->size() != entry["bytes"].get<std::uint64_t>() || content_hash(*content) != entry["hash"].get<std::string>())
       fail(source, name, "differs from the manifest: the set is incomplete (a render failed or is still writing)");
     files.emplace(name, std::move(*content));
   }

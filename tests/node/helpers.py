@@ -59,6 +59,13 @@ class Harness:
     def ip(self, *args):
         subprocess.run(["ip", "-n", self.ns] + list(args), check=True, capture_output=True, text=True)
 
+    def add_veth(self):
+        """veth0 (192.0.2.1/24) and its peer veth1, up: an interface for keepalived's VIPs."""
+        self.ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+        self.ip("addr", "add", "192.0.2.1/24", "dev", "veth0")
+        self.ip("link", "set", "veth0", "up")
+        self.ip("link", "set", "veth1", "up")
+
     def netns_exec(self):
         return ["ip", "netns", "exec", self.ns]
 
@@ -193,17 +200,22 @@ class Harness:
         return reloads, workers
 
 
-def fnv1a64(data):
-    value = 1469598103934665603
+def stable_hash(data):
+    """k8slb-render's stable hash: FNV-1a 64, then the splitmix64 finaliser."""
+    mask = 0xFFFFFFFFFFFFFFFF
+    value = 14695981039346656037
     for byte in data:
-        value = ((value ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return "%016x" % value
+        value = ((value ^ byte) * 1099511628211) & mask
+    value = (value + 0x9E3779B97F4A7C15) & mask
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & mask
+    return "%016x" % (value ^ (value >> 31))
 
 
 def render_manifest(files):
-    """The manifest k8slb-render --output-dir writes last: names, sizes and FNV-1a hashes."""
+    """The manifest k8slb-render --output-dir writes last: names, sizes and hashes."""
     return json.dumps({"k8slb-render": 1, "files": {
-        name: {"bytes": len(content.encode()), "fnv1a64": fnv1a64(content.encode())}
+        name: {"bytes": len(content.encode()), "hash": stable_hash(content.encode())}
         for name, content in files.items()}}, indent=2) + "\n"
 
 

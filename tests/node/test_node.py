@@ -300,10 +300,7 @@ class KeepalivedTest(NodeTest):
 
     def test_sighup_keeps_the_vip_on_the_master(self):
         h = self.h
-        h.ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
-        h.ip("addr", "add", "192.0.2.1/24", "dev", "veth0")
-        h.ip("link", "set", "veth0", "up")
-        h.ip("link", "set", "veth1", "up")
+        h.add_veth()
         apply = h.start_apply("--proxy", "kubeproxy")
         one = {"keepalived.conf": KEEPALIVED_CONF % "    192.0.2.100/32"}
         self.assertEqual(h.send(apply, one)["actions"], {"keepalived": "start"})
@@ -339,10 +336,7 @@ class ProxyFirstTest(NodeTest):
 
     def test_rejected_proxy_config_holds_keepalived(self):
         h = self.h
-        h.ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
-        h.ip("addr", "add", "192.0.2.1/24", "dev", "veth0")
-        h.ip("link", "set", "veth0", "up")
-        h.ip("link", "set", "veth1", "up")
+        h.add_veth()
         h.start_backends(2)
         apply = h.start_apply()
 

@@ -79,7 +79,8 @@ Output render_all(const Input& input);
 
 // ---- A rendered set of files in a directory (k8slb-render --output-dir) ----
 // The manifest, written last and atomically, says the set is complete:
-// {"k8slb-render": 1, "files": {"<name>": {"bytes": n, "fnv1a64": "<16 hex>"}}}.
+// {"k8slb-render": 1, "files": {"<name>": {"bytes": n, "hash": "<16 hex>"}}} (hash: the
+// render library's stable 64-bit hash, FNV-1a with a splitmix64 finaliser).
 // k8slb-apply node --from-dir applies only files a manifest names, with their size and hash.
 inline constexpr const char* kManifestFile = "k8slb-render.json";
 std::string manifest_of(const std::map<std::string, std::string>& files);
