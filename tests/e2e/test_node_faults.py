@@ -18,6 +18,7 @@ import unittest
 
 import cluster as cluster_module
 from e2e import netns, record_figure
+import test_vip
 from test_vip import POD_A, VipTestCase
 
 OTHER_SERVICE = """
@@ -38,12 +39,7 @@ spec:
 """
 
 
-def comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+comm = test_vip.FailoverTest._comm
 
 
 def children(pid):
