@@ -243,6 +243,11 @@ class RenderPipelineTest(unittest.TestCase):
         self.assertEqual(set(manifest["files"]), {"haproxy.cfg", "haproxy-servers.json", "keepalived.conf"})
         with open(os.path.join(out, "haproxy.cfg"), "rb") as f:
             self.assertEqual(manifest["files"]["haproxy.cfg"]["bytes"], len(f.read()))
+        # A render that fails writes nothing: the complete set from before stays as it was.
+        before = {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}
+        failed = self.render("all", "--output-dir", out, "--no-cert-check", "-f", os.path.join(self.dir, "missing.yml"))
+        self.assertEqual(failed.returncode, 1, failed.stderr)
+        self.assertEqual({name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}, before)
         refused = self.render("all")
         self.assertEqual(refused.returncode, 1)
         self.assertIn("--output-dir", refused.stderr)
