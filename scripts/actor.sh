@@ -163,6 +163,10 @@ start_pipeline() {
     watch_args+=(--lb-class "$LB_CLASS")
   fi
   [[ $UNICAST == true ]] && render_args+=(--unicast)
+  # keepalived tracks the proxy (`k8slb-apply health`); a pool this node cannot place keeps the
+  # interface of the installed keepalived.conf.
+  [[ $PROXY != kubeproxy && $apply =~ ^/[A-Za-z0-9/._+-]+$ ]] && render_args+=(--proxy-check "$apply")
+  render_args+=(--previous "$CONFIG_DIR/keepalived.conf")
   [[ -s $STATE_DIR/vrrp-password ]] && render_args+=(--vrrp-password-file "$STATE_DIR/vrrp-password")
   local apply_args=(node --config-dir "$CONFIG_DIR" --runtime-dir "$RUN_DIR" --proxy "$PROXY")
   [[ -n $KA_OPTIONS ]] && apply_args+=(--keepalived-options "$KA_OPTIONS")

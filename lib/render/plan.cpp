@@ -238,8 +238,23 @@ ProxyPlan plan_proxy(const Input& input) {
       entry.tls_backend =
           tcp && (backend_annotation == "true" || (backend_annotation.empty() && entry.target_port == 443));
 
-      // The VIPs this port may listen on: not already taken by another Service.
+      // The VIPs this port may listen on: not already taken by another Service, and for a TLS
+      // port, whose pool has its certificate (nginx: and key) on this node.
       for (const auto& vip : checked.vips) {
+        if (entry.tls && input.certificates) {
+          std::string missing;
+          for (const char* suffix : {".pem", ".key"}) {
+            if (std::string_view(suffix) == ".key" && proxy != Proxy::nginx) continue;
+            if (!input.certificates->count(vip.pool + suffix))
+              missing += (missing.empty() ? "" : " and ") + input.settings.cert_dir + "/" + vip.pool + suffix;
+          }
+          if (!missing.empty()) {
+            problem("", "MissingCertificate",
+                    fmt::format("port {}: no readable certificate {} (pool {}); this TLS port is not rendered on {}",
+                                entry.port, missing, vip.pool, vip.address.to_string()));
+            continue;
+          }
+        }
         auto listener = std::make_tuple(vip.address, entry.port, entry.protocol);
         auto [it, inserted] = listeners.emplace(listener, key);
         if (!inserted && it->second != key) {
