@@ -6,7 +6,14 @@
 #                         | k8slb-render all --stream --node "$NODE_NAME" ...
 #                         | k8slb-apply node ...
 #   actor.sh health   liveness: the actor and the daemons it started are running
-#   actor.sh ready    readiness: health, and a config has been applied (keepalived runs)
+#   actor.sh ready    readiness: health, a config has been applied (keepalived runs), and the
+#                     proxy answers (k8slb-apply health; not with kubeproxy)
+#   actor.sh once     one pass without a pipeline (a systemd timer, cron): k8slb-watch --once |
+#                     k8slb-render all --output-dir $RUN_DIR/actor/rendered, then k8slb-apply
+#                     node --from-dir; the daemons it starts keep running, the next pass finds
+#                     them, restarts one that died and reloads only what changed
+#   actor.sh stop     stop the daemons gracefully (k8slb-apply node --stop): keepalived first,
+#                     then the proxy's soft stop
 #
 # Options come from the environment (as in the original):
 #   NODE_NAME       this node (required; the downward API's spec.nodeName)
@@ -24,10 +31,11 @@
 #   CONFIG_DIR      where the daemons' configs are installed (default /etc/k8slb)
 #   K8SLB_BIN       directory of the k8slb tools (default: found on PATH)
 #   KUBECONFIG      kubeconfig for k8slb-watch (default: in-cluster ServiceAccount)
-#   RESTART_DELAY_MAX  longest wait before restarting a dead pipeline, seconds (default 30)
+#   RESTART_MAX_DELAY  longest wait before restarting a dead pipeline, seconds (default 30; the
+#                   watcher's name; RESTART_DELAY_MAX, the actor's old name, is still read)
 #
 # A part of the pipeline that dies takes the others down with it and the pipeline starts again
-# after a delay that doubles up to RESTART_DELAY_MAX; the daemons keep running meanwhile, with
+# after a delay that doubles up to RESTART_MAX_DELAY; the daemons keep running meanwhile, with
 # the last good config. SIGTERM stops the pipeline, then keepalived gracefully (it sends
 # priority 0, so a backup takes the VIPs over at once), then the proxy.
 set -euo pipefail
@@ -43,7 +51,7 @@ ADVERT_INT=${ADVERT_INT:-20}
 UNICAST=${UNICAST:-false}
 RUN_DIR=${RUN_DIR:-/run/k8slb}
 CONFIG_DIR=${CONFIG_DIR:-/etc/k8slb}
-RESTART_DELAY_MAX=${RESTART_DELAY_MAX:-30}
+RESTART_MAX_DELAY=${RESTART_MAX_DELAY:-${RESTART_DELAY_MAX:-30}}
 KA_OPTIONS=${KA_OPTIONS:-}
 HP_OPTIONS=${HP_OPTIONS:-}
 NX_OPTIONS=${NX_OPTIONS:-}
@@ -71,8 +79,8 @@ validate_options() {
   [[ $ADVERT_INT =~ ^[0-9]{1,4}$ ]] && ((ADVERT_INT >= 1 && ADVERT_INT <= 4095)) \
     || die "ADVERT_INT: '$ADVERT_INT' is not 1-4095 centiseconds"
   case $UNICAST in true | false) ;; *) die "UNICAST: '$UNICAST' is not true or false" ;; esac
-  [[ $RESTART_DELAY_MAX =~ ^[0-9]{1,4}$ ]] && ((RESTART_DELAY_MAX >= 1)) \
-    || die "RESTART_DELAY_MAX: '$RESTART_DELAY_MAX' is not a number of seconds"
+  [[ $RESTART_MAX_DELAY =~ ^[0-9]{1,4}$ ]] && ((RESTART_MAX_DELAY >= 1)) \
+    || die "RESTART_MAX_DELAY: '$RESTART_MAX_DELAY' is not a number of seconds"
 }
 
 # ip_nonlocal_bind lets nginx bind a VIP before (or while) another node holds it. HAProxy binds
@@ -138,6 +146,10 @@ check_health() {
 check_ready() {
   check_health >/dev/null || { check_health; return 1; }
   pid_from "$RUN_DIR/keepalived.pid" >/dev/null || { echo "no config applied yet (keepalived not started)"; return 1; }
+  # A node whose proxy does not answer holds no VIPs (keepalived tracks it) and is not ready.
+  if [[ $PROXY != kubeproxy ]]; then
+    "$(tool_path k8slb-apply)" health --proxy "$PROXY" --runtime-dir "$RUN_DIR" 2>&1 || return 1
+  fi
   echo ok
 }
 
@@ -146,15 +158,14 @@ check_ready() {
 PIDS=()
 STOPPING=0
 
-start_pipeline() {
-  local watch render apply
-  watch=$(tool_path k8slb-watch)
-  render=$(tool_path k8slb-render)
-  apply=$(tool_path k8slb-apply)
-  rm -f "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo"
-  mkfifo -m 600 "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo"
-
-  local render_args=(all --stream --proxy "$PROXY" --node "$NODE_NAME" --node-selector "$NODE_SELECTOR"
+# The three tools' arguments, the same for the pipeline and for `once`: WATCH, RENDER, APPLY
+# (paths) and WATCH_ARGS, RENDER_ARGS, APPLY_ARGS.
+pipeline_args() {
+  WATCH=$(tool_path k8slb-watch)
+  RENDER=$(tool_path k8slb-render)
+  APPLY=$(tool_path k8slb-apply)
+  local apply=$APPLY
+  local render_args=(all --proxy "$PROXY" --node "$NODE_NAME" --node-selector "$NODE_SELECTOR"
     --cert-dir "$CERT_PATH" --runtime-dir "$RUN_DIR" --vrid-offset "$VRID_OFFSET" --advert-int "$ADVERT_INT")
   render_args+=(--config-map "$CONFIG_MAP")
   local watch_args=(services endpointslices nodes "configmap/$CONFIG_MAP" --node-selector "$NODE_SELECTOR")
@@ -172,13 +183,19 @@ start_pipeline() {
   [[ -n $KA_OPTIONS ]] && apply_args+=(--keepalived-options "$KA_OPTIONS")
   [[ -n $HP_OPTIONS ]] && apply_args+=(--haproxy-options "$HP_OPTIONS")
   [[ -n $NX_OPTIONS ]] && apply_args+=(--nginx-options "$NX_OPTIONS")
+  WATCH_ARGS=("${watch_args[@]}") RENDER_ARGS=("${render_args[@]}") APPLY_ARGS=("${apply_args[@]}")
+}
 
+start_pipeline() {
+  pipeline_args
+  rm -f "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo"
+  mkfifo -m 600 "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo"
   # Each part is started on its own so that the actor knows every PID.
-  "$watch" "${watch_args[@]}" >"$STATE_DIR/watch.fifo" &
+  "$WATCH" "${WATCH_ARGS[@]}" >"$STATE_DIR/watch.fifo" &
   PIDS=($!)
-  "$render" "${render_args[@]}" <"$STATE_DIR/watch.fifo" >"$STATE_DIR/render.fifo" &
+  "$RENDER" "${RENDER_ARGS[@]}" --stream <"$STATE_DIR/watch.fifo" >"$STATE_DIR/render.fifo" &
   PIDS+=($!)
-  "$apply" "${apply_args[@]}" <"$STATE_DIR/render.fifo" &
+  "$APPLY" "${APPLY_ARGS[@]}" <"$STATE_DIR/render.fifo" &
   PIDS+=($!)
   log "pipeline started: watch ${PIDS[0]}, render ${PIDS[1]}, apply ${PIDS[2]}"
 }
@@ -218,7 +235,8 @@ on_stop() {
   exit 0
 }
 
-run() {
+# What every mode that applies needs: checked options, the state dir, the VRRP password file.
+prepare() {
   validate_options
   mkdir -p "$STATE_DIR" "$CONFIG_DIR"
   chmod 700 "$STATE_DIR"
@@ -231,6 +249,10 @@ run() {
   fi
   unset VRRP_PASSWORD
   set_sysctls
+}
+
+run() {
+  prepare
   echo $$ >"$STATE_DIR/actor.pid"
   trap on_stop TERM INT
   log "node $NODE_NAME, proxy $PROXY, selector $NODE_SELECTOR, advert ${ADVERT_INT}cs, unicast $UNICAST"
@@ -249,14 +271,49 @@ run() {
     sleep "$delay" &
     pid=$!
     wait "$pid" || true
-    delay=$((delay * 2 > RESTART_DELAY_MAX ? RESTART_DELAY_MAX : delay * 2))
+    delay=$((delay * 2 > RESTART_MAX_DELAY ? RESTART_MAX_DELAY : delay * 2))
   done
+}
+
+# One pass: render the cluster as it is now into a directory, then apply that set. Exit status:
+# 0 applied; 3 applied, some objects left out by the renderer (named on stderr); 1 the cluster
+# could not be read, nothing could be rendered, or the set was not applied (the daemons keep
+# what they run).
+run_once() {
+  prepare
+  pipeline_args
+  local out="$STATE_DIR/rendered" statuses
+  set +e
+  "$WATCH" --once "${WATCH_ARGS[@]}" | "$RENDER" "${RENDER_ARGS[@]}" --output-dir "$out"
+  statuses=("${PIPESTATUS[@]}")
+  set -e
+  if ((statuses[0] != 0)); then
+    log "error: k8slb-watch --once exited with status ${statuses[0]}: nothing applied"
+    return 1
+  fi
+  case ${statuses[1]} in
+    0) ;;
+    3) log "warning: k8slb-render left objects out (named above); applying the rest" ;;
+    *) log "error: k8slb-render exited with status ${statuses[1]}: nothing applied"; return 1 ;;
+  esac
+  local applied=0
+  "$APPLY" "${APPLY_ARGS[@]}" --from-dir "$out" || applied=$?
+  # Applied, but some objects were left out by the renderer: partial (3), as the tools say it.
+  if ((applied == 0 && statuses[1] == 3)); then return 3; fi
+  return "$applied"
+}
+
+stop_node() {
+  validate_options
+  "$(tool_path k8slb-apply)" node --stop --config-dir "$CONFIG_DIR" --runtime-dir "$RUN_DIR" --proxy "$PROXY"
 }
 
 case ${1:-run} in
   run) run ;;
+  once) run_once ;;
+  stop) stop_node ;;
   health) check_health ;;
   ready) check_ready ;;
-  -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) echo "usage: $PROGRAM [run|health|ready]" >&2; exit 2 ;;
+  -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
+  *) echo "usage: $PROGRAM [run|once|stop|health|ready]" >&2; exit 2 ;;
 esac

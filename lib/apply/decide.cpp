@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <csignal>
 #include <set>
 #include <sstream>
 
@@ -282,6 +283,15 @@ std::chrono::milliseconds restart_delay(int failures) {
   long long delay = 1000;
   for (int i = 1; i < failures && delay < 30000; ++i) delay *= 2;
   return std::chrono::milliseconds(std::min(delay, 30000LL));
+}
+
+StopPlan stop_plan(Daemon daemon) {
+  switch (daemon) {
+  case Daemon::keepalived: return {SIGTERM, std::chrono::seconds(5)};
+  case Daemon::haproxy: return {SIGUSR1, std::chrono::seconds(15)};
+  case Daemon::nginx: return {SIGQUIT, std::chrono::seconds(15)};
+  }
+  return {SIGTERM, std::chrono::seconds(5)};
 }
 
 std::optional<std::string> keepalived_hold_reason(const std::vector<DaemonResult>& earlier) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -579,25 +580,38 @@ std::vector<std::string> NodeApplier::supervise() {
   return log;
 }
 
-void NodeApplier::stop_all() {
+std::vector<std::string> NodeApplier::stop_all(bool adopted) {
+  std::vector<std::string> log;
   // Keepalived first, so the VIPs move away before the proxy behind them stops.
   for (auto daemon = daemons_.rbegin(); daemon != daemons_.rend(); ++daemon) {
     auto& state = *states_.at(*daemon);
     state.stopping = true;
-    if (!state.child || state.pid <= 0) continue;
-    kill(state.pid, SIGTERM);
-    bool gone = false;
-    for (int i = 0; i < 500 && !gone; ++i) { // 5 s
-      gone = detail::child_exited(state.pid, nullptr);
-      if (!gone) std::this_thread::sleep_for(10ms);
+    if (state.pid <= 0 || (!state.child && !adopted)) continue;
+    const auto plan = stop_plan(*daemon);
+    const bool child = state.child;
+    auto gone = [&] {
+      return child ? detail::child_exited(state.pid, nullptr) : !detail::process_alive(state.pid);
+    };
+    kill(state.pid, plan.signal);
+    const auto deadline = Clock::now() + plan.wait;
+    bool stopped = gone();
+    while (!stopped && Clock::now() < deadline) {
+      std::this_thread::sleep_for(10ms);
+      stopped = gone();
     }
-    if (!gone) {
+    if (stopped) {
+      log.push_back(fmt::format("stopped {} (pid {}, {})", to_string(*daemon), state.pid, strsignal(plan.signal)));
+    } else {
       kill(state.pid, SIGKILL);
-      for (int i = 0; i < 200 && !detail::child_exited(state.pid, nullptr); ++i) std::this_thread::sleep_for(10ms);
+      for (int i = 0; i < 200 && !gone(); ++i) std::this_thread::sleep_for(10ms);
+      log.push_back(fmt::format("killed {} (pid {}): still running {} s after {}", to_string(*daemon), state.pid,
+                                std::chrono::duration_cast<std::chrono::seconds>(plan.wait).count(),
+                                strsignal(plan.signal)));
     }
     state.pid = 0;
     state.child = false;
   }
+  return log;
 }
 
 } // namespace k8slb::apply

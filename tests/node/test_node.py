@@ -101,6 +101,47 @@ class HaproxyTest(NodeTest):
         h.wait_for_traffic()
         self.assertEqual(h.pid_file("haproxy.pid"), master, "haproxy was restarted")
 
+    def haproxy_log(self):
+        with open(os.path.join(self.h.runtime_dir, "haproxy.log"), errors="replace") as f:
+            return f.read()
+
+    def test_stop_is_graceful_for_daemons_of_a_one_shot_run(self):
+        """--stop ends what --from-dir left running (systemd's ExecStop, a node's shutdown):
+        HAProxy by its soft stop, so its worker finishes and exits 0, not SIGTERM's 143."""
+        h = self.h
+        h.start_backends(1)
+        first = h.run_once(haproxy_files(h.runtime_dir, [0]), "--no-keepalived")
+        self.assertEqual(first.returncode, 0, first.stderr)
+        h.wait_for_traffic()
+        master = h.pid_file("haproxy.pid")
+        stop = subprocess.run(h.netns_exec() + [APPLY, "node", "--stop", "--no-keepalived", "--config-dir",
+                                                h.config_dir, "--runtime-dir", h.runtime_dir],
+                              capture_output=True, text=True, timeout=60)
+        self.assertEqual(stop.returncode, 0, stop.stderr)
+        self.assertIn(f"stopped haproxy (pid {master}, User defined signal 1)", stop.stderr)
+        self.assertFalse(os.path.exists(f"/proc/{master}"), "haproxy still runs")
+        self.assertRegex(self.haproxy_log(), r"worker \(\d+\) exited with code 0")
+        self.assertNotIn("exited with code 143", self.haproxy_log())
+        again = subprocess.run(h.netns_exec() + [APPLY, "node", "--stop", "--no-keepalived", "--config-dir",
+                                                 h.config_dir, "--runtime-dir", h.runtime_dir],
+                               capture_output=True, text=True, timeout=60)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertIn("nothing running from", again.stderr)
+
+    def test_sigterm_soft_stops_haproxy(self):
+        """The actor's stop (SIGTERM to k8slb-apply node): HAProxy's worker exits 0."""
+        h = self.h
+        h.start_backends(1)
+        apply = h.start_apply("--no-keepalived")
+        self.assertEqual(h.send(apply, haproxy_files(h.runtime_dir, [0]))["actions"], {"haproxy": "start"})
+        h.wait_for_traffic()
+        apply.send_signal(signal.SIGTERM)
+        self.assertEqual(apply.wait(timeout=30), 0)
+        # The daemons' output goes to k8slb-apply's stderr in this mode.
+        self.assertIn("stopped haproxy", h.stderr())
+        self.assertRegex(h.stderr(), r"worker \(\d+\) exited with code 0")
+        self.assertNotIn("exited with code 143", h.stderr())
+
     def test_one_shot_refuses_an_incomplete_set(self):
         # Issue 7 item 1: a set from a failed, interrupted or unfinished render is never applied.
         h = self.h

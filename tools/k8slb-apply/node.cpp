@@ -25,6 +25,7 @@ struct NodeCommandOptions {
   std::string proxy = "haproxy";
   bool no_keepalived = false;
   bool stay = false;
+  bool stop = false;
   std::string haproxy = "haproxy";
   std::string nginx = "nginx";
   std::string keepalived = "keepalived";
@@ -148,7 +149,16 @@ int run_stream(const NodeCommandOptions& options) {
     }
     if (!report(result)) break;
   }
-  applier.stop_all();
+  for (const auto& line : applier.stop_all()) tool::info(line);
+  return tool::kExitOk;
+}
+
+// Stops the daemons an earlier run left running (their pid files in the runtime dir).
+int run_stop(const NodeCommandOptions& options) {
+  apply::NodeApplier applier(to_node_options(options));
+  auto stopped = applier.stop_all(/*adopted=*/true);
+  for (const auto& line : stopped) tool::info(line);
+  if (stopped.empty()) tool::info("nothing running from " + options.runtime_dir);
   return tool::kExitOk;
 }
 
@@ -171,6 +181,10 @@ void add_node_command(CLI::App& app, std::function<int()>& run) {
       ->capture_default_str();
   sub->add_flag("--no-keepalived", options.no_keepalived, "Do not manage keepalived");
   sub->add_flag("--stay", options.stay, "At the end of stdin keep supervising the daemons until SIGTERM");
+  sub->add_flag("--stop", options.stop,
+                "Stop the daemons running from --runtime-dir gracefully (keepalived first, then the "
+                "proxy's soft stop) and exit")
+      ->excludes("--from-dir");
   sub->add_option("--haproxy", options.haproxy, "haproxy binary")->capture_default_str();
   sub->add_option("--nginx", options.nginx, "nginx binary")->capture_default_str();
   sub->add_option("--keepalived", options.keepalived, "keepalived binary")->capture_default_str();
@@ -185,7 +199,10 @@ void add_node_command(CLI::App& app, std::function<int()>& run) {
                   "Before a reload, wait (bounded) while this many old HAProxy workers are still finishing")
       ->capture_default_str();
   sub->callback([&run] {
-    run = [] { return options.from_dir.empty() ? run_stream(options) : run_once(options); };
+    run = [] {
+      if (options.stop) return run_stop(options);
+      return options.from_dir.empty() ? run_stream(options) : run_once(options);
+    };
   });
 }
 

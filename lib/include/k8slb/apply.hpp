@@ -105,6 +105,16 @@ std::optional<std::string> nginx_pid_path(std::string_view nginx_conf);
 // Delay before restarting a daemon that died `failures` times in a row: 1 s doubling to 30 s.
 std::chrono::milliseconds restart_delay(int failures);
 
+// How a daemon is stopped gracefully, and how long to wait for it before SIGKILL: keepalived
+// by SIGTERM (priority-0 adverts, the backups take the VIPs over at once), HAProxy's master by
+// SIGUSR1 (soft stop: the workers stop listening and finish their connections, bounded by
+// hard-stop-after), nginx by SIGQUIT (graceful shutdown).
+struct StopPlan {
+  int signal;
+  std::chrono::milliseconds wait;
+};
+StopPlan stop_plan(Daemon daemon);
+
 // ---- The edge: a node's daemons ----------------------------------------------------------
 
 struct NodeOptions {
@@ -175,8 +185,10 @@ public:
   // Restarts managed daemons that died (bounded backoff). Returns log lines of what happened.
   std::vector<std::string> supervise();
 
-  // Stops the daemons this process started (SIGTERM, then SIGKILL after a bounded wait).
-  void stop_all();
+  // Stops the daemons gracefully, keepalived first (stop_plan: its signal, then SIGKILL after
+  // its wait): those this process started, and with `adopted` also those it found running from
+  // their pid files (an earlier `--from-dir`). Returns a line per daemon stopped.
+  std::vector<std::string> stop_all(bool adopted = false);
 
   // Daemons this applier manages, in apply order (proxy first, then keepalived).
   const std::vector<Daemon>& daemons() const { return daemons_; }

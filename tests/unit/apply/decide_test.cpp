@@ -1,6 +1,7 @@
 // Table tests for the pure decisions of k8slb-apply node.
 #include "k8slb/apply.hpp"
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -278,6 +279,22 @@ TEST(SmallHelpers, OptionsPidPathsAndBackoff) {
   for (auto test : std::vector<Case>{{0, 0}, {1, 1000}, {2, 2000}, {3, 4000}, {5, 16000}, {6, 30000}, {40, 30000}}) {
     SCOPED_TRACE(test.failures);
     EXPECT_EQ(restart_delay(test.failures).count(), test.ms);
+  }
+}
+
+TEST(StopPlan, GracefulSignalPerDaemon) {
+  struct Case {
+    Daemon daemon;
+    int signal;
+    long wait_s;
+  };
+  // keepalived hands its VIPs over at once; the proxies finish their connections.
+  for (auto test : std::vector<Case>{{Daemon::keepalived, SIGTERM, 5},
+                                     {Daemon::haproxy, SIGUSR1, 15},
+                                     {Daemon::nginx, SIGQUIT, 15}}) {
+    SCOPED_TRACE(to_string(test.daemon));
+    EXPECT_EQ(stop_plan(test.daemon).signal, test.signal);
+    EXPECT_EQ(std::chrono::duration_cast<std::chrono::seconds>(stop_plan(test.daemon).wait).count(), test.wait_s);
   }
 }
 
