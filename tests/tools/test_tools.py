@@ -99,7 +99,7 @@ class AllocateTest(unittest.TestCase):
                 "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}
         result = self.allocate("--config", f"{EXAMPLES}/pools.json",
                                stdin=json.dumps({"kind": "List", "apiVersion": "v1", "items": [bad, good]}))
-        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.returncode, 3)   # written, the bad one named: partial
         self.assertIn("default/bad: spec.loadBalancerIP:", result.stderr)
         ips = ingress(json.loads(result.stdout))
         self.assertEqual(ips["default/bad"], [])
