@@ -9,8 +9,8 @@ thread pool before the watcher starts), measures:
 
     python3 bench/cluster_bench.py --binary-dir build [--services 10000] [--samples 9]
 
-Not part of ctest. The Services are headless (clusterIP None): the simulator hands out cluster
-IPs from one /24 only. IPs come from 2001:db8::/32 (the documentation prefix): 10,000 do not fit
+Not part of ctest. The Services are headless (clusterIP None), as when the simulator handed out
+cluster IPs from one /24 (now a /12): kept so that the figures stay comparable. IPs come from 2001:db8::/32 (the documentation prefix): 10,000 do not fit
 in the IPv4 documentation ranges.
 """
 

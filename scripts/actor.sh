@@ -2,7 +2,7 @@
 # k8slb actor: the DaemonSet's entrypoint on every load-balancer node.
 #
 #   actor.sh          run the pipeline until SIGTERM / SIGINT:
-#                       k8slb-watch services endpointslices nodes configmap/k8slb-system/global
+#                       k8slb-watch services endpointslices nodes configmap/$CONFIG_MAP
 #                         | k8slb-render all --stream --node "$NODE_NAME" ...
 #                         | k8slb-apply node ...
 #   actor.sh health   liveness: the actor and the daemons it started are running
@@ -11,6 +11,8 @@
 # Options come from the environment (as in the original):
 #   NODE_NAME       this node (required; the downward API's spec.nodeName)
 #   NODE_SELECTOR   labels of the load-balancer Nodes (default type=loadBalancer)
+#   CONFIG_MAP      namespace/name of the pools ConfigMap (default k8slb-system/global; as the watcher's)
+#   LB_CLASS        serve Services of this spec.loadBalancerClass (default: those without one; as the watcher's)
 #   PROXY           haproxy (default) | nginx | kubeproxy
 #   CERT_PATH       TLS certificates, <pool>.pem (+ <pool>.key for nginx) (default /etc/certs)
 #   VRID_OFFSET     added to every VRRP virtual_router_id (default 0)
@@ -32,6 +34,8 @@ set -euo pipefail
 
 readonly PROGRAM=actor.sh
 NODE_SELECTOR=${NODE_SELECTOR:-type=loadBalancer}
+CONFIG_MAP=${CONFIG_MAP:-k8slb-system/global}
+LB_CLASS=${LB_CLASS:-}
 PROXY=${PROXY:-haproxy}
 CERT_PATH=${CERT_PATH:-/etc/certs}
 VRID_OFFSET=${VRID_OFFSET:-0}
@@ -57,6 +61,11 @@ validate_options() {
   [[ $NODE_NAME =~ ^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$ ]] || die "NODE_NAME: '$NODE_NAME' is not a node name"
   [[ $NODE_SELECTOR =~ ^[A-Za-z0-9./_-]+(=[A-Za-z0-9._-]*)?(,[A-Za-z0-9./_-]+(=[A-Za-z0-9._-]*)?)*$ ]] \
     || die "NODE_SELECTOR: '$NODE_SELECTOR' is not key=value[,key=value...]"
+  [[ $CONFIG_MAP =~ ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$ ]] \
+    || die "CONFIG_MAP: '$CONFIG_MAP' is not namespace/name"
+  # A label-style qualified name, as the API server requires of spec.loadBalancerClass.
+  [[ -z $LB_CLASS || $LB_CLASS =~ ^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$ ]] \
+    || die "LB_CLASS: '$LB_CLASS' is not a qualified name such as example.com/k8slb"
   case $PROXY in haproxy | nginx | kubeproxy) ;; *) die "PROXY: '$PROXY' is not haproxy, nginx or kubeproxy" ;; esac
   [[ $VRID_OFFSET =~ ^[0-9]{1,3}$ ]] && ((VRID_OFFSET <= 254)) || die "VRID_OFFSET: '$VRID_OFFSET' is not 0-254"
   [[ $ADVERT_INT =~ ^[0-9]{1,4}$ ]] && ((ADVERT_INT >= 1 && ADVERT_INT <= 4095)) \
@@ -66,13 +75,15 @@ validate_options() {
     || die "RESTART_DELAY_MAX: '$RESTART_DELAY_MAX' is not a number of seconds"
 }
 
-# ip_nonlocal_bind lets the proxy bind a VIP before (or while) another node holds it.
+# ip_nonlocal_bind lets nginx bind a VIP before (or while) another node holds it. HAProxy binds
+# with `transparent` (IP_TRANSPARENT) and kube-proxy binds nothing: neither needs it.
 set_sysctls() {
   local key
+  [[ $PROXY == nginx ]] || return 0
   for key in net.ipv4.ip_nonlocal_bind net.ipv6.ip_nonlocal_bind; do
     if ! sysctl -q -w "$key=1" >/dev/null 2>&1; then
       [[ $(sysctl -n "$key" 2>/dev/null) == 1 ]] \
-        || log "warning: cannot set $key=1 (read-only /proc/sys?): set it on the node; proxies cannot bind VIPs held elsewhere"
+        || log "warning: cannot set $key=1 (read-only /proc/sys?): set it on the node; nginx cannot bind VIPs held elsewhere"
     fi
   done
 }
@@ -145,7 +156,17 @@ start_pipeline() {
 
   local render_args=(all --stream --proxy "$PROXY" --node "$NODE_NAME" --node-selector "$NODE_SELECTOR"
     --cert-dir "$CERT_PATH" --runtime-dir "$RUN_DIR" --vrid-offset "$VRID_OFFSET" --advert-int "$ADVERT_INT")
+  render_args+=(--config-map "$CONFIG_MAP")
+  local watch_args=(services endpointslices nodes "configmap/$CONFIG_MAP" --node-selector "$NODE_SELECTOR")
+  if [[ -n $LB_CLASS ]]; then
+    render_args+=(--lb-class "$LB_CLASS")
+    watch_args+=(--lb-class "$LB_CLASS")
+  fi
   [[ $UNICAST == true ]] && render_args+=(--unicast)
+  # keepalived tracks the proxy (`k8slb-apply health`); a pool this node cannot place keeps the
+  # interface of the installed keepalived.conf.
+  [[ $PROXY != kubeproxy && $apply =~ ^/[A-Za-z0-9/._+-]+$ ]] && render_args+=(--proxy-check "$apply")
+  render_args+=(--previous "$CONFIG_DIR/keepalived.conf")
   [[ -s $STATE_DIR/vrrp-password ]] && render_args+=(--vrrp-password-file "$STATE_DIR/vrrp-password")
   local apply_args=(node --config-dir "$CONFIG_DIR" --runtime-dir "$RUN_DIR" --proxy "$PROXY")
   [[ -n $KA_OPTIONS ]] && apply_args+=(--keepalived-options "$KA_OPTIONS")
@@ -153,8 +174,7 @@ start_pipeline() {
   [[ -n $NX_OPTIONS ]] && apply_args+=(--nginx-options "$NX_OPTIONS")
 
   # Each part is started on its own so that the actor knows every PID.
-  "$watch" services endpointslices nodes configmap/k8slb-system/global \
-    --node-selector "$NODE_SELECTOR" >"$STATE_DIR/watch.fifo" &
+  "$watch" "${watch_args[@]}" >"$STATE_DIR/watch.fifo" &
   PIDS=($!)
   "$render" "${render_args[@]}" <"$STATE_DIR/watch.fifo" >"$STATE_DIR/render.fifo" &
   PIDS+=($!)

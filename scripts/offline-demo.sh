@@ -19,7 +19,7 @@ for item in doc["items"]:
         print(f'  event {item["reason"]}: {item["message"]}')
 PY
 echo "== k8slb-render haproxy (with examples/endpointslices.yml)"
-"$render" haproxy --config "$ex/pools.json" --interfaces "$ex/node-interfaces.json" \
+"$render" haproxy --config "$ex/pools.json" --interfaces "$ex/node-interfaces.json" --no-cert-check \
   -f /tmp/k8slb-offline-$$.json -f "$ex/endpointslices.yml" | sed 's/^/  /'
 echo "== k8slb-render keepalived"
 "$render" keepalived --config "$ex/pools.json" --interfaces "$ex/node-interfaces.json" \

@@ -23,8 +23,11 @@
 #   EVENT_INTERVAL   seconds between two writes of the same Event (default 300)
 #   WATCH_DEBOUNCE   coalesce changes within this window (k8slb-watch --debounce, e.g. 200ms)
 #   RESTART_MAX_DELAY  longest pause before restarting a failed pipeline, seconds (default 30)
+#
+# watcher.sh --help prints this text.
 #   K8SLB_BIN        directory of the k8slb tools (default: found on PATH)
 #   KUBECONFIG       kubeconfig for the tools (default: in-cluster)
+#   TMPDIR           where the pipeline's FIFOs are made (default /tmp; must be writable)
 set -u -o pipefail
 
 log() { echo "watcher.sh: $*" >&2; }
@@ -40,7 +43,21 @@ esac
 if [ -n "${LOOP_DELAY:-}" ]; then
   log "LOOP_DELAY=$LOOP_DELAY ignored: changes are watched, not polled"
 fi
+case ${1:-} in
+  "") ;;
+  -h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  *) log "usage: watcher.sh (settings come from the environment; --help lists them)"; exit 2 ;;
+esac
 config_map=${CONFIG_MAP:-k8slb-system/global}
+# The same checks as actor.sh: the two read the same settings.
+if ! [[ $config_map =~ ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$ ]]; then
+  log "CONFIG_MAP=$config_map: expected namespace/name, e.g. k8slb-system/global"
+  exit 2
+fi
+if [ -n "${LB_CLASS:-}" ] && ! [[ $LB_CLASS =~ ^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$ ]]; then
+  log "LB_CLASS=$LB_CLASS: expected a qualified name such as example.com/k8slb"
+  exit 2
+fi
 lease_name=${LEASE_NAME:-k8slb-watcher}
 max_delay=${RESTART_MAX_DELAY:-30}
 if ! [[ $max_delay =~ ^[0-9]+$ ]] || [ "$max_delay" -lt 1 ]; then
@@ -67,7 +84,12 @@ if [ "$lease_name" != none ]; then
   if [ -n "${LEASE_RETRY_PERIOD:-}" ]; then lease_args+=(--retry-period "$LEASE_RETRY_PERIOD"); fi
 fi
 
-fifo_dir=$(mktemp -d "${TMPDIR:-/tmp}/k8slb-watcher.XXXXXX")
+# The FIFOs between the tools. The manifests mount an emptyDir at /tmp (the root file system is
+# read-only); without a writable directory there is no pipeline, so say so and stop.
+if ! fifo_dir=$(mktemp -d "${TMPDIR:-/tmp}/k8slb-watcher.XXXXXX"); then
+  log "error: cannot create a directory for the pipeline's FIFOs in ${TMPDIR:-/tmp}: mount a writable volume there or set TMPDIR"
+  exit 1
+fi
 stopping=0
 gate_pid=""
 watch_pid="" allocate_pid="" apply_pid=""
@@ -131,7 +153,11 @@ acquire() {
 }
 
 # Runs the pipeline until one of its parts ends; sets pipeline_result to the exit status of the
-# part that ended ("restart" when k8slb-apply exited 3: it acquired the lease itself).
+# part that caused the end ("restart" when k8slb-apply exited 4: it acquired the lease itself).
+# The cause is not simply the first part to end: when k8slb-watch fails, k8slb-allocate sees
+# the end of its input and exits 0 at about the same moment. So the parts that end on their
+# own within a second are collected too, and the cause is the one with a non-zero status
+# (k8slb-apply's first, then upstream first); the log names every part and its status.
 run_pipeline() {
   rm -f "$fifo_dir/watch" "$fifo_dir/allocate"
   mkfifo "$fifo_dir/watch" "$fifo_dir/allocate"
@@ -142,7 +168,8 @@ run_pipeline() {
   "$(tool k8slb-apply)" cluster "${apply_args[@]}" "${lease_args[@]}" <"$fifo_dir/allocate" &
   apply_pid=$!
   log "pipeline started: k8slb-watch $watch_pid | k8slb-allocate $allocate_pid | k8slb-apply $apply_pid"
-  local ended="" status=0
+  local -A status_of=()
+  local ended="" status=0 pid
   while :; do
     wait -n -p ended "$watch_pid" "$allocate_pid" "$apply_pid"
     status=$?
@@ -154,16 +181,63 @@ run_pipeline() {
       return
     fi
   done
-  local name=k8slb-watch
-  [ "$ended" = "$allocate_pid" ] && name=k8slb-allocate
-  [ "$ended" = "$apply_pid" ] && name=k8slb-apply
-  [ "$ended" = "$watch_pid" ] && watch_pid=""
-  [ "$ended" = "$allocate_pid" ] && allocate_pid=""
-  [ "$ended" = "$apply_pid" ] && apply_pid=""
-  log "$name (pid $ended) exited with status $status; stopping the pipeline"
+  status_of[$ended]=$status
+  # Give the others a second to end by themselves (bounded: 10 rounds of a 0.1 s timer).
+  local rest=() timer
+  for _ in $(seq 10); do
+    rest=()
+    for pid in "$watch_pid" "$allocate_pid" "$apply_pid"; do
+      [ -z "${status_of[$pid]+x}" ] && rest+=("$pid")
+    done
+    [ "${#rest[@]}" = 0 ] && break
+    sleep 0.1 &
+    timer=$!
+    ended=""
+    wait -n -p ended "${rest[@]}" "$timer"
+    status=$?
+    if [ -n "${ended:-}" ] && [ "$ended" != "$timer" ]; then
+      status_of[$ended]=$status
+      kill "$timer" 2>/dev/null
+    fi
+    wait "$timer" 2>/dev/null
+    [ "$stopping" = 1 ] && break
+  done
+  local names=(k8slb-watch k8slb-allocate k8slb-apply) pids=("$watch_pid" "$allocate_pid" "$apply_pid")
+  local cause="" cause_status=0 parts="" i
+  # k8slb-apply first: its status says why (4: restart, 1: lost the lease or failed).
+  for i in 2 0 1; do
+    pid=${pids[$i]}
+    if [ -n "${status_of[$pid]+x}" ] && [ "${status_of[$pid]}" != 0 ] && [ -z "$cause" ]; then
+      cause=${names[$i]} cause_status=${status_of[$pid]}
+    fi
+  done
+  for i in 0 1 2; do
+    pid=${pids[$i]}
+    if [ -n "${status_of[$pid]+x}" ]; then
+      parts+=" ${names[$i]} (pid $pid) exited with status ${status_of[$pid]};"
+    else
+      parts+=" ${names[$i]} (pid $pid) still running, stopped;"
+    fi
+  done
+  if [ -z "$cause" ]; then
+    # Every part that ended did so with status 0: the first one's end is the cause (k8slb-watch
+    # ending means its stream ended; the others end when their input ends).
+    for i in 0 1 2; do
+      pid=${pids[$i]}
+      if [ -n "${status_of[$pid]+x}" ] && [ -z "$cause" ]; then cause=${names[$i]}; fi
+    done
+  fi
+  for i in 0 1 2; do
+    [ -n "${status_of[${pids[$i]}]+x}" ] || continue
+    case $i in 0) watch_pid="" ;; 1) allocate_pid="" ;; 2) apply_pid="" ;; esac
+  done
+  case "$cause:$cause_status" in
+    k8slb-apply:4) log "pipeline ended: k8slb-apply took the lease while the pipeline was running (status 4): restarting from a fresh list;$parts" ;;
+    *) log "pipeline ended: cause: $cause exited with status $cause_status;$parts stopping the pipeline" ;;
+  esac
   stop_pipeline
-  pipeline_result=$status
-  if [ "$name" = k8slb-apply ] && [ "$status" = 3 ]; then pipeline_result=restart; fi
+  pipeline_result=$cause_status
+  if [ "$cause" = k8slb-apply ] && [ "$cause_status" = 4 ]; then pipeline_result=restart; fi
 }
 
 delay=1

@@ -84,6 +84,45 @@ json make_event(const model::Service& service, const std::string& reason,
   };
 }
 
+json make_object_event(const json& object, const std::string& reason, const std::string& type,
+                       const std::string& message) {
+  auto text = [&](const char* pointer) {
+    const json::json_pointer at(pointer);
+    return object.contains(at) && object.at(at).is_string() ? object.at(at).get<std::string>() : std::string();
+  };
+  std::string ns = text("/metadata/namespace");
+  std::string name = text("/metadata/name");
+  return json{
+      {"apiVersion", "v1"},
+      {"kind", "Event"},
+      {"metadata", {{"namespace", ns}, {"generateName", name + "."}}},
+      {"involvedObject",
+       {{"apiVersion", text("/apiVersion")},
+        {"kind", text("/kind")},
+        {"namespace", ns},
+        {"name", name},
+        {"uid", text("/metadata/uid")},
+        {"resourceVersion", text("/metadata/resourceVersion")}}},
+      {"reason", reason},
+      {"message", message},
+      {"type", type},
+      {"source", {{"component", "k8slb"}}},
+      {"reportingComponent", "k8slb"},
+  };
+}
+
+std::vector<json> no_config_events(const std::vector<model::Service>& services, const std::string& why,
+                                   const Options& options) {
+  std::vector<json> events;
+  for (const model::Service& service : services) {
+    if (!service.is_load_balancer() || service.lb_class != options.lb_class) continue;
+    if (!service.ingress_ips.empty()) continue; // holds its IPs: kept, nothing to say
+    Problem problem{service.key(), "", "AllocationFailed", why + "; no IP is assigned until it is fixed"};
+    events.push_back(make_event(service, problem.reason, "Warning", problem.to_string()));
+  }
+  return events;
+}
+
 json publish(const std::vector<json>& items, const std::vector<model::Service>& services,
              const std::vector<Result>& results, const PublishOptions& options) {
   return publish(std::vector<json>(items), services, results, options);

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "k8slb/validate.hpp"
+
 namespace k8slb::allocate::detail {
 
 namespace {
@@ -66,6 +68,8 @@ Request make_request(const model::Service& service, const pool::Config& config,
       request.problem = Problem{request.key, std::move(field), kReasonFailed, std::move(message)};
   };
 
+  // What render refuses for a whole Service gets no IP either: no node would serve it.
+  for (const Problem& problem : validate::service_problems(service)) invalid(problem.field, problem.message);
   for (const model::ServicePort& port : service.ports)
     request.ports.emplace_back(port.protocol, port.port);
   if (service.ports.empty())

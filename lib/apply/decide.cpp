@@ -284,10 +284,19 @@ std::chrono::milliseconds restart_delay(int failures) {
   return std::chrono::milliseconds(std::min(delay, 30000LL));
 }
 
+std::optional<std::string> keepalived_hold_reason(const std::vector<DaemonResult>& earlier) {
+  for (const auto& result : earlier) {
+    if (result.daemon == Daemon::keepalived || result.ok) continue;
+    return fmt::format("{} did not take its new config", to_string(result.daemon));
+  }
+  return std::nullopt;
+}
+
 nlohmann::json ApplyResult::to_json() const {
   nlohmann::json actions = nlohmann::json::object();
   for (const auto& daemon : daemons)
-    actions[std::string(to_string(daemon.daemon))] = daemon.ok ? std::string(to_string(daemon.action)) : "failed";
+    actions[std::string(to_string(daemon.daemon))] =
+        daemon.held ? "held" : daemon.ok ? std::string(to_string(daemon.action)) : "failed";
   nlohmann::json list = nlohmann::json::array();
   for (const auto& problem : problems)
     list.push_back({{"object", problem.object},

@@ -68,12 +68,20 @@ std::string checker_message(const std::string& output) {
 } // namespace
 
 std::map<std::string, std::string> read_file_set(const std::string& dir) {
-  std::map<std::string, std::string> files;
   if (!std::filesystem::is_directory(dir)) fail(dir, "", "not a directory");
-  for (const char* name : kKnownFiles) {
-    auto text = detail::read_optional((std::filesystem::path(dir) / name).string());
-    if (text) files[name] = std::move(*text);
-  }
+  const auto manifest_path = (std::filesystem::path(dir) / render::kManifestFile).string();
+  auto manifest = detail::read_optional(manifest_path);
+  if (!manifest)
+    fail(dir, "",
+         fmt::format("no {}: not a complete set from k8slb-render --output-dir (a render failed, was "
+                     "interrupted or is still writing); nothing applied",
+                     render::kManifestFile));
+  auto listed = render::files_of_manifest(*manifest, manifest_path, [&](const std::string& name) {
+    return detail::read_optional((std::filesystem::path(dir) / name).string());
+  });
+  std::map<std::string, std::string> files;
+  for (const char* name : kKnownFiles)
+    if (auto found = listed.find(name); found != listed.end()) files[name] = std::move(found->second);
   if (files.empty())
     fail(dir, "", "holds none of haproxy.cfg, nginx.conf, keepalived.conf (run k8slb-render --output-dir)");
   return files;
@@ -89,6 +97,39 @@ std::map<std::string, std::string> file_set_from_json(const nlohmann::json& docu
     out[name] = content.get<std::string>();
   }
   return out;
+}
+
+std::optional<std::string> proxy_health(render::Proxy proxy, const std::string& runtime_dir,
+                                        std::chrono::milliseconds budget) {
+  const auto deadline = Clock::now() + budget;
+  std::string why;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (attempt > 0 && left <= 0ms) break;
+    switch (proxy) {
+    case render::Proxy::kubeproxy: return std::nullopt;
+    case render::Proxy::haproxy: {
+      const auto socket = (std::filesystem::path(runtime_dir) / "haproxy.sock").string();
+      auto answer = detail::socket_command(socket, "show info", std::max(left / 3, 50ms));
+      if (answer && answer->find("Name: HAProxy") != std::string::npos) return std::nullopt;
+      why = fmt::format("haproxy does not answer `show info` on {}", socket);
+      break;
+    }
+    case render::Proxy::nginx: {
+      const auto pid_file = (std::filesystem::path(runtime_dir) / "nginx.pid").string();
+      auto pid = detail::read_pid_file(pid_file);
+      if (!pid || !detail::process_alive(*pid) || detail::process_name(*pid) != "nginx")
+        why = fmt::format("no nginx runs with the pid in {}", pid_file);
+      else if (detail::child_pids(*pid).empty())
+        why = fmt::format("nginx (pid {}) has no worker", *pid);
+      else
+        return std::nullopt;
+      break;
+    }
+    }
+    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(100ms, std::max(0ms, left / 3)));
+  }
+  return why;
 }
 
 struct NodeApplier::State {
@@ -345,6 +386,19 @@ void reload_daemon(const NodeOptions& options, State& state, std::string& detail
   fail("haproxy.cfg", "", fmt::format("haproxy reload did not bring up a new worker within {} s", options.start_timeout_s));
 }
 
+// A daemon that should run but is down while its new config is not applied gets the last good
+// (installed) one.
+void start_last_good(const NodeOptions& options, State& state, const std::optional<std::string>& installed,
+                     ApplyResult& result) {
+  if (!installed || !state.wanted) return;
+  const std::string file(config_file_of(state.daemon));
+  try {
+    start_daemon(options, state, *installed);
+  } catch (const Error& error) {
+    result.problems.push_back({file, "", "StartFailed", without_prefix(error.what(), file)});
+  }
+}
+
 } // namespace
 
 ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) {
@@ -360,6 +414,17 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
       outcome.detail = message;
       result.problems.push_back({file, "", std::move(reason), std::move(message)});
     };
+    // Proxy first: when the proxy did not take its new config, keepalived keeps the VIP set
+    // that matches the config the proxy still runs (a daemon that is down gets its last one).
+    if (daemon == Daemon::keepalived) {
+      if (auto hold = keepalived_hold_reason(result.daemons)) {
+        problem("ProxyNotUpdated", fmt::format("not applied: {}; keepalived keeps the VIPs it holds", *hold));
+        outcome.held = true;
+        if (!is_running(options_, state)) start_last_good(options_, state, detail::read_optional(paths.cfg), result);
+        result.daemons.push_back(outcome);
+        continue;
+      }
+    }
     auto wanted = files.find(file);
     if (wanted == files.end()) {
       problem("MissingFile", fmt::format("not in the input, {} left as it is", to_string(daemon)));
@@ -421,14 +486,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
           if (checked.timed_out) output = fmt::format("timed out after {} s. {}", options_.check_timeout_s, output);
           problem("ConfigRejected", fmt::format("rejected by `{} {}` (kept as {}), the running config stays: {}",
                                                 basename_of(check[0]), check[1], rejected, output));
-          // A daemon that is down still gets the last good config.
-          if (!running && installed && state.wanted) {
-            try {
-              start_daemon(options_, state, *installed);
-            } catch (const Error& error) {
-              result.problems.push_back({file, "", "StartFailed", without_prefix(error.what(), file)});
-            }
-          }
+          if (!running) start_last_good(options_, state, installed, result);
           result.daemons.push_back(outcome);
           continue;
         }

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 
 #include <fmt/format.h>
@@ -100,6 +102,23 @@ std::vector<Interface> interfaces_from_ip_json(const nlohmann::json& document) {
   std::sort(interfaces.begin(), interfaces.end(),
             [](const Interface& a, const Interface& b) { return a.name < b.name; });
   return interfaces;
+}
+
+std::set<std::string> readable_certificates(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::set<std::string> found;
+  std::error_code error;
+  fs::directory_iterator entries(dir, error), end;
+  for (int count = 0; !error && entries != end && count < 10000; entries.increment(error), ++count) {
+    const auto name = entries->path().filename().string();
+    if (!name.ends_with(".pem") && !name.ends_with(".key")) continue;
+    std::ifstream file(entries->path(), std::ios::binary); // follows symlinks (Secret volumes)
+    std::string head(65536, '\0');
+    file.read(head.data(), static_cast<std::streamsize>(head.size()));
+    head.resize(static_cast<std::size_t>(std::max<std::streamsize>(0, file.gcount())));
+    if (head.find("-----BEGIN ") != std::string::npos) found.insert(name);
+  }
+  return found;
 }
 
 std::vector<Interface> read_interfaces() {

@@ -13,12 +13,6 @@ bool is_lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <=
 bool is_alnum(char c) { return is_lower_alnum(c) || (c >= 'A' && c <= 'Z'); }
 } // namespace
 
-bool is_dns_label(std::string_view text) {
-  if (text.empty() || text.size() > 63) return false;
-  if (!is_lower_alnum(text.front()) || !is_lower_alnum(text.back())) return false;
-  return std::all_of(text.begin(), text.end(), [](char c) { return is_lower_alnum(c) || c == '-'; });
-}
-
 bool is_dns_subdomain(std::string_view text) {
   if (text.empty() || text.size() > 253) return false;
   std::size_t start = 0;
@@ -52,10 +46,6 @@ bool is_safe_path(std::string_view text) {
     start = slash + 1;
   }
   return true;
-}
-
-std::string quote(std::string_view text) {
-  return nlohmann::json(std::string(text)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string host_port(const ip::Address& address, int port) {

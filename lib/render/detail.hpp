@@ -6,17 +6,18 @@
 #include <vector>
 
 #include "k8slb/ip.hpp"
+#include "k8slb/validate.hpp"
 
 namespace k8slb::render::detail {
 
 // Grammars of the strings that may reach a config file.
-bool is_dns_label(std::string_view text);     // RFC 1123 label: [a-z0-9]([-a-z0-9]*[a-z0-9])?, <= 63
+using validate::is_dns_label; // RFC 1123 label: [a-z0-9]([-a-z0-9]*[a-z0-9])?, <= 63
 bool is_dns_subdomain(std::string_view text); // dot-separated labels, <= 253
 bool is_pool_name(std::string_view text);     // [A-Za-z0-9][A-Za-z0-9._-]*, <= 63
 bool is_safe_path(std::string_view text);     // absolute, [A-Za-z0-9/._+-], no ".." part
 
 // A value quoted for a message, whatever bytes it holds: "\"a\\nb\"".
-std::string quote(std::string_view text);
+using validate::quote;
 
 // "192.0.2.1:80", "[2001:db8::1]:80".
 std::string host_port(const ip::Address& address, int port);

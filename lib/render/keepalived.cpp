@@ -76,6 +76,30 @@ std::optional<ip::Address> address_of_family(const model::Node& node, ip::Family
 
 } // namespace
 
+std::map<std::string, std::string> previous_interfaces(std::string_view keepalived_conf) {
+  std::map<std::string, std::string> found;
+  std::string pool;
+  while (!keepalived_conf.empty()) {
+    auto end = keepalived_conf.find('\n');
+    auto line = keepalived_conf.substr(0, end);
+    keepalived_conf.remove_prefix(end == std::string_view::npos ? keepalived_conf.size() : end + 1);
+    constexpr std::string_view pool_prefix = "# pool ", interface_prefix = "  interface ";
+    if (line.starts_with(pool_prefix)) {
+      line.remove_prefix(pool_prefix.size());
+      auto colon = line.find(':');
+      pool = colon == std::string_view::npos ? "" : std::string(line.substr(0, colon));
+      if (!detail::is_pool_name(pool)) pool.clear();
+    } else if (line.starts_with(interface_prefix) && !pool.empty()) {
+      line.remove_prefix(interface_prefix.size());
+      if (is_interface_name(line)) found[pool] = std::string(line);
+      pool.clear();
+    } else if (line == "}") {
+      pool.clear();
+    }
+  }
+  return found;
+}
+
 namespace {
 
 // Router ids that stay put when nodes or pools come and go (a changed id makes keepalived
@@ -127,6 +151,14 @@ KeepalivedPlan plan_keepalived(const Input& input) {
   if (!settings.notify_script.empty() && !detail::is_safe_path(settings.notify_script))
     fail("settings", "notify_script",
          fmt::format("{} is not a safe absolute path", quote(settings.notify_script)));
+
+  if (!settings.proxy_check.empty()) {
+    if (!detail::is_safe_path(settings.proxy_check))
+      fail("settings", "proxy_check", fmt::format("{} is not a safe absolute path", quote(settings.proxy_check)));
+    if (settings.proxy != Proxy::kubeproxy)
+      plan.track_proxy = fmt::format("{} health --proxy {} --runtime-dir {}", settings.proxy_check,
+                                     to_string(settings.proxy), settings.runtime_dir);
+  }
 
   const auto& mail = input.config.keepalived;
   if (!mail.email.empty()) {
@@ -203,9 +235,22 @@ KeepalivedPlan plan_keepalived(const Input& input) {
       std::string message = error.what();
       const std::string prefix = pool_object + ": interface: ";
       if (message.compare(0, prefix.size(), prefix) == 0) message.erase(0, prefix.size());
+      // A pool this node cannot place keeps the interface of its last good instances, so no
+      // VIP being served goes away over a config change (its VIPs still follow the Services).
+      auto previous = input.previous_interfaces.find(pool.name);
+      const bool previous_exists =
+          previous != input.previous_interfaces.end() &&
+          std::any_of(input.node.interfaces.begin(), input.node.interfaces.end(),
+                      [&](const node::Interface& candidate) { return candidate.name == previous->second; });
+      if (!previous_exists) {
+        plan.problems.push_back(Problem{pool_object, "interface", "NoInterface",
+                                        fmt::format("{}; the pool's IPs are not held by this node", message)});
+        continue;
+      }
+      interface = previous->second;
       plan.problems.push_back(Problem{pool_object, "interface", "NoInterface",
-                                      fmt::format("{}; the pool's IPs are not held by this node", message)});
-      continue;
+                                      fmt::format("{}; keeping the last good interface {} for the pool's IPs",
+                                                  message, interface)});
     }
     if (!is_interface_name(interface)) {
       plan.problems.push_back(Problem{pool_object, "interface", "NoInterface",
@@ -296,7 +341,7 @@ std::string print_keepalived(const KeepalivedPlan& plan, const Settings& setting
   line(fmt::format("  router_id {}", plan.router_id));
   line(fmt::format("  vrrp_version {}", plan.vrrp_version));
   line("  enable_script_security");
-  if (!settings.notify_script.empty()) line("  script_user root");
+  if (!settings.notify_script.empty() || !plan.track_proxy.empty()) line("  script_user root");
   if (plan.email) {
     line("  notification_email {");
     line(fmt::format("    {}", plan.email->email));
@@ -306,6 +351,19 @@ std::string print_keepalived(const KeepalivedPlan& plan, const Settings& setting
     line(fmt::format("  smtp_connect_timeout {}", plan.email->email_server_timeout));
   }
   line("}");
+  if (!plan.track_proxy.empty()) {
+    // A node whose proxy does not answer holds no VIP: its instances go to FAULT within about
+    // a second (interval 1, fall 1; the check retries within its timeout) and a backup takes
+    // over; two answers in a row (rise 2) and they come back.
+    line("");
+    line("vrrp_script k8slb_proxy {");
+    line(fmt::format("  script \"{}\"", plan.track_proxy));
+    line("  interval 1");
+    line("  timeout 2");
+    line("  fall 1");
+    line("  rise 2");
+    line("}");
+  }
   for (const auto& instance : plan.instances) {
     line("");
     line(fmt::format("# pool {}: first choice {}", instance.pool, instance.owner));
@@ -329,6 +387,11 @@ std::string print_keepalived(const KeepalivedPlan& plan, const Settings& setting
       line(fmt::format("  unicast_src_ip {}", instance.unicast_src->to_string()));
       line("  unicast_peer {");
       for (const auto& peer : instance.unicast_peers) line(fmt::format("    {}", peer.to_string()));
+      line("  }");
+    }
+    if (!plan.track_proxy.empty()) {
+      line("  track_script {");
+      line("    k8slb_proxy");
       line("  }");
     }
     line("  virtual_ipaddress {");

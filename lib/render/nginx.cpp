@@ -12,10 +12,15 @@ namespace k8slb::render::detail {
 
 namespace {
 
-bool opens_events(const std::string& text) {
+// Client connections each worker can take besides its listeners (each proxied client takes two).
+constexpr std::size_t kNginxClientConnections = 4096;
+
+// True when a line of nginx.global starts with the directive (or block) `word`.
+bool opens(const std::string& text, std::string_view word) {
   auto start = text.find_first_not_of(" \t");
-  return start != std::string::npos && text.compare(start, 6, "events") == 0 &&
-         (text.size() == start + 6 || text[start + 6] == ' ' || text[start + 6] == '\t' || text[start + 6] == '{');
+  const auto end = start + word.size();
+  return start != std::string::npos && text.compare(start, word.size(), word) == 0 &&
+         (text.size() == end || text[end] == ' ' || text[end] == '\t' || text[end] == '{' || text[end] == ';');
 }
 
 } // namespace
@@ -51,7 +56,16 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
   line(fmt::format("pid {}/nginx.pid;", settings.runtime_dir));
   line("error_log stderr notice;");
   for (const auto& text : config.nginx.global) line(text);
-  if (std::none_of(config.nginx.global.begin(), config.nginx.global.end(), opens_events)) line("events {}");
+  // Every listening socket takes one of a worker's connections: size them from the listeners,
+  // with room for client and upstream connections, unless nginx.global says otherwise.
+  std::size_t listeners = plan.redirects.size();
+  for (const auto& port : plan.ports) listeners += port.vips.size();
+  const std::size_t connections = listeners + kNginxClientConnections;
+  const auto& global = config.nginx.global;
+  if (std::none_of(global.begin(), global.end(), [](const std::string& text) { return opens(text, "worker_rlimit_nofile"); }))
+    line(fmt::format("worker_rlimit_nofile {};", connections + 256));
+  if (std::none_of(global.begin(), global.end(), [](const std::string& text) { return opens(text, "events"); }))
+    line(fmt::format("events {{ worker_connections {}; }}", connections));
 
   line("");
   line("stream {");

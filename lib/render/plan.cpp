@@ -10,6 +10,7 @@
 
 #include "detail.hpp"
 #include "k8slb/render_model.hpp"
+#include "k8slb/validate.hpp"
 #include "services.hpp"
 
 namespace k8slb::render {
@@ -42,50 +43,6 @@ int server_slots(int endpoints, int min_slots) {
 
 namespace detail {
 
-namespace {
-
-constexpr const char* kInvalidService = "InvalidService";
-
-struct AnnotationGrammar {
-  const char* key;
-  std::vector<std::string> values;
-};
-
-const std::vector<AnnotationGrammar>& annotation_grammars() {
-  static const std::vector<AnnotationGrammar> grammars = {
-      {model::kAnnotationMode, {"", "http", "false"}},
-      {model::kAnnotationSsl, {"", "true", "false"}},
-      {model::kAnnotationSslBackend, {"", "true", "false"}},
-      {model::kAnnotationSslRedirect, {"", "true", "false"}},
-      {model::kAnnotationNocheck, {"", "true", "false"}},
-  };
-  return grammars;
-}
-
-std::string one_of(const std::vector<std::string>& values) {
-  std::string text;
-  for (const auto& value : values) {
-    if (!text.empty()) text += ", ";
-    text += quote(value);
-  }
-  return text;
-}
-
-// The source range as a CIDR: "10.0.0.0/8", or a single address (as /32 or /128).
-std::optional<ip::Range> parse_source_range(const std::string& text) {
-  try {
-    if (text.find('/') == std::string::npos) {
-      auto address = ip::Address::parse(text);
-      return ip::Range(address, address);
-    }
-    return ip::Prefix::parse(text).network();
-  } catch (const Error&) {
-    return std::nullopt;
-  }
-}
-
-} // namespace
-
 std::vector<CheckedService> checked_services(const Input& input, std::vector<Problem>& problems) {
   std::vector<const model::Service*> services;
   for (const auto& service : input.services) {
@@ -100,40 +57,20 @@ std::vector<CheckedService> checked_services(const Input& input, std::vector<Pro
   std::vector<CheckedService> checked;
   for (const auto* service : services) {
     const std::string key = service->key();
-    auto problem = [&](std::string field, std::string message) {
-      problems.push_back(Problem{key, std::move(field), kInvalidService, std::move(message)});
-    };
-    if (!is_dns_label(service->ns)) {
-      problem("metadata.namespace", "not a DNS label; the Service is not rendered");
-      continue;
+    // The checks k8slb-allocate applies too: a Service refused here holds no IP.
+    std::vector<Problem> refused = validate::service_problems(*service);
+    for (Problem& problem : refused) {
+      problem.message += "; the Service is not rendered";
+      problems.push_back(std::move(problem));
     }
-    if (!is_dns_label(service->name)) {
-      problem("metadata.name", "not a DNS label; the Service is not rendered");
-      continue;
-    }
-    bool valid = true;
-    for (const auto& grammar : annotation_grammars()) {
-      auto value = service->annotation(grammar.key);
-      if (std::find(grammar.values.begin(), grammar.values.end(), value) == grammar.values.end()) {
-        problem(fmt::format("metadata.annotations[{}]", grammar.key),
-                fmt::format("{} is not one of {}; the Service is not rendered", quote(value),
-                            one_of(grammar.values)));
-        valid = false;
-      }
-    }
+    if (!validate::is_dns_label(service->ns) || !validate::is_dns_label(service->name)) continue;
+    bool valid = refused.empty();
     CheckedService entry;
     entry.service = service;
-    for (std::size_t i = 0; i < service->source_ranges.size(); ++i) {
-      auto range = parse_source_range(service->source_ranges[i]);
-      if (!range) {
-        problem(fmt::format("spec.loadBalancerSourceRanges[{}]", i),
-                fmt::format("{} is not a CIDR; the Service is not rendered",
-                            quote(service->source_ranges[i])));
-        valid = false;
-        continue;
-      }
-      if (std::find(entry.source_ranges.begin(), entry.source_ranges.end(), *range) ==
-          entry.source_ranges.end())
+    for (const std::string& text : service->source_ranges) {
+      auto range = validate::parse_source_range(text);
+      if (range && std::find(entry.source_ranges.begin(), entry.source_ranges.end(), *range) ==
+                       entry.source_ranges.end())
         entry.source_ranges.push_back(*range);
     }
     std::sort(entry.source_ranges.begin(), entry.source_ranges.end());
@@ -141,8 +78,8 @@ std::vector<CheckedService> checked_services(const Input& input, std::vector<Pro
       const auto field = fmt::format("status.loadBalancer.ingress[{}].ip", i);
       auto address = ip::Address::try_parse(service->ingress_ips[i]);
       if (!address) {
-        problem(field, fmt::format("{} is not an IP address; the Service is not rendered",
-                                   quote(service->ingress_ips[i])));
+        problems.push_back(Problem{key, field, "InvalidService", fmt::format("{} is not an IP address; the Service is not rendered",
+                                   quote(service->ingress_ips[i]))});
         valid = false;
         continue;
       }
@@ -301,8 +238,23 @@ ProxyPlan plan_proxy(const Input& input) {
       entry.tls_backend =
           tcp && (backend_annotation == "true" || (backend_annotation.empty() && entry.target_port == 443));
 
-      // The VIPs this port may listen on: not already taken by another Service.
+      // The VIPs this port may listen on: not already taken by another Service, and for a TLS
+      // port, whose pool has its certificate (nginx: and key) on this node.
       for (const auto& vip : checked.vips) {
+        if (entry.tls && input.certificates) {
+          std::string missing;
+          for (const char* suffix : {".pem", ".key"}) {
+            if (std::string_view(suffix) == ".key" && proxy != Proxy::nginx) continue;
+            if (!input.certificates->count(vip.pool + suffix))
+              missing += (missing.empty() ? "" : " and ") + input.settings.cert_dir + "/" + vip.pool + suffix;
+          }
+          if (!missing.empty()) {
+            problem("", "MissingCertificate",
+                    fmt::format("port {}: no readable certificate {} (pool {}); this TLS port is not rendered on {}",
+                                entry.port, missing, vip.pool, vip.address.to_string()));
+            continue;
+          }
+        }
         auto listener = std::make_tuple(vip.address, entry.port, entry.protocol);
         auto [it, inserted] = listeners.emplace(listener, key);
         if (!inserted && it->second != key) {

@@ -3,6 +3,9 @@
 #include "k8slb/render.hpp"
 
 #include <algorithm>
+#include <cstdint>
+
+#include <nlohmann/json.hpp>
 
 #include <fmt/format.h>
 
@@ -63,6 +66,48 @@ Output render_all(const Input& input) {
     if (std::find(output.problems.begin(), output.problems.end(), problem) == output.problems.end())
       output.problems.push_back(std::move(problem));
   return output;
+}
+
+namespace {
+
+std::string content_hash(const std::string& text) { return fmt::format("{:016x}", detail::stable_hash(text)); }
+
+bool is_set_file_name(const std::string& name) {
+  return !name.empty() && name.size() <= 64 && name.front() != '.' &&
+         std::all_of(name.begin(), name.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
+         });
+}
+
+} // namespace
+
+std::string manifest_of(const std::map<std::string, std::string>& files) {
+  nlohmann::json listed = nlohmann::json::object();
+  for (const auto& [name, content] : files) listed[name] = {{"bytes", content.size()}, {"hash", content_hash(content)}};
+  return nlohmann::json{{"k8slb-render", 1}, {"files", listed}}.dump(2) + "\n";
+}
+
+std::map<std::string, std::string> files_of_manifest(
+    std::string_view manifest, std::string_view source,
+    const std::function<std::optional<std::string>(const std::string&)>& read) {
+  auto document = nlohmann::json::parse(manifest, nullptr, false);
+  if (document.is_discarded() || !document.is_object() || !document.contains("k8slb-render") ||
+      document["k8slb-render"] != 1 ||
+      !document.contains("files") || !document["files"].is_object())
+    fail(source, "", "not a k8slb-render manifest");
+  std::map<std::string, std::string> files;
+  for (const auto& [name, entry] : document["files"].items()) {
+    if (!is_set_file_name(name)) fail(source, "files", detail::quote(name) + " is not a file name");
+    if (!entry.is_object() || !entry.contains("bytes") || !entry["bytes"].is_number_unsigned() ||
+        !entry.contains("hash") || !entry["hash"].is_string())
+      fail(source, "files." + name, "expected {\"bytes\": n, \"hash\": \"hex\"}");
+    auto content = read(name);
+    if (!content) fail(source, name, "missing: the set is incomplete");
+    if (content->size() != entry["bytes"].get<std::uint64_t>() || content_hash(*content) != entry["hash"].get<std::string>())
+      fail(source, name, "differs from the manifest: the set is incomplete (a render failed or is still writing)");
+    files.emplace(name, std::move(*content));
+  }
+  return files;
 }
 
 } // namespace k8slb::render

@@ -100,20 +100,39 @@ class Watcher:
 
 
 class ClusterTestCase(unittest.TestCase):
-    """A simulator with the pools ConfigMap; helpers to make Services and read them back."""
+    """A simulator with the pools ConfigMap; helpers to make Services and read them back.
+    The test's own requests are exempt from injected faults (X-Sim-Exempt): the faults hit
+    only the watchers."""
+
+    pools = POOLS
+    keep_state = False  # True: the simulator keeps its state across restart_sim()
 
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="k8slb-cluster-")
         self.workdir = self.tmp.name
-        self.sim = kubesim_client.start(os.path.join(self.workdir, "sim"))
+        self.state_dir = os.path.join(self.workdir, "state") if self.keep_state else None
+        self.sim = kubesim_client.start(os.path.join(self.workdir, "sim"), state_dir=self.state_dir)
+        self.sim.exempt = True
         self.watchers = []
         self.addCleanup(self.tmp.cleanup)
-        self.addCleanup(self.sim.stop)
+        self.addCleanup(lambda: self.sim.stop())
         self.addCleanup(self.stop_watchers)
         self.sim.must("POST", "/api/v1/namespaces/k8slb-system/configmaps", {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "global", "namespace": "k8slb-system"},
-            "data": {"config": json.dumps(POOLS)}})
+            "data": {"config": json.dumps(self.pools)}})
+
+    def restart_sim(self, kill=True):
+        """Stops the simulator (SIGKILL: a crash; else SIGTERM) and starts it again on its
+        state: same objects, port, CA and token, no watch history."""
+        assert self.keep_state
+        if kill:
+            self.sim.process.kill()
+            self.sim.process.wait(timeout=10)
+        else:
+            self.sim.stop()
+        self.sim = kubesim_client.start(os.path.join(self.workdir, "sim"), state_dir=self.state_dir)
+        self.sim.exempt = True
 
     def stop_watchers(self):
         for watcher in self.watchers:

@@ -3,12 +3,13 @@ cluster) against the API simulator: what a user sees with kubectl get svc and ku
 events, under faults and with two replicas."""
 
 import ipaddress
+import json
 import os
 import subprocess
 import time
 import unittest
 
-from harness import LEASE_DURATION, ClusterTestCase, wait_until
+from harness import BINARY_DIR, LEASE_DURATION, POOLS, ClusterTestCase, wait_until
 
 
 def in_pool(ip, first, last):
@@ -91,6 +92,98 @@ spec:
         event = self.wait_event("sctp", "UnsupportedPort")
         self.assertEqual(event["type"], "Warning")
         self.assertIn("default/sctp: spec.ports[0].protocol: SCTP is not carried by haproxy", event["message"])
+        self.assert_no_duplicate_ip()
+
+    def test_log_names_the_part_that_ended_the_pipeline(self):
+        # A k8slb-watch that fails: it closes its output (k8slb-allocate sees the end of its
+        # input and exits 0 first), then exits 7. The log must name k8slb-watch and 7.
+        bin_dir = os.path.join(self.workdir, "bin")
+        os.makedirs(bin_dir)
+        for tool in ("k8slb-allocate", "k8slb-apply"):
+            os.symlink(os.path.join(BINARY_DIR, tool), os.path.join(bin_dir, tool))
+        with open(os.path.join(bin_dir, "k8slb-watch"), "w") as f:
+            f.write("#!/bin/sh\nexec >&-\nsleep 0.3\necho 'k8slb-watch: error: injected' >&2\nexit 7\n")
+        os.chmod(os.path.join(bin_dir, "k8slb-watch"), 0o755)
+        watcher = self.start_watcher("w0", {"K8SLB_BIN": bin_dir})
+        line = wait_until(lambda: [l for l in watcher.log().splitlines() if "pipeline ended" in l],
+                          20, "the end of the pipeline in the log")[0]
+        self.assertIn("cause: k8slb-watch exited with status 7", line)
+        self.assertIn("k8slb-allocate", line)
+        self.assertNotIn("cause: k8slb-allocate", watcher.log())
+
+    def test_invalid_annotation_gets_no_ip(self):
+        # What render refuses for a whole Service gets no IP from the watcher: no node would
+        # carry its traffic, and the pool would lose an address.
+        self.start_watcher("w0")
+        self.create_service("bad-mode", annotations={"loadbalancer/mode": "tcp"})
+        self.create_service("holder")
+        held = self.wait_ip("holder")
+        event = self.wait_event("bad-mode", "InvalidService")
+        self.assertEqual(event["type"], "Warning")
+        self.assertIn("default/bad-mode: metadata.annotations[loadbalancer/mode]: \"tcp\" is not one of",
+                      event["message"])
+        # A Service that holds an IP and becomes invalid keeps it (taking it away would cut
+        # traffic the nodes still carry), with a Warning Event.
+        self.sim.must("PATCH", "/api/v1/namespaces/default/services/holder",
+                      {"metadata": {"annotations": {"loadbalancer/ssl": "yes"}}}, "application/merge-patch+json")
+        event = self.wait_event("holder", "InvalidService")
+        self.assertIn("metadata.annotations[loadbalancer/ssl]", event["message"])
+        self.create_service("after")
+        self.wait_ip("after")
+        self.assertEqual(self.ips("bad-mode"), [])
+        self.assertEqual(self.ips("holder"), [held])
+        self.assert_no_duplicate_ip()
+
+    def set_config(self, config_text):
+        self.sim.must("PATCH", "/api/v1/namespaces/k8slb-system/configmaps/global",
+                      {"data": {"config": config_text}}, "application/merge-patch+json")
+
+    def config_events(self):
+        return [e for e in self.events(ns="k8slb-system", reason="InvalidConfig")
+                if e["involvedObject"].get("kind") == "ConfigMap" and e["involvedObject"]["name"] == "global"]
+
+    def test_invalid_config_map_is_an_event_on_it_and_on_waiting_services(self):
+        first = self.start_watcher("w0")
+        self.create_service("before")
+        held = self.wait_ip("before")
+        self.set_config(json.dumps({"pools": {
+            "default": {"network": "192.0.2.0/33", "range": "192.0.2.10-192.0.2.29"},
+            "fresh": {"network": "198.51.100.0/24", "range": "198.51.100.50-198.51.100.59"}}}))
+        # The last good config stays in use, and the ConfigMap says why it is not.
+        event = wait_until(self.config_events, 20, "an InvalidConfig Event on the ConfigMap")[0]
+        self.assertEqual(event["type"], "Warning")
+        self.assertIn("data.config", event["message"])
+        self.assertIn("pools.default", event["message"])
+        self.assertIn("keeping the last good config", event["message"])
+        self.create_service("during")
+        self.wait_ip("during")
+        # A Service that fails because of it (its pool is only in the new config) says so.
+        self.create_service("wants-fresh", annotations={"loadbalancer/pool": "fresh"})
+        failed = self.wait_event("wants-fresh", "AllocationFailed")
+        self.assertIn("pool 'fresh' is not configured", failed["message"])
+        self.assertIn("the ConfigMap k8slb-system/global is invalid", failed["message"])
+        for i in range(3):  # more documents: the same Event is not written again
+            self.create_service(f"more-{i}")
+            self.wait_ip(f"more-{i}")
+        self.assertEqual(len(self.config_events()), 1, self.config_events())
+        self.assertEqual(self.config_events()[0]["count"], 1)
+
+        # A new leader with the config still bad has no last good one: it says so, on the
+        # ConfigMap and on each Service waiting for an IP; the Services that hold IPs keep them.
+        first.kill()
+        self.start_watcher("w1")
+        self.create_service("waiting")
+        waiting = self.wait_event("waiting", "AllocationFailed", timeout=40)
+        self.assertEqual(waiting["type"], "Warning")
+        self.assertIn("default/waiting: no valid config: ConfigMap k8slb-system/global: data.config", waiting["message"])
+        self.assertEqual(waiting["reportingInstance"], "w1")
+        wait_until(lambda: any("no IP is assigned" in e["message"] for e in self.config_events()), 20,
+                   "the new leader's InvalidConfig Event")
+        self.assertEqual(self.ips("waiting"), [])
+        self.assertEqual(self.ips("before"), [held])
+        # Fixed: the waiting Service gets its IP.
+        self.set_config(json.dumps(POOLS))
+        self.wait_ip("waiting")
         self.assert_no_duplicate_ip()
 
     def run_fault(self, **fault):

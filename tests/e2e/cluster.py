@@ -104,8 +104,11 @@ class Cluster:
 
     def __init__(self, topology, workdir, proxy="haproxy", pools=None, keepalived=None,
                  proxy_settings=None, advert_int=20, unicast=False, vrrp_password="",
-                 start_actors=True, cert_ips=()):
+                 start_actors=True, cert_ips=(), settings=None):
         self.topology = topology
+        # What the watcher and every actor share (CONFIG_MAP, LB_CLASS), as the manifests set it.
+        self.settings = dict(settings or {})
+        config_ns, config_name = self.settings.get("CONFIG_MAP", "k8slb-system/global").split("/")
         self.workdir = workdir
         self.proxy = proxy
         self.pools = pools or DEFAULT_POOLS
@@ -124,9 +127,11 @@ class Cluster:
             config["keepalived"] = keepalived
         if proxy_settings and proxy in ("haproxy", "nginx"):
             config[proxy] = proxy_settings
+        if config_ns != "k8slb-system":
+            self.apply_objects([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": config_ns}}])
         self.apply_objects([{
             "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "global", "namespace": "k8slb-system"},
+            "metadata": {"name": config_name, "namespace": config_ns},
             "data": {"config": json.dumps(config, indent=2)}}])
         self._start_watcher()
         if start_actors:
@@ -221,6 +226,7 @@ class Cluster:
         env = dict(os.environ)
         env.update({"KUBECONFIG": self.kubeconfig, "K8SLB_BIN": BINARY_DIR,
                     "PATH": BINARY_DIR + os.pathsep + env.get("PATH", "")})
+        env.update(self.settings)
         env.update(extra or {})
         return env
 

@@ -1,5 +1,7 @@
-"""The install manifests (manifests/k8slb-*.yml): well-formed, least privilege, consistent with
-the scripts they start, and carrying a config the tools and the daemons accept.
+"""The install manifests (manifests/k8slb-<proxy>.yml, generated from manifests/kustomize) and the
+pools ConfigMap (manifests/k8slb-config.yml): well-formed, valid against the Kubernetes API's
+schemas, least privilege, ready for production clusters, consistent with the scripts they start,
+and carrying a config the tools and the daemons accept.
 
 The API simulator serves only the kinds k8slb itself reads (no apps/v1, no RBAC), so the parts it
 serves (Namespace, ConfigMap) are applied to it with kubectl; the rest is checked structurally."""
@@ -16,6 +18,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netns  # noqa: E402
+import openapi_check  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.environ.get("K8SLB_SOURCE_DIR", os.path.dirname(os.path.dirname(HERE)))
@@ -23,9 +26,10 @@ BINARY_DIR = os.environ.get("K8SLB_BINARY_DIR", os.path.join(SOURCE_DIR, "build"
 KUBESIM = os.path.join(SOURCE_DIR, "tests", "kubesim", "kubesim.py")
 PROXIES = ("haproxy", "nginx", "kubeproxy")
 
-EXPECTED_KINDS = ["Namespace", "ConfigMap", "ServiceAccount", "ServiceAccount", "ClusterRole",
-                  "ClusterRoleBinding", "Role", "RoleBinding", "ClusterRole",
-                  "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "DaemonSet"]
+EXPECTED_KINDS = ["Namespace", "ServiceAccount", "ServiceAccount", "Role", "Role", "ClusterRole",
+                  "ClusterRole", "RoleBinding", "RoleBinding", "ClusterRoleBinding",
+                  "ClusterRoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget",
+                  "DaemonSet"]
 
 # Least privilege, as a table: (role kind, name) -> {(apiGroup, resource): verbs}.
 EXPECTED_RULES = {
@@ -65,14 +69,33 @@ def load(proxy):
         return [doc for doc in yaml.safe_load_all(manifest) if doc]
 
 
+def load_config():
+    """The pools ConfigMap, shipped apart from the install."""
+    with open(os.path.join(SOURCE_DIR, "manifests", "k8slb-config.yml")) as f:
+        documents = [doc for doc in yaml.safe_load_all(f) if doc]
+    assert [d["kind"] for d in documents] == ["ConfigMap"], documents
+    return documents[0]
+
+
 def find(documents, kind, name=None):
     found = [d for d in documents if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
     assert len(found) == 1, f"{kind} {name}: {len(found)} found"
     return found[0]
 
 
-def env_of(container):
-    return {e["name"]: e for e in container.get("env", [])}
+def env_of(container, documents):
+    """name -> env entry, with the ConfigMaps of envFrom resolved as the kubelet does (env wins)."""
+    env = {}
+    for source in container.get("envFrom", []):
+        name = source["configMapRef"]["name"]
+        data = find(documents, "ConfigMap", name)["data"]
+        env.update({key: {"name": key, "value": value, "from": name} for key, value in data.items()})
+    env.update({e["name"]: e for e in container.get("env", [])})
+    return env
+
+
+def pod_of(documents, kind):
+    return find(documents, kind)["spec"]["template"]["spec"]
 
 
 class ManifestTest(unittest.TestCase):
@@ -108,6 +131,71 @@ class ManifestTest(unittest.TestCase):
                                          [{"kind": "ServiceAccount", "name": binding["roleRef"]["name"],
                                            "namespace": "k8slb-system"}])
 
+    def test_generated_from_kustomize(self):
+        """The single files are what `kubectl kustomize` makes of manifests/kustomize."""
+        result = subprocess.run(["bash", os.path.join(SOURCE_DIR, "scripts", "gen-manifests.sh"), "--check"],
+                                capture_output=True, text=True, timeout=120)
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    def test_every_object_is_valid_against_the_api_schemas(self):
+        documents = [("k8slb-config.yml", load_config())]
+        documents += [(f"k8slb-{proxy}.yml", d) for proxy in PROXIES for d in load(proxy)]
+        for path, document in documents:
+            with self.subTest(file=path, kind=document["kind"], name=document["metadata"]["name"]):
+                self.assertEqual(openapi_check.errors_of(document), [])
+        # The check itself refuses what the API server refuses.
+        typo = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "x"},
+                "spec": {"selector": {}, "template": {"spec": {"containers": [
+                    {"name": "a", "imagePullPolicy": "Always", "securityContex": {}}]}}}}
+        self.assertEqual(openapi_check.errors_of(typo),
+                         ["DaemonSet/x.spec.template.spec.containers[0].securityContex: unknown field of V1Container"])
+
+    def test_ready_for_production_clusters(self):
+        for proxy in PROXIES:
+            with self.subTest(proxy=proxy):
+                documents = load(proxy)
+                labels = find(documents, "Namespace")["metadata"]["labels"]
+                # hostNetwork and NET_ADMIN need "privileged"; a baseline-enforcing default
+                # would refuse the actors.
+                self.assertEqual(labels["pod-security.kubernetes.io/enforce"], "privileged")
+                watcher, actor = pod_of(documents, "Deployment"), pod_of(documents, "DaemonSet")
+                self.assertEqual(watcher["priorityClassName"], "system-cluster-critical")
+                self.assertEqual(actor["priorityClassName"], "system-node-critical")
+                tolerated = {t["key"] for t in actor["tolerations"]}
+                self.assertIn("node-role.kubernetes.io/control-plane", tolerated)
+                for pod in (watcher, actor):
+                    self.assertEqual(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault")
+                    for container in pod["containers"] + pod.get("initContainers", []):
+                        image = container["image"]
+                        self.assertTrue(image.startswith("registry.invalid/k8slb/"),
+                                        f"{image}: a name the project owns nowhere would be squatted")
+                    self.assertIn("memory", pod["containers"][0]["resources"]["limits"])
+                budget = find(documents, "PodDisruptionBudget")
+                self.assertEqual(budget["spec"]["minAvailable"], 1)
+                self.assertEqual(budget["spec"]["selector"]["matchLabels"],
+                                 find(documents, "Deployment")["spec"]["selector"]["matchLabels"])
+                # The pools are not part of the install: re-applying it on upgrade keeps them.
+                self.assertEqual([d for d in documents if d["kind"] == "ConfigMap"
+                                  and d["metadata"]["name"] == "global"], [])
+
+    def test_watcher_and_actors_share_their_settings(self):
+        for proxy in PROXIES:
+            with self.subTest(proxy=proxy):
+                documents = load(proxy)
+                watcher = env_of(pod_of(documents, "Deployment")["containers"][0], documents)
+                actor = env_of(pod_of(documents, "DaemonSet")["containers"][0], documents)
+                # One setting each: both read it from the same generated ConfigMap.
+                for name in ("PROXY", "CONFIG_MAP", "LB_CLASS"):
+                    self.assertIn("from", watcher[name], f"{name} is not the shared setting")
+                    self.assertEqual(watcher[name], actor[name], f"{name} differs")
+                self.assertEqual(watcher["PROXY"]["value"], proxy)
+                config_map = load_config()["metadata"]
+                self.assertEqual(watcher["CONFIG_MAP"]["value"],
+                                 f"{config_map['namespace']}/{config_map['name']}")
+                selector = dict(item.split("=") for item in actor["NODE_SELECTOR"]["value"].split(","))
+                self.assertEqual(pod_of(documents, "DaemonSet")["nodeSelector"], selector,
+                                 "the actors must watch the Nodes the DaemonSet runs on")
+
     def test_actor_daemonset(self):
         with open(os.path.join(SOURCE_DIR, "scripts", "actor.sh")) as script:
             header = "".join(line for line in script if line.startswith("#"))
@@ -121,9 +209,7 @@ class ManifestTest(unittest.TestCase):
                 self.assertTrue(pod["hostNetwork"])
                 self.assertEqual(pod["nodeSelector"], {"type": "loadBalancer"})
                 container = pod["containers"][0]
-                env = env_of(container)
-                self.assertEqual(env["NODE_SELECTOR"]["value"], "type=loadBalancer",
-                                 "the actors must watch the Nodes the DaemonSet runs on")
+                env = env_of(container, load(proxy))
                 self.assertEqual(env["PROXY"]["value"], proxy)
                 self.assertEqual(env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName")
                 password = env["VRRP_PASSWORD"]
@@ -144,9 +230,10 @@ class ManifestTest(unittest.TestCase):
                 if proxy == "nginx":
                     # nginx cannot bind a VIP held elsewhere without ip_nonlocal_bind, which
                     # only a privileged container can set in the node's network namespace.
-                    sysctls = pod["initContainers"][0]["command"]
+                    sysctls = " ".join(pod["initContainers"][0]["command"])
                     self.assertIn("net.ipv4.ip_nonlocal_bind=1", sysctls)
-                    self.assertIn("net.ipv6.ip_nonlocal_bind=1", sysctls)
+                    # A node with IPv6 disabled has no such key: that must not stop the actor.
+                    self.assertIn("{ sysctl -w net.ipv6.ip_nonlocal_bind=1 || true; }", sysctls)
                 else:
                     # HAProxy binds with `transparent` (NET_ADMIN); kube-proxy mode binds
                     # nothing: no privileged container at all.
@@ -155,12 +242,13 @@ class ManifestTest(unittest.TestCase):
     def test_watcher_deployment(self):
         for proxy in PROXIES:
             with self.subTest(proxy=proxy):
-                deployment = find(load(proxy), "Deployment")
+                documents = load(proxy)
+                deployment = find(documents, "Deployment")
                 self.assertEqual(deployment["spec"]["replicas"], 2)
                 pod = deployment["spec"]["template"]["spec"]
                 self.assertEqual(pod["serviceAccountName"], "k8slb-watcher")
                 container = pod["containers"][0]
-                env = env_of(container)
+                env = env_of(container, documents)
                 self.assertEqual(env["PROXY"]["value"], proxy)
                 self.assertEqual(env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name")
                 self.assertIn("livenessProbe", container)
@@ -172,13 +260,12 @@ class ManifestTest(unittest.TestCase):
         render = os.path.join(BINARY_DIR, "k8slb-render")
         self.assertTrue(os.access(allocate, os.X_OK) and os.access(render, os.X_OK),
                         f"k8slb-allocate and k8slb-render must be built in {BINARY_DIR}")
+        config_map = load_config()
+        config = json.loads(config_map["data"]["config"])
+        self.assertIn("default", config["pools"])
+        self.assertEqual({"haproxy", "nginx"} & set(config), {"haproxy", "nginx"})
         for proxy in PROXIES:
             with self.subTest(proxy=proxy), tempfile.TemporaryDirectory() as work:
-                config_map = find(load(proxy), "ConfigMap", "global")
-                config = json.loads(config_map["data"]["config"])
-                self.assertIn("default", config["pools"])
-                sections = {"haproxy", "nginx"} & set(config)
-                self.assertEqual(sections, set() if proxy == "kubeproxy" else {proxy})
                 cm_path = os.path.join(work, "configmap.json")
                 with open(cm_path, "w") as out:
                     json.dump(config_map, out)
@@ -221,7 +308,7 @@ class ManifestTest(unittest.TestCase):
                 kubeconfig = os.path.join(work, "kubeconfig")
                 for proxy in PROXIES:
                     with self.subTest(proxy=proxy):
-                        documents = [d for d in load(proxy) if d["kind"] in ("Namespace", "ConfigMap")]
+                        documents = [find(load(proxy), "Namespace"), load_config()]
                         text = "\n---\n".join(yaml.safe_dump(d) for d in documents)
                         applied = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "apply", "-f", "-"],
                                                  input=text, capture_output=True, text=True, timeout=30)

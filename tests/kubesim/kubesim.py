@@ -20,6 +20,7 @@ import ipaddress
 import json
 import os
 import queue
+import random
 import re
 import secrets
 import signal
@@ -48,7 +49,11 @@ SERVER_VERSION = {
     "platform": "linux/amd64",
 }
 
-CLUSTER_IP_NETWORK = ipaddress.ip_network("198.51.100.0/24")
+# The service CIDRs (kubeadm's defaults): cluster IPs exist only inside the simulator and are
+# never routed. Handed out without enumerating the range (a /12 holds a million addresses).
+CLUSTER_IP_NETWORKS = {"IPv4": ipaddress.ip_network("10.96.0.0/12"),
+                       "IPv6": ipaddress.ip_network("fd00:10:96::/108")}
+CLUSTER_IP_NETWORK = CLUSTER_IP_NETWORKS["IPv4"]
 NODE_PORT_RANGE = (30000, 32767)
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease", "k8slb-system")
 TABLE_CONTENT_TYPE = "application/json;as=Table;v=v1;g=meta.k8s.io"
@@ -1052,10 +1057,21 @@ class Store:
         self.watch_queue_size = watch_queue_size
         self.allocated_cluster_ips = set()
         self.allocated_node_ports = set()
+        self.random = random.Random()
+        self.audit = []       # every change of a Service's status.loadBalancer.ingress
+        self.journal = None   # with --state-dir: every change, appended (see save / load)
+        self.audit_file = None
 
     # -- history --
 
     def _record(self, resource, change_type, old, new):
+        if self.journal is not None:
+            self.journal.write(json.dumps({"rv": self.rv, "resource": list(resource.key),
+                                           "ref": list(_ref(old if new is None else new)),
+                                           "object": new}, separators=(",", ":")) + "\n")
+            self.journal.flush()
+        if resource.kind == "Service":
+            self._audit(change_type, old, new)
         self.history.append((self.rv, resource.key, change_type, old, new))
         while len(self.history) > self.window:
             self.compacted_rv = self.history.popleft()[0]
@@ -1064,6 +1080,94 @@ class Store:
                 ev = w.event_for(change_type, old, new)
                 if ev:
                     w.offer((ev[0], ev[1]))
+
+    # -- audit log: every value a Service's status.loadBalancer.ingress took, with its time --
+
+    def _audit(self, change_type, old, new):
+        def addresses(obj):
+            ingress = ((obj or {}).get("status") or {}).get("loadBalancer", {}).get("ingress")
+            return [e.get("ip") or e.get("hostname") for e in ingress or [] if isinstance(e, dict)]
+        before, after = addresses(old), addresses(new)
+        if before == after and change_type != "DELETED":
+            return
+        if change_type == "DELETED" and not before:
+            return
+        meta = (new or old)["metadata"]
+        entry = {"seq": len(self.audit), "time": round(time.time(), 6), "resourceVersion": self.rv,
+                 "type": change_type, "namespace": meta.get("namespace"), "name": meta.get("name"),
+                 "uid": meta.get("uid"), "ips": after, "previous": before}
+        self.audit.append(entry)
+        if self.audit_file is not None:
+            self.audit_file.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            self.audit_file.flush()
+
+    # -- state kept across a restart (--state-dir) --
+
+    def load(self, state_dir):
+        """Reads the state a previous run saved (state.json, then journal.ndjson and
+        audit.ndjson); returns False when there is none."""
+        state_path = os.path.join(state_dir, "state.json")
+        journal_path = os.path.join(state_dir, "journal.ndjson")
+        if not os.path.exists(state_path) and not os.path.exists(journal_path):
+            return False
+        if os.path.exists(state_path):
+            with open(state_path) as f:
+                state = json.load(f)
+            self.rv = int(state["resourceVersion"])
+            for key, ref, obj in state["objects"]:
+                self.objects[tuple(key)][(ref[0], ref[1])] = obj
+        if os.path.exists(journal_path):
+            with open(journal_path) as f:
+                for line in f:
+                    try:
+                        change = json.loads(line)
+                    except ValueError:
+                        break  # a line cut by a crash: the end of the journal
+                    objects = self.objects[tuple(change["resource"])]
+                    ref = (change["ref"][0], change["ref"][1])
+                    if change["object"] is None:
+                        objects.pop(ref, None)
+                    else:
+                        objects[ref] = change["object"]
+                    self.rv = max(self.rv, int(change["rv"]))
+        audit_path = os.path.join(state_dir, "audit.ndjson")
+        if os.path.exists(audit_path):
+            with open(audit_path) as f:
+                for line in f:
+                    try:
+                        self.audit.append(json.loads(line))
+                    except ValueError:
+                        break
+        # A restarted server keeps no watch history: older resourceVersions are gone (410).
+        self.compacted_rv = self.rv
+        for svc in self.objects[("", "services")].values():
+            spec = svc.get("spec", {})
+            for ip in spec.get("clusterIPs") or [spec.get("clusterIP")]:
+                if ip and ip != "None":
+                    self.allocated_cluster_ips.add(ip)
+            for p in spec.get("ports", []) or []:
+                if p.get("nodePort"):
+                    self.allocated_node_ports.add(p["nodePort"])
+        return True
+
+    def open_state(self, state_dir):
+        """From now on every change is appended to the journal, every audit entry to its file."""
+        self.save(state_dir)
+        self.audit_file = open(os.path.join(state_dir, "audit.ndjson"), "w")
+        for entry in self.audit:
+            self.audit_file.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self.audit_file.flush()
+
+    def save(self, state_dir):
+        """Writes every object to state.json and starts an empty journal."""
+        with self.lock:
+            objects = [[list(key), list(ref), obj] for key, by_ref in self.objects.items()
+                       for ref, obj in sorted(by_ref.items(), key=lambda r: (r[0][0] or "", r[0][1]))]
+            write_atomically(os.path.join(state_dir, "state.json"),
+                             json.dumps({"resourceVersion": self.rv, "objects": objects}), 0o600)
+            if self.journal is not None:
+                self.journal.close()
+            self.journal = open(os.path.join(state_dir, "journal.ndjson"), "w")
 
     def compact(self):
         with self.lock:
@@ -1127,29 +1231,35 @@ class Store:
 
     # -- services: cluster IPs and node ports --
 
-    def _allocate_cluster_ip(self, requested, errors):
+    def _allocate_cluster_ip(self, requested, errors, family="IPv4"):
         if requested == "None":
             return "None"
         if requested:
             ip = ipaddress.ip_address(requested)
-            if ip not in CLUSTER_IP_NETWORK or ip in (CLUSTER_IP_NETWORK.network_address,
-                                                       CLUSTER_IP_NETWORK.broadcast_address):
+            network = CLUSTER_IP_NETWORKS["IPv6" if ip.version == 6 else "IPv4"]
+            if ip not in network or ip in (network.network_address, network.broadcast_address):
                 errors.append(FieldError("spec.clusterIPs", "Invalid", [requested],
                                          f"failed to allocate IP {requested}: the provided IP "
                                          f"({requested}) is not in the valid range. The range of "
-                                         f"valid IPs is {CLUSTER_IP_NETWORK}"))
+                                         f"valid IPs is {network}"))
                 return None
             if requested in self.allocated_cluster_ips:
                 errors.append(FieldError("spec.clusterIPs", "Invalid", [requested],
-                                         f"failed to allocate IP {requested}: provided IP is "
-                                         "already allocated"))
+                                         "failed to allocate IP {requested}: provided IP is "
+                                         "already allocated".format(requested=requested)))
                 return None
             self.allocated_cluster_ips.add(requested)
             return requested
-        for host in CLUSTER_IP_NETWORK.hosts():
-            if str(host) not in self.allocated_cluster_ips:
-                self.allocated_cluster_ips.add(str(host))
-                return str(host)
+        # Like the API server's allocator: a random offset, then the next free one after it.
+        network = CLUSTER_IP_NETWORKS[family]
+        size = network.num_addresses - 2
+        offset = self.random.randrange(size)
+        for _ in range(size):  # the whole range only when it is (nearly) full
+            candidate = str(network.network_address + 1 + offset)
+            if candidate not in self.allocated_cluster_ips:
+                self.allocated_cluster_ips.add(candidate)
+                return candidate
+            offset = (offset + 1) % size
         errors.append(FieldError("spec.clusterIPs", "Invalid", [],
                                  "failed to allocate a serviceIP: range is full"))
         return None
@@ -1197,7 +1307,9 @@ class Store:
                                          "may not change once set"))
                 return
             if old is None or not old_spec.get("clusterIP"):
-                ip = self._allocate_cluster_ip(spec.get("clusterIP"), errors)
+                families = spec.get("ipFamilies") or ["IPv4"]
+                family = families[0] if families[0] in CLUSTER_IP_NETWORKS else "IPv4"
+                ip = self._allocate_cluster_ip(spec.get("clusterIP"), errors, family)
                 if ip is None:
                     return
                 spec["clusterIP"] = ip
@@ -1550,8 +1662,15 @@ def _ref(obj):
 
 
 class Faults:
+    """Injected failures. Counted ones ("the next N requests that match") and rate ones ("X %
+    of the requests that match, for T seconds"). Requests with the header X-Sim-Exempt: 1 (the
+    test's own) are never failed nor delayed."""
+
+    RATE_STATUSES = (429, 500, 503)
+
     def __init__(self):
         self.lock = threading.Lock()
+        self.random = random.Random()
         self.reset()
 
     def reset(self):
@@ -1561,8 +1680,37 @@ class Faults:
         self.delay_ms = 0
         self.match_method = None
         self.match_path = None
+        self.rates = []  # {percent, status, retry_after, method, path_contains, until}
+
+    @staticmethod
+    def parse_rate(rate):
+        if not isinstance(rate, dict):
+            raise bad_request("faults: rate: expected an object {percent, seconds, status, ...}")
+        unknown = set(rate) - {"percent", "seconds", "status", "retry_after", "method",
+                               "path_contains"}
+        if unknown:
+            raise bad_request(f"faults: rate: unknown field(s) {sorted(unknown)}")
+        try:
+            percent = float(rate.get("percent", 0))
+            seconds = float(rate.get("seconds", 0))
+            status = int(rate.get("status", 500))
+            retry_after = rate.get("retry_after")
+            retry_after = None if retry_after is None else int(retry_after)
+        except (TypeError, ValueError):
+            raise bad_request("faults: rate: percent and seconds must be numbers, status and "
+                              "retry_after integers")
+        if not 0 < percent <= 100 or not 0 < seconds <= 3600:
+            raise bad_request("faults: rate: percent must be in (0, 100], seconds in (0, 3600]")
+        if status not in Faults.RATE_STATUSES:
+            raise bad_request(f"faults: rate: status must be one of {list(Faults.RATE_STATUSES)}")
+        return {"percent": percent, "status": status, "retry_after": retry_after,
+                "method": rate.get("method") or None, "path_contains": rate.get("path_contains") or None,
+                "seconds": seconds, "until": time.monotonic() + seconds}
 
     def update(self, body):
+        rates = body.get("rate")
+        if rates is not None:
+            rates = [self.parse_rate(r) for r in (rates if isinstance(rates, list) else [rates])]
         with self.lock:
             if "errors_500" in body:
                 self.errors_500 = int(body["errors_500"])
@@ -1576,6 +1724,23 @@ class Faults:
                 self.match_method = body["method"] or None
             if "path_contains" in body:
                 self.match_path = body["path_contains"] or None
+            if rates:
+                self.rates.extend(rates)
+            if "seed" in body:
+                self.random.seed(body["seed"])
+
+    @staticmethod
+    def error_for(status, retry_after):
+        if status == 500:
+            return ApiError(500, "InternalError", "Internal error occurred: injected by kubesim",
+                            {"causes": [{"message": "injected by kubesim"}]})
+        reason = "TooManyRequests" if status == 429 else "ServiceUnavailable"
+        message = "Too many requests, please try again later." if status == 429 else \
+            "the server is currently unable to handle the request"
+        if retry_after is None:
+            return ApiError(status, reason, message, {})
+        return ApiError(status, reason, message, {"retryAfterSeconds": retry_after},
+                        {"Retry-After": str(retry_after)})
 
     def take(self, method, path):
         """The injected failure for this request (an ApiError) or None, and the delay in s."""
@@ -1585,20 +1750,30 @@ class Faults:
                 (self.match_path is None or self.match_path in path)
             if applies and self.errors_500 > 0:
                 self.errors_500 -= 1
-                return ApiError(500, "InternalError", "Internal error occurred: injected by "
-                                "kubesim", {"causes": [{"message": "injected by kubesim"}]}), delay
+                return self.error_for(500, None), delay
             if applies and self.throttle_429 > 0:
                 self.throttle_429 -= 1
-                return ApiError(429, "TooManyRequests", "Too many requests, please try again "
-                                "later.", {"retryAfterSeconds": self.retry_after},
-                                {"Retry-After": str(self.retry_after)}), delay
+                return self.error_for(429, self.retry_after), delay
+            now = time.monotonic()
+            self.rates = [r for r in self.rates if r["until"] > now]
+            for rate in self.rates:
+                if (rate["method"] is None or rate["method"] == method) and \
+                        (rate["path_contains"] is None or rate["path_contains"] in path) and \
+                        self.random.random() * 100 < rate["percent"]:
+                    return self.error_for(rate["status"], rate["retry_after"]), delay
             return None, delay
 
     def describe(self):
         with self.lock:
+            now = time.monotonic()
+            rates = [{"percent": r["percent"], "status": r["status"], "retry_after": r["retry_after"],
+                      "method": r["method"], "path_contains": r["path_contains"],
+                      "remaining_seconds": round(r["until"] - now, 3)}
+                     for r in self.rates if r["until"] > now]
             return {"errors_500": self.errors_500, "throttle_429": self.throttle_429,
                     "retry_after": self.retry_after, "delay_ms": self.delay_ms,
-                    "method": self.match_method, "path_contains": self.match_path}
+                    "method": self.match_method, "path_contains": self.match_path,
+                    "rates": rates}
 
 
 class Stats:
@@ -1699,16 +1874,21 @@ def api_groups():
 
 
 class Simulator:
-    def __init__(self, token, window, bookmark_interval, watch_queue_size):
+    def __init__(self, token, window, bookmark_interval, watch_queue_size, state_dir=None):
         self.token = token
         self.store = Store(window, watch_queue_size)
         self.faults = Faults()
         self.stats = Stats()
         self.bookmark_interval = bookmark_interval
         self.stopping = threading.Event()
-        for ns in INITIAL_NAMESPACES:
-            self.store.create(find_resource("", "v1", "namespaces"), None,
-                              {"metadata": {"name": ns}})
+        self.state_dir = state_dir
+        self.restored = bool(state_dir) and self.store.load(state_dir)
+        if not self.restored:
+            for ns in INITIAL_NAMESPACES:
+                self.store.create(find_resource("", "v1", "namespaces"), None,
+                                  {"metadata": {"name": ns}})
+        if state_dir:
+            self.store.open_state(state_dir)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -1795,7 +1975,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.handle_sim(path)
             if path in ("/healthz", "/livez", "/readyz"):
                 return self._send_text(200, "ok")
-            failure, delay = sim.faults.take(self.command, path)
+            failure, delay = (None, 0) if self.headers.get("X-Sim-Exempt") == "1" else \
+                sim.faults.take(self.command, path)
             if delay:
                 time.sleep(delay)
             if failure:
@@ -1855,6 +2036,16 @@ class Handler(BaseHTTPRequestHandler):
                 if body.get("compact"):
                     sim.store.compact()
             return self.send_json(200, sim.faults.describe())
+        if path == "/_sim/audit" and self.command == "GET":
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            try:
+                since = int(query.get("since", ["0"])[-1])
+            except ValueError:
+                raise bad_request("audit: since must be an integer")
+            with sim.store.lock:
+                items = list(sim.store.audit[max(0, since):])
+                count = len(sim.store.audit)
+            return self.send_json(200, {"items": items, "next": count})
         if path == "/_sim/reset" and self.command == "POST":
             self.read_body()
             sim.faults.reset()
@@ -2306,27 +2497,55 @@ def main(argv=None):
     parser.add_argument("--watch-queue", type=int, default=1000,
                         help="events buffered per watch before a slow watcher is closed")
     parser.add_argument("--seed", action="append", default=[],
-                        help="JSON file (object or List) of objects to create at start")
+                        help="JSON file (object or List) of objects to create at start "
+                        "(not when --state-dir holds a previous run's state)")
+    parser.add_argument("--state-dir", default="",
+                        help="keep the objects, the audit log, the CA and certificates, the "
+                        "token and the port here across restarts (like etcd behind a real "
+                        "API server)")
     args = parser.parse_args(argv)
 
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
-    token = args.token or secrets.token_hex(16)
-    make_certificates(workdir)
+    state_dir = os.path.abspath(args.state_dir) if args.state_dir else ""
+    cert_dir = state_dir or workdir
+    token = args.token
+    port = args.port
+    if state_dir:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        token_path = os.path.join(state_dir, "token")
+        if not token and os.path.exists(token_path):
+            with open(token_path) as f:
+                token = f.read().strip()
+        port_path = os.path.join(state_dir, "port")
+        if not port and os.path.exists(port_path):
+            with open(port_path) as f:
+                port = int(f.read().strip())
+    token = token or secrets.token_hex(16)
+    if not (state_dir and all(os.path.exists(os.path.join(cert_dir, name))
+                              for name in ("ca.crt", "server.crt", "server.key"))):
+        make_certificates(cert_dir)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(os.path.join(workdir, "server.crt"),
-                            os.path.join(workdir, "server.key"))
+    context.load_cert_chain(os.path.join(cert_dir, "server.crt"),
+                            os.path.join(cert_dir, "server.key"))
     context.set_alpn_protocols(["http/1.1"])
 
-    sim = Simulator(token, max(1, args.window), args.bookmark_interval, max(1, args.watch_queue))
-    for path in args.seed:
-        load_seed(sim, path)
+    sim = Simulator(token, max(1, args.window), args.bookmark_interval, max(1, args.watch_queue),
+                    state_dir or None)
+    if not sim.restored:
+        for path in args.seed:
+            load_seed(sim, path)
     handler = type("SimHandler", (Handler,), {"sim": sim})
-    server = Server(("127.0.0.1", args.port), handler, context)
+    server = Server(("127.0.0.1", port), handler, context)
     port = server.server_address[1]
     url = f"https://127.0.0.1:{port}"
-    with open(os.path.join(workdir, "ca.crt")) as f:
+    with open(os.path.join(cert_dir, "ca.crt")) as f:
         ca_pem = f.read()
+    if state_dir:
+        write_atomically(os.path.join(state_dir, "token"), token + "\n", 0o600)
+        write_atomically(os.path.join(state_dir, "port"), f"{port}\n")
+        if cert_dir != workdir:
+            write_atomically(os.path.join(workdir, "ca.crt"), ca_pem)
     write_atomically(os.path.join(workdir, "token"), token + "\n", 0o600)
     write_atomically(os.path.join(workdir, "kubeconfig"), kubeconfig_text(url, ca_pem, token),
                      0o600)
@@ -2344,6 +2563,8 @@ def main(argv=None):
     finally:
         sim.store.drop_watchers()
         server.server_close()
+        if state_dir:
+            sim.store.save(state_dir)
     return 0
 
 

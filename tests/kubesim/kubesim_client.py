@@ -61,6 +61,10 @@ class Simulator:
         return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
                                            context=self.ssl_context)
 
+    # True: this client's requests carry X-Sim-Exempt: 1, so that injected faults hit only the
+    # programs under test, never the test's own observer.
+    exempt = False
+
     def request(self, method, path, body=None, content_type="application/json", token=None,
                 headers=None, timeout=30):
         """One request on a fresh connection; returns ApiResponse with the decoded JSON body."""
@@ -68,6 +72,8 @@ class Simulator:
         try:
             all_headers = {"Accept": "application/json",
                            "Authorization": f"Bearer {self.token if token is None else token}"}
+            if self.exempt:
+                all_headers["X-Sim-Exempt"] = "1"
             if token == "":
                 del all_headers["Authorization"]
             data = None
@@ -109,6 +115,10 @@ class Simulator:
     def stats(self):
         return self.must("GET", "/_sim/stats")
 
+    def audit(self, since=0):
+        """GET /_sim/audit: every value a Service's status.loadBalancer.ingress took."""
+        return self.must("GET", f"/_sim/audit?since={since}")["items"]
+
     # -- lifetime --
 
     def stop(self, timeout=10):
@@ -136,8 +146,10 @@ class WatchStream:
 
     def __init__(self, sim, path, timeout):
         self.conn = sim.connection(timeout)
-        self.conn.request("GET", path, headers={"Accept": "application/json",
-                                                "Authorization": f"Bearer {sim.token}"})
+        headers = {"Accept": "application/json", "Authorization": f"Bearer {sim.token}"}
+        if sim.exempt:
+            headers["X-Sim-Exempt"] = "1"
+        self.conn.request("GET", path, headers=headers)
         self.response = self.conn.getresponse()
         self.status = self.response.status
         self.lines, self.partial = [], b""
@@ -195,10 +207,14 @@ class WatchStream:
 
 
 def start(workdir, token=None, window=None, bookmark_interval=None, extra_args=(),
-          timeout=30):
-    """Starts kubesim with files in `workdir`; returns a Simulator once it printed `ready`."""
+          timeout=30, state_dir=None):
+    """Starts kubesim with files in `workdir`; returns a Simulator once it printed `ready`.
+    With `state_dir`, a simulator started again on the same directory comes back with the
+    same objects, CA, token and port."""
     os.makedirs(workdir, exist_ok=True)
     args = [sys.executable, KUBESIM, "--workdir", workdir, "--port", "0"]
+    if state_dir:
+        args += ["--state-dir", state_dir]
     if token:
         args += ["--token", token]
     if window is not None:

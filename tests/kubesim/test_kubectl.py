@@ -132,7 +132,7 @@ class KubectlTest(unittest.TestCase):
         self.assertEqual(svc["metadata"]["namespace"], "default")
         self.assertTrue(svc["metadata"]["resourceVersion"].isdigit())
         self.assertIn(ipaddress.ip_address(svc["spec"]["clusterIP"]),
-                      ipaddress.ip_network("198.51.100.0/24"))
+                      ipaddress.ip_network("10.96.0.0/12"))
         self.assertEqual(svc["spec"]["type"], "LoadBalancer")
         node_port = svc["spec"]["ports"][0]["nodePort"]
         self.assertTrue(30000 <= node_port <= 32767)

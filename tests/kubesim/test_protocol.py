@@ -5,6 +5,7 @@ it creates, so the tests do not see each other's objects.
 """
 
 import http.client
+import ipaddress
 import json
 import os
 import shutil
@@ -704,6 +705,143 @@ class FaultTest(SimulatorTestCase):
         self.assertGreaterEqual(stats["verbs"]["create services"], 1)
         self.sim.must("GET", self.path("leases", group="coordination.k8s.io/v1"))
         self.assertGreaterEqual(self.sim.stats()["verbs"]["list leases.coordination.k8s.io"], 1)
+
+
+class RateFaultTest(SimulatorTestCase):
+    def statuses(self, count, path=None, exempt=False):
+        headers = {"X-Sim-Exempt": "1"} if exempt else None
+        return [self.sim.request("GET", path or self.path("configmaps"), headers=headers).status
+                for _ in range(count)]
+
+    def test_a_rate_fault_fails_that_share_of_matching_requests_for_its_time(self):
+        self.sim.fault(rate={"percent": 50, "seconds": 30, "status": 500}, seed=7)
+        statuses = self.statuses(200)
+        failed = statuses.count(500)
+        self.assertEqual(failed + statuses.count(200), 200, statuses)
+        self.assertTrue(60 <= failed <= 140, f"{failed} of 200 failed at 50 %")
+        self.assertEqual(self.sim.stats()["faults"]["rates"][0]["percent"], 50)
+
+    def test_a_rate_fault_ends_after_its_seconds(self):
+        self.sim.fault(rate={"percent": 100, "seconds": 0.5, "status": 500})
+        self.assertEqual(self.statuses(3), [500, 500, 500])
+        time.sleep(0.7)
+        self.assertEqual(self.statuses(3), [200, 200, 200])
+        self.assertEqual(self.sim.stats()["faults"]["rates"], [])
+
+    def test_429_with_retry_after_and_matching(self):
+        self.sim.fault(rate={"percent": 100, "seconds": 30, "status": 429, "retry_after": 2,
+                             "method": "GET", "path_contains": "/configmaps"})
+        resp = self.sim.request("GET", self.path("configmaps"))
+        self.assertEqual((resp.status, resp.headers.get("Retry-After")), (429, "2"))
+        self.assertEqual(resp.body["details"]["retryAfterSeconds"], 2)
+        self.assertEqual(self.statuses(2, self.path("services")), [200, 200])
+        self.assertEqual(self.sim.request("POST", self.path("configmaps"), configmap("x")).status, 201)
+
+    def test_the_tests_own_requests_can_be_exempt(self):
+        self.sim.fault(rate={"percent": 100, "seconds": 30, "status": 500}, errors_500=3,
+                       delay_ms=2000)
+        self.assertEqual(self.statuses(3, exempt=True), [200, 200, 200])
+        self.assertEqual(self.sim.stats()["faults"]["errors_500"], 3, "not used up by exempt requests")
+
+    def test_bad_rate_faults_are_refused(self):
+        for rate in ({"percent": 0, "seconds": 5}, {"percent": 50, "seconds": 0},
+                     {"percent": 50, "seconds": 5, "status": 404}, {"percent": "x", "seconds": 5},
+                     {"percent": 50, "seconds": 5, "paths": "/x"}, "50%"):
+            with self.subTest(rate=rate):
+                self.assertEqual(self.sim.request("POST", "/_sim/faults", {"rate": rate}).status, 400)
+        self.assertEqual(self.sim.stats()["faults"]["rates"], [])
+
+
+class AuditTest(SimulatorTestCase):
+    def test_every_ingress_value_is_in_the_audit_log_with_its_time(self):
+        start = len(self.sim.audit())
+        self.create("services", service("web"))
+        status = self.path("services", "web", "status")
+        for ips in (["203.0.113.1"], ["203.0.113.1"], ["203.0.113.2", "2001:db8::2"], []):
+            self.sim.must("PATCH", status, {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}}},
+                          "application/merge-patch+json")
+        self.sim.must("PATCH", status, {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.3"}]}}},
+                      "application/merge-patch+json")
+        self.sim.must("DELETE", self.path("services", "web"))
+        entries = [e for e in self.sim.audit(start) if e["namespace"] == self.ns]
+        self.assertEqual([(e["type"], e["ips"], e["previous"]) for e in entries], [
+            ("MODIFIED", ["203.0.113.1"], []),  # the same value twice is one entry
+            ("MODIFIED", ["203.0.113.2", "2001:db8::2"], ["203.0.113.1"]),
+            ("MODIFIED", [], ["203.0.113.2", "2001:db8::2"]),
+            ("MODIFIED", ["203.0.113.3"], []),
+            ("DELETED", [], ["203.0.113.3"]),
+        ])
+        self.assertEqual(len({e["uid"] for e in entries}), 1)
+        times = [e["time"] for e in entries]
+        self.assertEqual(times, sorted(times))
+        self.assertEqual([e["seq"] for e in entries], list(range(entries[0]["seq"], entries[0]["seq"] + 5)))
+
+
+class ServiceCidrTest(SimulatorTestCase):
+    def test_cluster_ips_come_from_a_realistic_service_cidr(self):
+        ips = []
+        for i in range(300):  # more than a /24 holds
+            ips.append(self.create("services", service(f"s{i}"))["spec"]["clusterIP"])
+        self.assertEqual(len(set(ips)), 300)
+        for ip in ips:
+            self.assertIn(ipaddress.ip_address(ip), ipaddress.ip_network("10.96.0.0/12"))
+        v6 = self.create("services", dict(service("six"), spec=dict(service("six")["spec"], ipFamilies=["IPv6"])))
+        self.assertIn(ipaddress.ip_address(v6["spec"]["clusterIP"]), ipaddress.ip_network("fd00:10:96::/108"))
+        taken = self.sim.request("POST", self.path("services"),
+                                 dict(service("dup"), spec=dict(service("dup")["spec"], clusterIP=ips[0])))
+        self.assertEqual(taken.status, 422)
+        outside = self.sim.request("POST", self.path("services"),
+                                   dict(service("out"), spec=dict(service("out")["spec"], clusterIP="192.0.2.1")))
+        self.assertEqual(outside.status, 422)
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+class StateDirTest(unittest.TestCase):
+    def test_a_restart_keeps_objects_ca_token_port_and_audit(self):
+        workdir = tempfile.mkdtemp(prefix="kubesim-state-")
+        self.addCleanup(shutil.rmtree, workdir, True)
+        state = os.path.join(workdir, "state")
+        sim = kubesim_client.start(os.path.join(workdir, "run"), state_dir=state)
+        self.addCleanup(lambda: sim.stop())
+        svc = sim.must("POST", "/api/v1/namespaces/default/services", service("kept"))
+        sim.must("PATCH", "/api/v1/namespaces/default/services/kept/status",
+                 {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.5"}]}}},
+                 "application/merge-patch+json")
+        rv = int(sim.must("GET", "/api/v1/services")["metadata"]["resourceVersion"])
+        ca, token, port, kubeconfig = read(sim.ca_file), sim.token, sim.port, read(sim.kubeconfig)
+
+        for how in ("SIGTERM", "SIGKILL"):
+            with self.subTest(how):
+                if how == "SIGTERM":
+                    self.assertEqual(sim.stop(), 0)
+                else:
+                    sim.process.kill()
+                    sim.process.wait(timeout=10)
+                sim = kubesim_client.start(os.path.join(workdir, "run"), state_dir=state)
+                self.assertEqual((sim.token, sim.port), (token, port))
+                self.assertEqual(read(sim.ca_file), ca)
+                self.assertEqual(read(sim.kubeconfig), kubeconfig)
+                got = sim.must("GET", "/api/v1/namespaces/default/services/kept")
+                self.assertEqual(got["metadata"]["uid"], svc["metadata"]["uid"])
+                self.assertEqual(got["spec"]["clusterIP"], svc["spec"]["clusterIP"])
+                self.assertEqual(got["status"]["loadBalancer"]["ingress"], [{"ip": "203.0.113.5"}])
+                # resourceVersions go on from where they were; the watch history does not.
+                listed = sim.must("GET", "/api/v1/services")
+                self.assertGreaterEqual(int(listed["metadata"]["resourceVersion"]), rv)
+                with sim.watch(f"/api/v1/services?watch=1&resourceVersion={rv - 1}&timeoutSeconds=5") as w:
+                    self.assertEqual(w.next_event()["object"]["code"], 410)
+                self.assertEqual([e["ips"] for e in sim.audit() if e["name"] == "kept"], [["203.0.113.5"]])
+                # The cluster IP stays allocated.
+                taken = sim.request("POST", "/api/v1/namespaces/default/services",
+                                    dict(service("other"), spec=dict(service("other")["spec"],
+                                                                     clusterIP=svc["spec"]["clusterIP"])))
+                self.assertEqual(taken.status, 422)
+                sim.must("POST", "/api/v1/namespaces/default/configmaps", configmap(f"after-{how.lower()}"))
+        self.assertEqual(len(sim.must("GET", "/api/v1/namespaces/default/configmaps")["items"]), 2)
 
 
 class SlowWatcherTest(SimulatorTestCase):

@@ -59,6 +59,13 @@ class Harness:
     def ip(self, *args):
         subprocess.run(["ip", "-n", self.ns] + list(args), check=True, capture_output=True, text=True)
 
+    def add_veth(self):
+        """veth0 (192.0.2.1/24) and its peer veth1, up: an interface for keepalived's VIPs."""
+        self.ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+        self.ip("addr", "add", "192.0.2.1/24", "dev", "veth0")
+        self.ip("link", "set", "veth0", "up")
+        self.ip("link", "set", "veth1", "up")
+
     def netns_exec(self):
         return ["ip", "netns", "exec", self.ns]
 
@@ -148,13 +155,19 @@ class Harness:
         with open(os.path.join(self.tmp, "apply.stderr")) as f:
             return f.read()
 
-    def run_once(self, files, *extra):
+    def run_once(self, files, *extra, manifest=None):
+        """k8slb-apply node --from-dir with `files` written as k8slb-render --output-dir writes
+        them: the files, then the manifest k8slb-render.json (`manifest`: the files it names;
+        default all of them; False: no manifest)."""
         source = os.path.join(self.tmp, "in")
         shutil.rmtree(source, ignore_errors=True)
         os.makedirs(source)
         for name, content in files.items():
             with open(os.path.join(source, name), "w") as f:
                 f.write(content)
+        if manifest is not False:
+            with open(os.path.join(source, "k8slb-render.json"), "w") as f:
+                f.write(render_manifest(files if manifest is None else manifest))
         return subprocess.run(self.netns_exec() + [APPLY, "node", "--from-dir", source, "--config-dir",
                                                    self.config_dir, "--runtime-dir", self.runtime_dir] + list(extra),
                               capture_output=True, text=True, timeout=60)
@@ -185,6 +198,25 @@ class Harness:
             elif section == "workers" and words[1] == "worker":
                 workers.append(int(words[0]))
         return reloads, workers
+
+
+def stable_hash(data):
+    """k8slb-render's stable hash: FNV-1a 64, then the splitmix64 finaliser."""
+    mask = 0xFFFFFFFFFFFFFFFF
+    value = 14695981039346656037
+    for byte in data:
+        value = ((value ^ byte) * 1099511628211) & mask
+    value = (value + 0x9E3779B97F4A7C15) & mask
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & mask
+    return "%016x" % (value ^ (value >> 31))
+
+
+def render_manifest(files):
+    """The manifest k8slb-render --output-dir writes last: names, sizes and hashes."""
+    return json.dumps({"k8slb-render": 1, "files": {
+        name: {"bytes": len(content.encode()), "hash": stable_hash(content.encode())}
+        for name, content in files.items()}}, indent=2) + "\n"
 
 
 def socket_command(path, command, timeout=5):

@@ -101,6 +101,32 @@ class HaproxyTest(NodeTest):
         h.wait_for_traffic()
         self.assertEqual(h.pid_file("haproxy.pid"), master, "haproxy was restarted")
 
+    def test_one_shot_refuses_an_incomplete_set(self):
+        # Issue 7 item 1: a set from a failed, interrupted or unfinished render is never applied.
+        h = self.h
+        h.start_backends(1)
+        good = haproxy_files(h.runtime_dir, [0])
+        other = haproxy_files(h.runtime_dir, [0], extra_defaults="  timeout queue 5s")
+        cases = [
+            ("no manifest (render failed or was killed before its end)", good, False,
+             "no k8slb-render.json: not a complete set"),
+            ("a file differs from the manifest (render still writing)", good, other,
+             "haproxy.cfg: differs from the manifest"),
+            ("a file the manifest names is missing", {"haproxy.cfg": good["haproxy.cfg"]}, good,
+             "haproxy-servers.json: missing"),
+        ]
+        for description, files, manifest, message in cases:
+            with self.subTest(description):
+                result = h.run_once(files, "--no-keepalived", manifest=manifest)
+                self.assertEqual(result.returncode, 1, result.stderr)
+                self.assertIn(message, result.stderr)
+                self.assertEqual(result.stdout, "")
+                self.assertIsNone(h.pid_file("haproxy.pid"), "something was started")
+                self.assertFalse(os.path.exists(os.path.join(h.config_dir, "haproxy.cfg")))
+        complete = h.run_once(good, "--no-keepalived")
+        self.assertEqual(complete.returncode, 0, complete.stderr)
+        h.wait_for_traffic()
+
     def test_one_shot_partial_is_exit_3(self):
         # HAProxy updated, keepalived's config refused (its checker fails): applied in part, the
         # refusal named; exit 3, apart from "nothing applied" (1).
@@ -285,10 +311,7 @@ class KeepalivedTest(NodeTest):
 
     def test_sighup_keeps_the_vip_on_the_master(self):
         h = self.h
-        h.ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
-        h.ip("addr", "add", "192.0.2.1/24", "dev", "veth0")
-        h.ip("link", "set", "veth0", "up")
-        h.ip("link", "set", "veth1", "up")
+        h.add_veth()
         apply = h.start_apply("--proxy", "kubeproxy")
         one = {"keepalived.conf": KEEPALIVED_CONF % "    192.0.2.100/32"}
         self.assertEqual(h.send(apply, one)["actions"], {"keepalived": "start"})
@@ -316,6 +339,54 @@ class KeepalivedTest(NodeTest):
         self.assertEqual(result["problems"][0]["reason"], "ConfigRejected")
         self.assertIn("192.0.2.100", self.vips())
         self.assertEqual(h.stderr().count("Entering MASTER STATE"), 1, h.stderr())
+
+
+class ProxyFirstTest(NodeTest):
+    """Issue 7 item 3: keepalived only ever holds the VIPs the running proxy serves."""
+    vips = KeepalivedTest.vips
+
+    def test_rejected_proxy_config_holds_keepalived(self):
+        h = self.h
+        h.add_veth()
+        h.start_backends(2)
+        apply = h.start_apply()
+
+        def files(vip, extra_defaults=""):
+            out = haproxy_files(h.runtime_dir, [0, 1], extra_defaults=extra_defaults)
+            out["haproxy.cfg"] = out["haproxy.cfg"].replace("  bind %s:80\n" % VIP, "  bind %s:80 transparent\n" % vip)
+            out["keepalived.conf"] = KEEPALIVED_CONF % ("    %s/32" % vip)
+            return out
+
+        good = files("192.0.2.100")
+        self.assertEqual(h.send(apply, good)["actions"], {"haproxy": "start", "keepalived": "start"})
+        deadline = time.time() + 15
+        while "192.0.2.100" not in self.vips() and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertIn("192.0.2.100", self.vips(), "keepalived did not take the VIP:\n" + h.stderr())
+        h.wait_for_traffic("http://192.0.2.100/")
+        load = h.start_load("http://192.0.2.100/")
+        time.sleep(0.5)
+
+        # The new set moves the Service to a new VIP, but HAProxy's checker rejects its config:
+        # keepalived must not be reloaded (it would drop the VIP the running HAProxy serves).
+        moved = files("192.0.2.101", extra_defaults="  no-such-keyword here")
+        result = h.send(apply, moved)
+        self.assertEqual(result["actions"], {"haproxy": "failed", "keepalived": "held"}, result)
+        self.assertEqual([p["reason"] for p in result["problems"]], ["ConfigRejected", "ProxyNotUpdated"])
+        self.assertIn("keepalived.conf: not applied: haproxy did not take its new config", h.stderr())
+        time.sleep(1.0)
+        self.assertEqual(self.vips() & {"192.0.2.100", "192.0.2.101"}, {"192.0.2.100"})
+        with open(os.path.join(h.config_dir, "keepalived.conf")) as f:
+            self.assertEqual(f.read(), good["keepalived.conf"], "the installed keepalived.conf was replaced")
+        self.assertNotIn("Reloading", h.stderr())
+        stats = h.stop_load(load)
+        figures("proxy-first-rejected", stats)
+        self.assertGreater(stats["ok"], 0)
+        self.assertEqual(stats["failed"], 0, stats["errors"])
+
+        # Once HAProxy takes the new config, keepalived follows.
+        result = h.send(apply, files("192.0.2.101"))
+        self.assertEqual(result["actions"], {"haproxy": "reload", "keepalived": "reload"}, result)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 //
 // writes OUT_DIR/<variant>/{haproxy.cfg,nginx.conf,keepalived.conf}.
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -53,6 +54,25 @@ int main(int argc, char** argv) {
          input.config.keepalived = {};
        }},
       {"other-node", [](Input& input) { input.node.node_name = "lb-c"; }},
+      // keepalived tracks the proxy (any executable will do for the checker).
+      {"tracked", [](Input& input) { input.settings.proxy_check = "/usr/bin/true"; }},
+      // 600 single-port Services: more listeners than nginx's default 512 worker_connections.
+      {"600-listeners", [](Input& input) {
+         auto base = *std::find_if(input.services.begin(), input.services.end(), [](const auto& s) {
+           return !s.ingress_ips.empty() && s.is_load_balancer() && s.lb_class.empty();
+         });
+         base.ports.resize(1);
+         base.ports[0].name = "tcp";
+         base.ports[0].protocol = "TCP";
+         base.annotations.clear();
+         for (int i = 0; i < 600; ++i) {
+           auto service = base;
+           service.name = "many-" + std::to_string(i);
+           service.ports[0].port = 20000 + i;
+           service.ports[0].target_port = 8080;
+           input.services.push_back(service);
+         }
+       }},
   };
   try {
     for (const auto& variant : variants) {

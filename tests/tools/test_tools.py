@@ -213,11 +213,41 @@ class RenderPipelineTest(unittest.TestCase):
         self.assertIn("notification_email", conf)     # email is set in the example config
         self.assertIn("smtp_alert", conf)
 
+    def test_missing_certificate_leaves_out_only_that_tls_port_and_passes_the_checker(self):
+        certs = os.path.join(self.dir, "certs")
+        os.mkdir(certs)
+        for pool in ("external", "ipv6"):  # no default.pem
+            make_cert(certs, pool)
+        result = self.render("haproxy", "--cert-dir", certs, "--runtime-dir", self.dir)
+        self.assertEqual(result.returncode, 3, result.stderr)  # partial: written, the TLS port named
+        self.assertRegex(result.stderr, rf"k8slb-render: error: default/myapp-tls: spec\.ports\[\d\]: port 443: "
+                                        rf"no readable certificate {certs}/default\.pem \(pool default\)")
+        cfg = result.stdout
+        self.assertNotIn(f"{certs}/default.pem", cfg)
+        self.assertRegex(cfg, rf"bind 1\.2\.3\.4:443 .*ssl crt {certs}/external\.pem")  # rancher still TLS
+        self.assertIn("192.168.10.200:80", cfg)  # every other Service renders
+        path = os.path.join(self.dir, "haproxy.cfg")
+        with open(path, "w") as f:
+            f.write(cfg)
+        check = run(["haproxy", "-c", "-f", path])
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
     def test_all_writes_a_set_of_files(self):
         out = os.path.join(self.dir, "out")
-        result = self.render("all", "--output-dir", out)
+        result = self.render("all", "--output-dir", out, "--no-cert-check")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertTrue({"haproxy.cfg", "keepalived.conf"} <= set(os.listdir(out)), os.listdir(out))
+        # The manifest, written last, names the set (k8slb-apply node --from-dir needs it).
+        with open(os.path.join(out, "k8slb-render.json")) as f:
+            manifest = json.load(f)
+        self.assertEqual(set(manifest["files"]), {"haproxy.cfg", "haproxy-servers.json", "keepalived.conf"})
+        with open(os.path.join(out, "haproxy.cfg"), "rb") as f:
+            self.assertEqual(manifest["files"]["haproxy.cfg"]["bytes"], len(f.read()))
+        # A render that fails writes nothing: the complete set from before stays as it was.
+        before = {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}
+        failed = self.render("all", "--output-dir", out, "--no-cert-check", "-f", os.path.join(self.dir, "missing.yml"))
+        self.assertEqual(failed.returncode, 1, failed.stderr)
+        self.assertEqual({name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}, before)
         refused = self.render("all")
         self.assertEqual(refused.returncode, 1)
         self.assertIn("--output-dir", refused.stderr)
@@ -226,7 +256,7 @@ class RenderPipelineTest(unittest.TestCase):
         allocate = subprocess.Popen([tool("k8slb-allocate"), "--config", f"{EXAMPLES}/pools.json", "-f",
                                      f"{EXAMPLES}/services.yml"], stdout=subprocess.PIPE)
         render = subprocess.run([tool("k8slb-render"), "haproxy", "--config", f"{EXAMPLES}/pools.json",
-                                 "--interfaces", f"{EXAMPLES}/node-interfaces.json"],
+                                 "--interfaces", f"{EXAMPLES}/node-interfaces.json", "--no-cert-check"],
                                 stdin=allocate.stdout, capture_output=True, text=True, timeout=60)
         allocate.stdout.close()
         self.assertEqual(allocate.wait(timeout=60), 0)

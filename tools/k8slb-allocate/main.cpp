@@ -60,6 +60,10 @@ proxy_problems(std::vector<k8slb::model::Service> services, const std::vector<k8
   std::map<std::string, const k8slb::model::Service*> service_by_key;
   for (const auto& service : input.services) service_by_key.emplace(service.key(), &service);
   for (auto& problem : problems) {
+    auto result = result_by_key.find(problem.object);
+    if (result != result_by_key.end() && result->second->problem &&
+        result->second->problem->field == problem.field)
+      continue; // the allocator reported it already (k8slb/validate.hpp: the same checks)
     auto it = service_by_key.find(problem.object);
     if (it != service_by_key.end()) out.emplace_back(std::move(problem), *it->second);
     else out.emplace_back(std::move(problem), k8slb::model::Service{});
@@ -69,8 +73,11 @@ proxy_problems(std::vector<k8slb::model::Service> services, const std::vector<k8
 
 // Allocates one input document's objects; returns the published document and whether every
 // object was served. `config` is the last good config (from --config or an earlier ConfigMap).
+// A ConfigMap that cannot be read gets a Warning Event naming the field; without a last good
+// config, `streaming` passes the document on with a Warning Event on each Service waiting for
+// an IP (otherwise: Error, nothing written).
 std::pair<json, bool> allocate_document(k8slb::Objects objects, const Options& options,
-                                        std::optional<k8slb::pool::Config>& config) {
+                                        std::optional<k8slb::pool::Config>& config, bool streaming) {
   // Events in the input are an earlier run's output (its output fed back in): they are not
   // passed on, or they would be posted again.
   std::erase_if(objects.items, [](const json& item) { return item["kind"] == "Event"; });
@@ -80,28 +87,51 @@ std::pair<json, bool> allocate_document(k8slb::Objects objects, const Options& o
     k8slb::tool::error(error);
     ok = false;
   }
+  std::vector<json> config_events;
+  std::string config_error; // why the ConfigMap in this document cannot be used
   if (options.config_file.empty()) {
     if (snapshot.config_map) {
       try {
         config = k8slb::pool::parse_config_map(*snapshot.config_map);
       } catch (const k8slb::Error& e) {
         // A broken config never replaces a good one: keep allocating with the last good one.
-        k8slb::tool::error(config ? fmt::format("{} (keeping the previous config)", e.what()) : e.what());
+        config_error = e.what();
+        std::string consequence = config ? "keeping the last good config" : "no IP is assigned until it is fixed";
+        k8slb::tool::error(fmt::format("{} ({})", config_error, consequence));
+        config_events.push_back(k8slb::allocate::make_object_event(
+            *snapshot.config_map, "InvalidConfig", "Warning", fmt::format("{}; {}", config_error, consequence)));
         ok = false;
       }
     }
-    if (!config)
-      throw k8slb::Error(fmt::format("no config: give --config FILE or include the ConfigMap {} "
-                                     "in the input",
-                                     options.config_map));
+    if (!config) {
+      std::string why = config_error.empty()
+                            ? fmt::format("no config: the ConfigMap {} is not in the input", options.config_map)
+                            : "no valid config: " + config_error;
+      if (!streaming)
+        throw k8slb::Error(config_error.empty() ? fmt::format("no config: give --config FILE or include the "
+                                                              "ConfigMap {} in the input",
+                                                              options.config_map)
+                                                : why);
+      // Nothing is allocated and nothing released: the Services pass on unchanged, and those
+      // waiting for an IP are told why they get none.
+      if (config_error.empty()) k8slb::tool::error(why);
+      for (json& event : k8slb::allocate::no_config_events(snapshot.services, why, {options.lb_class}))
+        config_events.push_back(std::move(event));
+      json document = {{"apiVersion", "v1"}, {"kind", "List"}, {"items", std::move(snapshot.items)}};
+      for (json& event : config_events) document["items"].push_back(std::move(event));
+      return {std::move(document), false};
+    }
   }
   for (const auto& error : snapshot.errors) {
     k8slb::tool::error(error);
     ok = false;
   }
   auto results = k8slb::allocate::allocate(snapshot.services, *config, {options.lb_class});
-  for (const auto& result : results) {
+  for (auto& result : results) {
     if (!result.problem) continue;
+    if (!config_error.empty() && result.outcome == k8slb::allocate::Outcome::failed)
+      result.problem->message += fmt::format(" (the ConfigMap {} is invalid; the last good config is in use)",
+                                             options.config_map);
     if (result.outcome == k8slb::allocate::Outcome::failed) {
       k8slb::tool::error(result.problem->to_string());
       ok = false;
@@ -113,6 +143,7 @@ std::pair<json, bool> allocate_document(k8slb::Objects objects, const Options& o
   publish_options.ip_mode = options.ip_mode == "none" ? "" : options.ip_mode;
   json document =
       k8slb::allocate::publish(std::move(snapshot.items), snapshot.services, results, publish_options);
+  for (json& event : config_events) document["items"].push_back(std::move(event));
   if (!options.proxy.empty()) {
     for (const auto& [problem, service] :
          proxy_problems(std::move(snapshot.services), results, *config, options.proxy)) {
@@ -159,7 +190,7 @@ int run(const Options& options) {
   if (!options.config_file.empty()) config = k8slb::pool::load_config_file(options.config_file);
   int indent = options.pretty ? 2 : -1;
   if (!options.files.empty()) {
-    auto [document, ok] = allocate_document(k8slb::read_objects(options.files), options, config);
+    auto [document, ok] = allocate_document(k8slb::read_objects(options.files), options, config, false);
     k8slb::tool::write_line(document.dump(indent, ' ', false, json::error_handler_t::replace));
     return ok ? k8slb::tool::kExitOk : k8slb::tool::kExitPartial;
   }
@@ -179,7 +210,7 @@ int run(const Options& options) {
       timer.mark("read");
       auto objects = k8slb::take_objects({std::move(*document)}, reader.name());
       k8slb::require_objects(objects, reader.name());
-      std::tie(out, ok) = allocate_document(std::move(objects), options, config);
+      std::tie(out, ok) = allocate_document(std::move(objects), options, config, true);
     } catch (const k8slb::Error& e) {
       k8slb::tool::error(e.what());
       all_ok = false;

@@ -8,7 +8,7 @@
 //   k8slb-watch ... | k8slb-allocate | k8slb-apply cluster --lease-name N
 //                                                        renews it and writes while leader.
 // So the first document a new leader reads comes from a list made after it became leader. A
-// pipeline started without holding the Lease acquires it and exits 3: restart it.
+// pipeline started without holding the Lease acquires it and exits 4: restart it.
 #include "commands.hpp"
 
 #include <atomic>
@@ -38,7 +38,7 @@ namespace cluster = k8slb::cluster;
 namespace kube = k8slb::kube;
 namespace tool = k8slb::tool;
 
-constexpr int kExitRestart = 3; // acquired the lease in a running pipeline: restart it
+constexpr int kExitRestart = 4; // acquired the lease in a running pipeline: restart it
 
 struct ClusterOptions {
   std::string kubeconfig;
@@ -167,7 +167,16 @@ int run_cluster(const ClusterOptions& options) {
 
   std::jthread renewer;
   if (elector) {
-    cluster::Action first = elector->try_acquire_or_renew();
+    // A failed request is not a lost lease: retried within the renew deadline, as a leader's
+    // renewal is. Only another holder, or the deadline passing, ends the claim.
+    std::optional<cluster::Action> resumed = elector->resume(stopping);
+    if (!resumed) {
+      if (stopping) return tool::kExitOk;
+      tool::error("could not renew the lease within the renew deadline: exiting so that the "
+                  "pipeline restarts");
+      return tool::kExitFailure;
+    }
+    cluster::Action first = *resumed;
     if (first != cluster::Action::renew) {
       if (first != cluster::Action::create && first != cluster::Action::take) {
         log_line("lease " + election.lease_namespace + "/" + election.lease_name +

@@ -10,4 +10,5 @@
 namespace k8slb_apply {
 void add_cluster_command(CLI::App& app, std::function<int()>& run);
 void add_node_command(CLI::App& app, std::function<int()>& run);
+void add_health_command(CLI::App& app, std::function<int()>& run);
 } // namespace k8slb_apply

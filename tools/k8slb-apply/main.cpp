@@ -12,5 +12,6 @@ int main(int argc, char** argv) {
   std::function<int()> run;
   k8slb_apply::add_cluster_command(app, run);
   k8slb_apply::add_node_command(app, run);
+  k8slb_apply::add_health_command(app, run);
   return k8slb::tool::run_main(app, argc, argv, [&] { return run(); });
 }

@@ -193,4 +193,29 @@ void add_node_command(CLI::App& app, std::function<int()>& run) {
   });
 }
 
+// keepalived's vrrp_script: exit 0 when the proxy answers, 1 (with the reason) when not.
+void add_health_command(CLI::App& app, std::function<int()>& run) {
+  static std::string proxy = "haproxy";
+  static std::string runtime_dir = "/run/k8slb";
+  static int budget_ms = 900;
+  auto* sub = app.add_subcommand("health", "Exit 0 when this node's proxy answers (keepalived's track script)");
+  sub->add_option("--proxy", proxy, "haproxy, nginx or kubeproxy (always healthy)")
+      ->check(CLI::IsMember({"haproxy", "nginx", "kubeproxy"}))
+      ->capture_default_str();
+  sub->add_option("--runtime-dir", runtime_dir, "Sockets and pid files (as given to k8slb-apply node)")
+      ->capture_default_str();
+  sub->add_option("--timeout-ms", budget_ms, "Give up after this long (several tries)")
+      ->check(CLI::Range(10, 60000))
+      ->capture_default_str();
+  sub->callback([&run] {
+    run = [] {
+      auto why = apply::proxy_health(k8slb::render::parse_proxy(proxy), runtime_dir,
+                                     std::chrono::milliseconds(budget_ms));
+      if (!why) return tool::kExitOk;
+      tool::error(*why);
+      return tool::kExitFailure;
+    };
+  });
+}
+
 } // namespace k8slb_apply

@@ -34,6 +34,8 @@ struct Options {
   std::string node_selector = "type=loadBalancer";
   std::string interfaces_file; // `ip -j addr` JSON; empty: this machine's interfaces
   std::string vrrp_password_file;
+  bool no_cert_check = false;
+  std::string previous_file; // the installed keepalived.conf: last good interfaces per pool
   k8slb::render::Settings settings;
 };
 
@@ -59,6 +61,7 @@ bool matches_selector(const k8slb::model::Node& node, const std::string& selecto
 // read, a broken ConfigMap when an earlier one is kept).
 k8slb::render::Output render_items(k8slb::Objects objects, const Options& options,
                                    std::optional<k8slb::pool::Config>& config,
+                                   std::map<std::string, std::string>& previous_interfaces,
                                    const std::vector<k8slb::node::Interface>& interfaces,
                                    std::vector<std::string>& errors) {
   auto snapshot = k8slb::model::make_snapshot(std::move(objects.items), options.config_map);
@@ -84,9 +87,14 @@ k8slb::render::Output render_items(k8slb::Objects objects, const Options& option
   input.node.node_name = options.node_name;
   input.node.interfaces = interfaces;
   input.settings = options.settings;
-  if (options.what == "keepalived") return k8slb::render::render_keepalived(input);
-  if (options.what == "all") return k8slb::render::render_all(input);
-  return k8slb::render::render_proxy(input);
+  if (!options.no_cert_check && input.settings.proxy != k8slb::render::Proxy::kubeproxy && options.what != "keepalived")
+    input.certificates = k8slb::node::readable_certificates(options.settings.cert_dir);
+  input.previous_interfaces = previous_interfaces;
+  if (options.what != "keepalived" && options.what != "all") return k8slb::render::render_proxy(input);
+  auto output = options.what == "all" ? k8slb::render::render_all(input) : k8slb::render::render_keepalived(input);
+  for (auto& [pool, interface] : k8slb::render::previous_interfaces(output.files.at("keepalived.conf")))
+    previous_interfaces[pool] = interface;
+  return output;
 }
 
 void write_file(const std::filesystem::path& path, const std::string& content) {
@@ -119,6 +127,19 @@ int run(Options options) {
   }
   std::optional<k8slb::pool::Config> config;
   if (!options.config_file.empty()) config = k8slb::pool::load_config_file(options.config_file);
+  // The last good interface of each pool: from the installed keepalived.conf (--previous, or
+  // the one in --output-dir), then from each rendering.
+  std::map<std::string, std::string> previous_interfaces;
+  std::string previous_file = options.previous_file;
+  if (previous_file.empty() && !options.output_dir.empty())
+    previous_file = (std::filesystem::path(options.output_dir) / "keepalived.conf").string();
+  if (!previous_file.empty() && std::filesystem::exists(previous_file)) {
+    try {
+      previous_interfaces = k8slb::render::previous_interfaces(k8slb::read_file(previous_file));
+    } catch (const k8slb::Error& e) {
+      k8slb::tool::warning(fmt::format("{} (no last good interfaces)", e.what()));
+    }
+  }
   std::vector<k8slb::node::Interface> interfaces =
       options.interfaces_file.empty()
           ? k8slb::node::read_interfaces()
@@ -139,7 +160,7 @@ int run(Options options) {
         if (!document) break;
         auto objects = k8slb::take_objects({std::move(*document)}, reader.name());
         k8slb::require_objects(objects, reader.name());
-        auto output = render_items(std::move(objects), options, config, interfaces, errors);
+        auto output = render_items(std::move(objects), options, config, previous_interfaces, interfaces, errors);
         all_ok = report(output, errors) == k8slb::tool::kExitOk && all_ok;
         json problems = json::array();
         for (const auto& error : errors) problems.push_back(error);
@@ -162,11 +183,16 @@ int run(Options options) {
   // object, or cannot be read, writes nothing (an empty config would take every VIP away).
   std::vector<std::string> paths = options.files.empty() ? std::vector<std::string>{"-"} : options.files;
   std::vector<std::string> errors;
-  auto output = render_items(k8slb::read_objects(paths), options, config, interfaces, errors);
+  auto output = render_items(k8slb::read_objects(paths), options, config, previous_interfaces, interfaces, errors);
   if (!options.output_dir.empty()) {
-    std::filesystem::create_directories(options.output_dir);
-    for (const auto& [name, content] : output.files)
-      write_file(std::filesystem::path(options.output_dir) / name, content);
+    // The set is written as a whole: the manifest goes first, each file is replaced
+    // atomically, and a new manifest naming every file (size, hash) is written last. A set
+    // without a manifest, or with files that do not match it, is refused by k8slb-apply.
+    const std::filesystem::path dir(options.output_dir);
+    std::filesystem::create_directories(dir);
+    std::filesystem::remove(dir / k8slb::render::kManifestFile);
+    for (const auto& [name, content] : output.files) write_file(dir / name, content);
+    write_file(dir / k8slb::render::kManifestFile, k8slb::render::manifest_of(output.files));
   } else {
     if (output.files.size() != 1) {
       // haproxy also writes haproxy-servers.json; stdout gets the config itself.
@@ -217,6 +243,12 @@ int main(int argc, char** argv) {
   app.add_option("--cert-dir", options.settings.cert_dir, "Directory of the pools' certificates")
       ->envname("CERT_PATH")
       ->capture_default_str();
+  app.add_flag("--no-cert-check", options.no_cert_check,
+               "Render TLS ports without checking that the pool's certificate is in --cert-dir");
+  app.add_option("--previous", options.previous_file,
+                 "The installed keepalived.conf (default: the one in --output-dir): a pool this node "
+                 "cannot place keeps the interface its instances use there")
+      ->type_name("FILE");
   app.add_option("--runtime-dir", options.settings.runtime_dir, "Directory of sockets and pid files")
       ->capture_default_str();
   app.add_option("--vrid-offset", options.settings.vrid_offset, "Added to every VRRP virtual_router_id")
@@ -238,5 +270,9 @@ int main(int argc, char** argv) {
   app.add_option("--lb-class", options.settings.lb_class,
                  "Render Services of this spec.loadBalancerClass (default: only those without a class)");
   app.add_option("--notify-script", options.settings.notify_script, "keepalived notify script");
+  app.add_option("--proxy-check", options.settings.proxy_check,
+                 "k8slb-apply's absolute path: keepalived tracks the proxy with `k8slb-apply health` "
+                 "and gives the VIPs up while it fails")
+      ->type_name("FILE");
   return k8slb::tool::run_main(app, argc, argv, [&] { return run(options); });
 }

@@ -64,6 +64,17 @@ struct PublishOptions {
 nlohmann::json make_event(const model::Service& service, const std::string& reason,
                           const std::string& type, const std::string& message);
 
+// The same about any object (its apiVersion, kind and metadata): e.g. the ConfigMap.
+nlohmann::json make_object_event(const nlohmann::json& object, const std::string& reason,
+                                 const std::string& type, const std::string& message);
+
+// When the config cannot be read (the ConfigMap is invalid or absent) and there is no last
+// good one: one Warning Event (reason AllocationFailed) on each Service of ours still waiting
+// for an IP, saying why none is assigned (`why`, e.g. "no valid config: ConfigMap ...:
+// data.config: ..."). Services that hold IPs keep them and get none. Pure.
+std::vector<nlohmann::json> no_config_events(const std::vector<model::Service>& services,
+                                             const std::string& why, const Options& options = {});
+
 nlohmann::json publish(const std::vector<nlohmann::json>& items,
                        const std::vector<model::Service>& services,
                        const std::vector<Result>& results, const PublishOptions& options = {});

@@ -132,13 +132,20 @@ struct DaemonResult {
   Action action = Action::none;
   bool ok = true;
   std::string detail; // reason, or what failed
+  bool held = false;  // not applied because an earlier daemon failed (keepalived after the proxy)
 };
+
+// Proxy first: keepalived may take its new VIP set only when the proxy runs its new config.
+// Given the results of the daemons applied before keepalived (the proxy's), returns why
+// keepalived must keep the VIP set it holds (matching the config the proxy still runs), or
+// nullopt when it may follow.
+std::optional<std::string> keepalived_hold_reason(const std::vector<DaemonResult>& earlier);
 
 struct ApplyResult {
   std::vector<DaemonResult> daemons;
   std::vector<Problem> problems;
   bool ok() const { return problems.empty(); }
-  // {"actions": {"haproxy": "reload", ...}, "problems": [{"object","field","reason","message"}]}
+  // {"actions": {"haproxy": "reload", "keepalived": "held", ...}, "problems": [{"object","field","reason","message"}]}
   nlohmann::json to_json() const;
 };
 
@@ -147,6 +154,13 @@ std::map<std::string, std::string> read_file_set(const std::string& dir);
 
 // The files of one NDJSON stream line ({"files": {...}, "problems": [...]}). Throws Error.
 std::map<std::string, std::string> file_set_from_json(const nlohmann::json& document);
+
+// The proxy's health, as keepalived's vrrp_script asks it (`k8slb-apply health`): HAProxy
+// answers `show info` on its stats socket <runtime_dir>/haproxy.sock (a few tries within
+// `budget`); nginx's master (<runtime_dir>/nginx.pid) is alive and has a worker. nullopt when
+// healthy, else what is wrong.
+std::optional<std::string> proxy_health(render::Proxy proxy, const std::string& runtime_dir,
+                                        std::chrono::milliseconds budget);
 
 class NodeApplier {
 public:

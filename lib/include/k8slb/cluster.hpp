@@ -296,8 +296,19 @@ public:
   using Log = std::function<void(const std::string& line)>;
   Elector(kube::Client& client, ElectionConfig config, Log log);
 
-  // One round: GET, observe, decide, write. Returns the action taken (stop included).
+  // One round: GET, observe, decide, write (a leader renews with the PUT alone, on the Lease
+  // it last read or wrote, and falls back to the full round on 409). Returns the action taken
+  // (stop included). A round that got no answer it could act on (a transport error, a timeout,
+  // 5xx, 429) returns wait (or stop once a leader's renew_deadline has passed) and sets
+  // last_round_failed().
   Action try_acquire_or_renew();
+  bool last_round_failed() const;
+  // The first round of a process started while this identity may hold the lease (the
+  // pipeline after --acquire-only): a failed round is retried every retry_period, as a
+  // leader's renewal is, until one gets an answer or renew_deadline has passed. Returns the
+  // action of that round (renew: still ours); nullopt when the deadline passed (or
+  // `cancelled`) without an answer.
+  std::optional<Action> resume(const std::atomic<bool>& cancelled);
   // Blocks, trying every retry_period, until this identity holds the lease (true), or
   // `cancelled` becomes true (false).
   bool acquire(const std::atomic<bool>& cancelled);
@@ -313,6 +324,8 @@ private:
   mutable std::mutex mutex_;
   ElectorState state_;
   std::string resource_version_; // of the Lease last read or written
+  json lease_;                   // the Lease last read or written (the leader's fast path)
+  bool last_round_failed_ = false;
 };
 
 } // namespace k8slb::cluster

@@ -3,6 +3,7 @@
 // list is the I/O at the edge (getifaddrs), or `ip -j addr` JSON for offline rendering.
 
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,10 @@ struct Interface {
 std::vector<Interface> interfaces_from_ip_json(const nlohmann::json& document);
 // The running system's interfaces (getifaddrs), sorted by name.
 std::vector<Interface> read_interfaces();
+
+// The certificate files in `dir` that can be read and hold PEM text ("<pool>.pem",
+// "<pool>.key"; other names are ignored). An absent or unreadable dir holds none.
+std::set<std::string> readable_certificates(const std::string& dir);
 
 // The interface that serves `pool`: the pool's own `interface` if set (it must exist), else
 // the interface holding an address whose prefix contains the pool's network; ties go to the

@@ -5,7 +5,10 @@
 // deterministic. Values from Services never reach a config unchecked: a Service with a value
 // outside its grammar is left out and reported as a Problem naming the Service and field.
 
+#include <functional>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,6 +43,8 @@ struct Settings {
   std::string lb_class;                    // our loadBalancerClass: Services of another are skipped
   std::string stream_module = "/usr/lib/nginx/modules/ngx_stream_module.so"; // nginx load_module
   int hard_stop_after_s = 30;              // haproxy hard-stop-after: old workers' grace period
+  std::string proxy_check;                 // k8slb-apply's absolute path: keepalived tracks the
+                                           // proxy with `k8slb-apply health` (empty: it does not)
   bool transparent_bind = true;            // haproxy `bind ... transparent`: bind VIPs this node
                                            // does not hold (nginx needs ip_nonlocal_bind instead)
 };
@@ -50,6 +55,13 @@ struct Input {
   std::vector<model::EndpointSlice> slices;
   NodeFacts node;
   Settings settings;
+  // The certificate files of settings.cert_dir that can be read ("<pool>.pem", "<pool>.key"),
+  // found by the caller (I/O at the edge). A TLS port whose pool has none is left out with a
+  // MissingCertificate Problem; the other ports and Services render. nullopt: not checked.
+  std::optional<std::set<std::string>> certificates;
+  // The interface each pool's instances used in the last good keepalived.conf (see
+  // previous_interfaces()): a pool this node cannot place now keeps it.
+  std::map<std::string, std::string> previous_interfaces;
 };
 
 struct Output {
@@ -64,6 +76,25 @@ Output render_proxy(const Input& input);
 Output render_keepalived(const Input& input);
 // Both.
 Output render_all(const Input& input);
+
+// ---- A rendered set of files in a directory (k8slb-render --output-dir) ----
+// The manifest, written last and atomically, says the set is complete:
+// {"k8slb-render": 1, "files": {"<name>": {"bytes": n, "hash": "<16 hex>"}}} (hash: the
+// render library's stable 64-bit hash, FNV-1a with a splitmix64 finaliser).
+// k8slb-apply node --from-dir applies only files a manifest names, with their size and hash.
+inline constexpr const char* kManifestFile = "k8slb-render.json";
+std::string manifest_of(const std::map<std::string, std::string>& files);
+// The files `manifest` names, checked against what `read` returns for each name (nullopt when
+// absent). Throws Error("<source>: <file>: ...") when the manifest is malformed, or a file is
+// missing or differs (the set is incomplete: a render failed or is still writing).
+std::map<std::string, std::string> files_of_manifest(
+    std::string_view manifest, std::string_view source,
+    const std::function<std::optional<std::string>(const std::string&)>& read);
+
+// Pool name -> the interface its vrrp_instances use, read from a keepalived.conf k8slb-render
+// printed ("# pool P: first choice N" then "  interface X" in the instance). Pools and
+// interfaces that are not valid names are skipped.
+std::map<std::string, std::string> previous_interfaces(std::string_view keepalived_conf);
 
 // Which load-balancer node is first choice for a VIP: rendezvous hashing over node names,
 // so a node joining or leaving moves only the VIPs it gains or loses. Empty when no nodes.

@@ -99,6 +99,9 @@ struct KeepalivedPlan {
   int vrrp_version = 3;  // 2 when a password is set
   std::string advert_int; // "0.2", "1"
   std::optional<pool::KeepalivedSettings> email; // set when mail is configured (validated)
+  // `vrrp_script` command tracking the proxy (Settings.proxy_check health ...); every instance
+  // tracks it and goes to FAULT (gives its VIPs up) while it fails. Empty: no tracking.
+  std::string track_proxy;
   std::vector<VrrpInstance> instances; // sorted by pool, owner
   std::vector<Problem> problems;
 };

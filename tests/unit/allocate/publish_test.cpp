@@ -228,3 +228,36 @@ TEST(Publish, DualStackStatusListsBothAddresses) {
 
 } // namespace
 } // namespace k8slb::allocate
+
+namespace k8slb::allocate {
+namespace {
+
+TEST(ConfigEvents, AnEventOnAnyObjectNamesIt) {
+  json config_map = {{"apiVersion", "v1"},
+                     {"kind", "ConfigMap"},
+                     {"metadata", {{"name", "global"}, {"namespace", "k8slb-system"}, {"uid", "u1"},
+                                   {"resourceVersion", "9"}}}};
+  json event = make_object_event(config_map, "InvalidConfig", "Warning", "data.config: bad");
+  EXPECT_EQ(event["involvedObject"],
+            (json{{"apiVersion", "v1"}, {"kind", "ConfigMap"}, {"namespace", "k8slb-system"},
+                  {"name", "global"}, {"uid", "u1"}, {"resourceVersion", "9"}}));
+  EXPECT_EQ(event["metadata"]["namespace"], "k8slb-system");
+  EXPECT_EQ(event["type"], "Warning");
+  EXPECT_EQ(event["reason"], "InvalidConfig");
+}
+
+TEST(ConfigEvents, WithoutAConfigEachServiceWaitingForAnIpIsTold) {
+  std::vector<model::Service> services = {
+      testing::Svc("default/waiting"), testing::Svc("default/holds").holds({"192.0.2.10"}),
+      testing::Svc("default/cluster-ip").type("ClusterIP"), testing::Svc("default/other-class").lb_class("x")};
+  std::vector<json> events = no_config_events(services, "no valid config: ConfigMap k8slb-system/global: data.config: x");
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0]["involvedObject"]["name"], "waiting");
+  EXPECT_EQ(events[0]["type"], "Warning");
+  EXPECT_EQ(events[0]["reason"], "AllocationFailed");
+  EXPECT_EQ(events[0]["message"], "default/waiting: no valid config: ConfigMap k8slb-system/global: "
+                                  "data.config: x; no IP is assigned until it is fixed");
+}
+
+} // namespace
+} // namespace k8slb::allocate

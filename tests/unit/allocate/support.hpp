@@ -82,6 +82,10 @@ public:
     service_.type = std::move(type);
     return *this;
   }
+  Svc& source_ranges(std::vector<std::string> ranges) {
+    service_.source_ranges = std::move(ranges);
+    return *this;
+  }
   Svc& lb_class(std::string lb_class) {
     service_.lb_class = std::move(lb_class);
     return *this;

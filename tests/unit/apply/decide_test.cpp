@@ -1,6 +1,12 @@
 // Table tests for the pure decisions of k8slb-apply node.
 #include "k8slb/apply.hpp"
 
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include "k8slb/documents.hpp"
@@ -283,6 +289,54 @@ TEST(FileSet, FromAStreamLine) {
   EXPECT_THROW(file_set_from_json(json::parse(R"({"files": {"haproxy.cfg": 3}})")), Error);
 }
 
+TEST(FileSet, FromADirOnlyWithACompleteManifest) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("k8slb-fileset-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir / name, std::ios::binary | std::ios::trunc) << text;
+  };
+  const std::map<std::string, std::string> set = {{"haproxy.cfg", "global\n"}, {"keepalived.conf", "vrrp\n"}};
+  struct Case {
+    std::string description;
+    std::function<void()> prepare;
+    std::string error; // empty: the set is read
+  };
+  const std::vector<Case> cases = {
+      {"complete set", [&] {
+         for (const auto& [name, text] : set) write(name, text);
+         write(render::kManifestFile, render::manifest_of(set));
+       }, ""},
+      {"no manifest (a render failed before writing it, or a hand-made dir)",
+       [&] { fs::remove(dir / render::kManifestFile); }, "no k8slb-render.json"},
+      {"a file the manifest names is missing", [&] {
+         write(render::kManifestFile, render::manifest_of(set));
+         fs::remove(dir / "keepalived.conf");
+       }, "keepalived.conf: missing"},
+      {"a file differs (half written, or from another render)", [&] {
+         write("keepalived.conf", "vrrp\n# other\n");
+       }, "keepalived.conf: differs from the manifest"},
+      {"a manifest that is not one", [&] { write(render::kManifestFile, "garbage"); }, "not a k8slb-render manifest"},
+      {"an empty render is not a set", [&] { write(render::kManifestFile, render::manifest_of({})); }, "holds none of"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    c.prepare();
+    if (c.error.empty()) {
+      EXPECT_EQ(read_file_set(dir.string()), set);
+      continue;
+    }
+    try {
+      read_file_set(dir.string());
+      ADD_FAILURE() << "read";
+    } catch (const Error& error) {
+      EXPECT_NE(std::string(error.what()).find(c.error), std::string::npos) << error.what();
+    }
+  }
+  fs::remove_all(dir);
+}
+
 TEST(ApplyResult, JsonLine) {
   ApplyResult result;
   result.daemons.push_back({Daemon::haproxy, Action::runtime_update, true, "servers changed"});
@@ -292,6 +346,34 @@ TEST(ApplyResult, JsonLine) {
       "problems": [{"object": "keepalived.conf", "field": "", "reason": "ConfigRejected",
                     "message": "rejected by `keepalived -t`"}]})"));
   EXPECT_FALSE(result.ok());
+}
+
+TEST(KeepalivedHold, ProxyFirst) {
+  struct Case {
+    std::string description;
+    std::vector<DaemonResult> earlier;
+    std::optional<std::string> hold;
+  };
+  const std::vector<Case> cases = {
+      {"no proxy (kubeproxy)", {}, std::nullopt},
+      {"proxy reloaded", {{Daemon::haproxy, Action::reload, true, "config changed"}}, std::nullopt},
+      {"proxy unchanged", {{Daemon::nginx, Action::none, true, "unchanged"}}, std::nullopt},
+      {"proxy config rejected by its checker",
+       {{Daemon::haproxy, Action::reload, false, "rejected by `haproxy -c`"}},
+       "haproxy did not take its new config"},
+      {"proxy reload failed", {{Daemon::nginx, Action::reload, false, "no new worker"}},
+       "nginx did not take its new config"},
+      {"proxy file missing from the set", {{Daemon::haproxy, Action::none, false, "not in the input"}},
+       "haproxy did not take its new config"},
+  };
+  for (const auto& test : cases) {
+    SCOPED_TRACE(test.description);
+    EXPECT_EQ(keepalived_hold_reason(test.earlier), test.hold);
+  }
+  ApplyResult result;
+  result.daemons.push_back({Daemon::haproxy, Action::reload, false, "rejected"});
+  result.daemons.push_back({Daemon::keepalived, Action::none, false, "held", true});
+  EXPECT_EQ(result.to_json()["actions"], json::parse(R"({"haproxy": "failed", "keepalived": "held"})"));
 }
 
 } // namespace

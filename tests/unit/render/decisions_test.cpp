@@ -3,9 +3,12 @@
 
 #include <algorithm>
 #include <functional>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "k8slb/render.hpp"
@@ -55,6 +58,74 @@ model::Endpoint endpoint(std::string address, bool ready = true) {
   e.addresses = {std::move(address)};
   e.ready = ready;
   return e;
+}
+
+TEST(Decisions, MissingCertificateLeavesOutOnlyThatTlsPort) {
+  struct Case {
+    std::string description;
+    Proxy proxy;
+    std::optional<std::set<std::string>> certificates;
+    std::vector<int> rendered_ports;
+    std::vector<std::string> problems;
+  };
+  const std::string missing_pem =
+      "default/app: spec.ports[1]: port 443: no readable certificate /etc/certs/default.pem (pool default); "
+      "this TLS port is not rendered on 192.0.2.10";
+  const std::vector<Case> cases = {
+      {"not checked (offline)", Proxy::haproxy, std::nullopt, {80, 443}, {}},
+      {"haproxy: the pem is there", Proxy::haproxy, std::set<std::string>{"default.pem"}, {80, 443}, {}},
+      {"haproxy: no pem", Proxy::haproxy, std::set<std::string>{"other.pem"}, {80}, {missing_pem}},
+      {"nginx: pem and key", Proxy::nginx, std::set<std::string>{"default.pem", "default.key"}, {80, 443}, {}},
+      {"nginx: no key", Proxy::nginx, std::set<std::string>{"default.pem"}, {80},
+       {"default/app: spec.ports[1]: port 443: no readable certificate /etc/certs/default.key (pool default); "
+        "this TLS port is not rendered on 192.0.2.10"}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    auto other = service({port("http", 8080, 8080)}, {}, {"192.0.2.11"});
+    other.name = "other";
+    auto input = input_with({service({port("http", 80, 8080), port("https", 443, 8080)}), other}, c.proxy);
+    input.certificates = c.certificates;
+    auto plan = plan_proxy(input);
+    std::vector<int> ports;
+    for (const auto& p : plan.ports)
+      if (p.name == "app") ports.push_back(p.port);
+    EXPECT_EQ(ports, c.rendered_ports);
+    EXPECT_TRUE(std::any_of(plan.ports.begin(), plan.ports.end(), [](const PortPlan& p) { return p.name == "other"; }))
+        << "every other Service still renders";
+    std::vector<std::string> problems;
+    for (const auto& problem : plan.problems) problems.push_back(problem.to_string());
+    EXPECT_EQ(problems, c.problems);
+  }
+}
+
+TEST(Decisions, NginxConnectionsSizedFromListeners) {
+  std::vector<model::Service> services;
+  for (int i = 0; i < 600; ++i) {
+    auto s = service({port("tcp", 1000 + i, 9000)}, {}, {"192.0.2.10"});
+    s.name = fmt::format("app{}", i);
+    services.push_back(s);
+  }
+  struct Case {
+    std::string description;
+    std::vector<std::string> global;
+    std::vector<std::string> expected;
+    std::vector<std::string> absent;
+  };
+  const std::vector<Case> cases = {
+      {"sized: 600 listeners + 4096", {}, {"worker_rlimit_nofile 4952;\n", "events { worker_connections 4696; }\n"}, {}},
+      {"nginx.global sets both", {"worker_rlimit_nofile 100000;", "events { worker_connections 20000; }"},
+       {"worker_rlimit_nofile 100000;\n", "events { worker_connections 20000; }\n"},
+       {"worker_rlimit_nofile 4952;", "worker_connections 4696;"}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    auto input = input_with(services, Proxy::nginx);
+    input.config.nginx.global = c.global;
+    auto conf = render_proxy(input).files.at("nginx.conf");
+    for (const auto& text : c.expected) EXPECT_NE(conf.find(text), std::string::npos) << text;
+    for (const auto& text : c.absent) EXPECT_EQ(conf.find(text), std::string::npos) << text;
+  }
 }
 
 TEST(Decisions, ModeAndTlsPerAnnotation) {

@@ -1,5 +1,6 @@
 // VRRP decisions: rendezvous owners, router ids, priorities, versions.
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -263,6 +264,106 @@ TEST(Vrrp, PoolWithoutInterfaceIsAProblem) {
   EXPECT_EQ(plan.problems.front().object, "pools.pool01");
   EXPECT_EQ(plan.problems.front().field, "interface");
   EXPECT_EQ(plan.instances.size(), 2u) << "pool00 still renders";
+}
+
+TEST(Vrrp, PoolTheNodeCannotPlaceKeepsItsLastGoodInterface) {
+  node::Interface eth0;
+  eth0.name = "eth0";
+  eth0.addresses = {ip::Prefix::parse("2001:db8:0::1/64")};
+  struct Case {
+    std::string description;
+    std::map<std::string, std::string> previous;
+    std::string interface; // of pool01's instances; empty: none
+    std::string problem;
+  };
+  const std::vector<Case> cases = {
+      {"no last good config: the pool is not held",
+       {},
+       "",
+       "pools.pool01: interface: no interface named 'eth9' on this node; the pool's IPs are not held by this node"},
+      {"last good interface eth0: kept",
+       {{"pool01", "eth0"}},
+       "eth0",
+       "pools.pool01: interface: no interface named 'eth9' on this node; keeping the last good interface eth0 "
+       "for the pool's IPs"},
+      {"last good interface is gone too: not held",
+       {{"pool01", "eth1"}},
+       "",
+       "pools.pool01: interface: no interface named 'eth9' on this node; the pool's IPs are not held by this node"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    auto input = cluster(2, 2);
+    input.node.interfaces = {eth0};
+    input.config.pools[1].interface = "eth9";
+    input.previous_interfaces = c.previous;
+    // A Service of pool01 deleted meanwhile: its VIP goes, the others stay.
+    input.services.erase(std::find_if(input.services.begin(), input.services.end(),
+                                      [](const model::Service& s) { return s.name == "s1-1"; }));
+    auto plan = plan_keepalived(input);
+    ASSERT_EQ(plan.problems.size(), 1u);
+    EXPECT_EQ(plan.problems.front().to_string(), c.problem);
+    std::set<std::string> interfaces;
+    std::size_t vips = 0;
+    for (const auto& instance : plan.instances) {
+      if (instance.pool != "pool01") continue;
+      interfaces.insert(instance.interface);
+      vips += instance.vips.size();
+    }
+    EXPECT_EQ(interfaces, c.interface.empty() ? std::set<std::string>{} : std::set<std::string>{c.interface});
+    EXPECT_EQ(vips, c.interface.empty() ? 0u : 63u);
+  }
+}
+
+TEST(Vrrp, PreviousInterfacesFromARenderedConfig) {
+  auto input = cluster(2, 2);
+  node::Interface eth0, eth1;
+  eth0.name = "eth0";
+  eth1.name = "eth1";
+  input.node.interfaces = {eth0, eth1};
+  input.config.pools[1].interface = "eth1";
+  auto conf = render_keepalived(input).files.at("keepalived.conf");
+  EXPECT_EQ(previous_interfaces(conf), (std::map<std::string, std::string>{{"pool00", "eth0"}, {"pool01", "eth1"}}));
+  EXPECT_EQ(previous_interfaces(""), (std::map<std::string, std::string>{}));
+  EXPECT_EQ(previous_interfaces("# pool bad name: first choice x\nvrrp_instance x {\n  interface eth0\n}\n"
+                                "# pool p: first choice x\nvrrp_instance y {\n  interface 'eth0;\n}\n"),
+            (std::map<std::string, std::string>{}));
+}
+
+TEST(Vrrp, KeepalivedTracksTheProxy) {
+  struct Case {
+    std::string description;
+    Proxy proxy;
+    std::string proxy_check;
+    bool tracked;
+  };
+  const std::vector<Case> cases = {
+      {"haproxy, tracked", Proxy::haproxy, "/usr/bin/k8slb-apply", true},
+      {"nginx, tracked", Proxy::nginx, "/usr/bin/k8slb-apply", true},
+      {"kubeproxy: no proxy to track", Proxy::kubeproxy, "/usr/bin/k8slb-apply", false},
+      {"not asked for", Proxy::haproxy, "", false},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    auto input = cluster(2, 1);
+    input.settings.proxy = c.proxy;
+    input.settings.proxy_check = c.proxy_check;
+    auto conf = render_keepalived(input).files.at("keepalived.conf");
+    const std::string script = fmt::format("vrrp_script k8slb_proxy {{\n  script \"/usr/bin/k8slb-apply health --proxy {} "
+                                           "--runtime-dir /run/k8slb\"\n  interval 1\n  timeout 2\n  fall 1\n  rise 2\n}}\n",
+                                           to_string(c.proxy));
+    EXPECT_EQ(conf.find(script) != std::string::npos, c.tracked) << conf;
+    std::size_t tracks = 0;
+    for (auto at = conf.find("  track_script {\n    k8slb_proxy\n  }\n"); at != std::string::npos;
+         at = conf.find("  track_script {", at + 1))
+      ++tracks;
+    EXPECT_EQ(tracks, c.tracked ? 2u : 0u) << "every instance tracks the proxy";
+    EXPECT_EQ(conf.find("script_user root") != std::string::npos, c.tracked);
+  }
+  auto input = cluster(1, 1);
+  input.settings.proxy = Proxy::haproxy;
+  input.settings.proxy_check = "/usr/bin/k8slb-apply; reboot";
+  EXPECT_THROW(plan_keepalived(input), Error);
 }
 
 } // namespace

@@ -1,0 +1,214 @@
+"""Node fault drills (issue 7): real actors, keepalived and HAProxy on two load-balancer nodes,
+a client probing the VIP every 20 ms. Each drill names the rule it checks; gaps are printed as
+figures (FIGURE lines, $K8SLB_E2E_FIGURES), never asserted as timings.
+
+  * the proxy dies on the VIP's master (worker killed; then crash-looping): keepalived tracks
+    the proxy (`k8slb-apply health`), so the healthy node takes the VIP and keeps it while the
+    master's proxy is down, and the master takes it back when its proxy is healthy again;
+  * a pool the nodes cannot place (`interface: eth9`): no VIP is lost;
+  * a missing certificate: only that Service's TLS ports are left out; its other ports and
+    every other Service are served.
+"""
+
+import json
+import os
+import signal
+import time
+import unittest
+
+import cluster as cluster_module
+from e2e import netns, record_figure
+import test_vip
+from test_vip import POD_A, VipTestCase
+
+OTHER_SERVICE = """
+apiVersion: v1
+kind: Service
+metadata:
+  name: other
+  namespace: default
+spec:
+  type: LoadBalancer
+  selector:
+    app: other
+  ports:
+    - name: http
+      port: 8080
+      protocol: TCP
+      targetPort: 8080
+"""
+
+
+comm = test_vip.FailoverTest._comm
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+class NodeFaultCase(VipTestCase):
+    def gaps_since(self, probe, since):
+        report = self.probe_report(probe)
+        return [round(end - start, 3) for start, end in report["gaps"] if end > since], report
+
+    def wait_served_after(self, probe, since, timeout=30):
+        """Waits until the probe succeeds again after `since`; returns the gaps ending after it."""
+        netns.wait_until(lambda: (r := self.probe_report(probe))["last_ok"] and r["last_ok"] > since
+                         and not r["failing_now"], timeout, what="traffic through the VIP again")
+        return self.gaps_since(probe, since)[0]
+
+    def actor_log(self, node):
+        with open(self.cluster.actors[node.role].log_path, errors="replace") as log:
+            return log.read()
+
+    def node(self, role):
+        return self.topology.hosts[role]
+
+
+class ProxyTrackedTest(NodeFaultCase):
+    proxy = "haproxy"
+
+    def proxy_pids(self, node):
+        return [pid for pid in netns.namespace_pids(node.namespace) if comm(pid) == self.proxy]
+
+    def test_haproxy_killed_and_crash_looping(self):
+        self.killed_and_crash_looping()
+
+    def killed_and_crash_looping(self):
+        vip, _ = self.create_web()
+        owner = self.assert_held_by_first_choice(vip)
+        backup = next(n.role for n in self.topology.lb_nodes if n.role != owner)
+        owner_node = self.node(owner)
+        probe = self.start_probe(f"http://{vip}/", duration=150)
+        netns.wait_until(lambda: self.probe_report(probe)["last_ok"], 10, what="first probe")
+
+        # 1. Only the worker dies: HAProxy's master exits with it, k8slb-apply restarts it; the
+        #    VIP moves to the healthy node meanwhile (or stays, if HAProxy is back first).
+        #    (nginx's master starts a new worker.)
+        master = self.cluster.daemon_pid(owner_node, self.proxy)
+        workers = [pid for pid in children(master) if comm(pid) == self.proxy]
+        self.assertTrue(workers, f"no {self.proxy} worker on the master")
+        killed_at = time.time()
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        gaps = self.wait_served_after(probe, killed_at)
+        record_figure(f"node_faults.{self.proxy}_worker_killed_gap", max(gaps, default=0.0))
+        netns.wait_until(lambda: self.holder_of(vip) == [owner], 30, what=f"{vip} back on {owner}")
+        netns.wait_until(lambda: not self.probe_report(probe)["failing_now"], 10, what="traffic")
+
+        # 2. HAProxy crash-loops on the master for 15 s (killed whenever it appears, so it never
+        #    stays up): the healthy node takes the VIP and holds it for the whole time.
+        crash_from = time.time()
+        failures_before = self.probe_report(probe)["failures"]
+        kills, moved_at, holders = 0, None, set()
+        deadline = time.monotonic() + 15
+        for _ in range(15 * 50 + 1):
+            if time.monotonic() > deadline:
+                break
+            for pid in self.proxy_pids(owner_node):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    kills += 1
+                except ProcessLookupError:
+                    pass
+            holder = self.holder_of(vip)
+            if moved_at is None and holder == [backup]:
+                moved_at = time.time()
+            if moved_at is not None and time.time() - moved_at > 1:
+                holders.add(tuple(holder))
+            time.sleep(0.02)
+        gaps, report = self.gaps_since(probe, crash_from)
+        failing_now = report["failing_now"]
+        record_figure(f"node_faults.{self.proxy}_crash_loop_first_gap", gaps[0] if gaps else 0.0)
+        record_figure(f"node_faults.{self.proxy}_crash_loop_gaps", len(gaps), unit="gaps")
+        record_figure(f"node_faults.{self.proxy}_crash_loop_kills", kills, unit="kills")
+        record_figure(f"node_faults.{self.proxy}_crash_loop_failed_probes", report["failures"] - failures_before,
+                      unit="probes of 20 ms")
+        self.assertIsNotNone(moved_at, f"{vip} never moved to {backup} while {self.proxy} crash-looped on {owner}")
+        record_figure(f"node_faults.{self.proxy}_crash_loop_vip_moved_after", round(moved_at - crash_from, 3))
+        self.assertEqual(holders, {(backup,)}, f"{vip} must stay on {backup} while {owner}'s {self.proxy} is down")
+        self.assertFalse(failing_now, f"the VIP is not served while the master's {self.proxy} crash-loops")
+        self.assertLessEqual(len(gaps), 1, f"the traffic broke more than once: {gaps}")
+
+        # 3. HAProxy is healthy again: the first choice takes its VIP back.
+        healed_at = time.time()
+        netns.wait_until(lambda: self.holder_of(vip) == [owner], 40, what=f"{vip} back on {owner}")
+        gaps = self.wait_served_after(probe, healed_at)
+        record_figure(f"node_faults.{self.proxy}_healed_takeback_gap", max(gaps, default=0.0))
+        self.stop_probe(probe)
+
+
+class NginxTrackedTest(ProxyTrackedTest):
+    """The same with nginx: keepalived tracks its master (alive, with a worker)."""
+    proxy = "nginx"
+
+    test_haproxy_killed_and_crash_looping = None  # not inherited
+
+    def test_nginx_killed_and_crash_looping(self):
+        self.killed_and_crash_looping()
+
+
+class PoolInterfaceTest(NodeFaultCase):
+    proxy = "haproxy"
+
+    def test_missing_interface_loses_no_vip(self):
+        vip, _ = self.create_web()
+        owner = self.assert_held_by_first_choice(vip)
+        probe = self.start_probe(f"http://{vip}/", duration=60)
+        netns.wait_until(lambda: self.probe_report(probe)["last_ok"], 10, what="first probe")
+        pools = json.loads(json.dumps(self.cluster.pools))
+        pools["default"]["interface"] = "eth9"
+        changed_at = time.time()
+        failures_before = self.probe_report(probe)["failures"]
+        self.cluster.apply_objects([{
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "global", "namespace": "k8slb-system"},
+            "data": {"config": json.dumps({"pools": pools}, indent=2)}}])
+        # Every actor rendered the new config (and says why it keeps the pool where it was).
+        for node in self.topology.lb_nodes:
+            netns.wait_until(lambda: "no interface named 'eth9'" in self.actor_log(node), 30,
+                             what=f"{node.role} rendering the config with eth9")
+        time.sleep(3)  # keepalived would have dropped the VIP by now
+        gaps, report = self.gaps_since(probe, changed_at)
+        record_figure("node_faults.missing_interface_gap", max(gaps, default=0.0))
+        record_figure("node_faults.missing_interface_failed_probes", report["failures"] - failures_before,
+                      unit="probes of 20 ms")
+        self.assertEqual(self.holder_of(vip), [owner], "the VIP left its node")
+        self.assertEqual(gaps, [], "the VIP stopped serving after the config change")
+        self.assertFalse(report["failing_now"])
+        for node in self.topology.lb_nodes:
+            self.assertIn("keeping the last good interface eth0", self.actor_log(node))
+        self.stop_probe(probe)
+
+
+class MissingCertificateTest(NodeFaultCase):
+    proxy = "haproxy"
+
+    def test_missing_cert_leaves_out_tls_ports(self):
+        # The default pool's certificate bundle is missing on the nodes.
+        os.rename(os.path.join(self.cluster.cert_dir, "default.pem"),
+                  os.path.join(self.cluster.cert_dir, "default.pem.away"))
+        self.cluster.create_endpoints("default", "other", [POD_A], [("http", 8080, "TCP")])
+        self.cluster.apply_yaml(OTHER_SERVICE)
+        other = self.cluster.wait_for_ip("default", "other")
+        # web (80, 443, 8443): port 80 is served, its TLS ports are left out.
+        vip, _ = self.create_web()
+        self.wait_for_body(f"http://{other}:8080/", "pod web-", timeout=60)
+        status, body = self.curl(f"https://{vip}/", "--cacert", self.cluster.ca_crt)
+        self.assertNotEqual(status, 0, body)
+        for node in self.topology.lb_nodes:
+            log = self.actor_log(node)
+            self.assertIn("default/web: spec.ports[1]: port 443: no readable certificate "
+                          f"{self.cluster.cert_dir}/default.pem (pool default)", log)
+            self.assertIn("default/web: spec.ports[2]: port 8443: no readable certificate", log)
+            cfg = open(os.path.join(self.workdir, node.role, "etc", "haproxy.cfg")).read()
+            self.assertNotIn("ssl crt", cfg)
+            self.assertIn(f"bind {vip}:80 ", cfg)
+
+
+if __name__ == "__main__":
+    unittest.main()
