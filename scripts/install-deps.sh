@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages k8slb needs to build, test and run its demo.
+# Installs the Debian 12 packages k8slb needs to build, test and run its demo (clang and its
+# sanitizer and libFuzzer runtimes for scripts/fuzz.sh; valgrind for one lifetime test).
 # Only what is missing is installed; safe to run again.
 set -euo pipefail
 
-PACKAGES="build-essential cmake pkg-config git ca-certificates curl openssl iproute2 procps psmisc python3 nlohmann-json3-dev libyaml-cpp-dev libfmt-dev libcurl4-openssl-dev libcli11-dev libboost-dev libboost-filesystem-dev libgtest-dev haproxy nginx libnginx-mod-stream keepalived wrk python3-yaml python3-kubernetes mmdebstrap podman runc systemd logrotate"
+PACKAGES="build-essential cmake pkg-config git ca-certificates curl openssl iproute2 procps psmisc python3 nlohmann-json3-dev libyaml-cpp-dev libfmt-dev libcurl4-openssl-dev libcli11-dev libboost-dev libboost-filesystem-dev libgtest-dev haproxy nginx libnginx-mod-stream keepalived wrk python3-yaml python3-kubernetes mmdebstrap podman runc clang libclang-rt-14-dev valgrind systemd logrotate"
 
 missing=()
 for package in $PACKAGES; do

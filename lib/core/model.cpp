@@ -11,6 +11,11 @@ namespace k8slb::model {
 
 namespace {
 
+// A value as it is shown in a message: JSON, invalid UTF-8 replaced, cut to a readable length.
+std::string show(const json& value) {
+  return shorten(value.dump(-1, ' ', false, json::error_handler_t::replace), 80);
+}
+
 // Reads Kubernetes JSON with errors that name the object and the field.
 class Reader {
 public:
@@ -32,7 +37,7 @@ public:
   int integer(const json& parent, const char* key, const std::string& field) const {
     if (!parent.is_object() || !parent.contains(key) || parent[key].is_null()) return 0;
     const json& value = parent[key];
-    if (!value.is_number_integer()) fail(field, fmt::format("must be an integer, not {}", value.dump()));
+    if (!value.is_number_integer()) fail(field, fmt::format("must be an integer, not {}", show(value)));
     long long v = value.get<long long>();
     if (v < 0 || v > 65535) fail(field, fmt::format("{} is out of range", v));
     return static_cast<int>(v);
@@ -68,6 +73,13 @@ private:
   std::string object_;
 };
 
+// parent[key] when it is a string, else "" (for fields whose type is checked elsewhere).
+std::string string_or_empty(const json& parent, const char* key) {
+  if (!parent.is_object()) return {};
+  auto it = parent.find(key);
+  return it != parent.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 const json& member(const json& parent, const char* key) {
   static const json empty = json::object();
   if (parent.is_object() && parent.contains(key) && parent[key].is_object()) return parent[key];
@@ -76,8 +88,8 @@ const json& member(const json& parent, const char* key) {
 
 std::string object_key(const json& object) {
   const json& metadata = member(object, "metadata");
-  std::string ns = metadata.value("namespace", "");
-  std::string name = metadata.value("name", "");
+  std::string ns = string_or_empty(metadata, "namespace");
+  std::string name = string_or_empty(metadata, "name");
   if (ns.empty()) return name;
   return ns + "/" + name;
 }
@@ -232,15 +244,17 @@ Node parse_node(const json& object) {
   const json& status = member(object, "status");
   if (status.contains("addresses") && status["addresses"].is_array()) {
     for (const auto& address : status["addresses"]) {
-      if (address.is_object() && address.value("type", "") == "InternalIP" &&
+      if (string_or_empty(address, "type") == "InternalIP" &&
           address.contains("address") && address["address"].is_string())
         node.internal_ips.push_back(address["address"].get<std::string>());
     }
   }
   if (status.contains("conditions") && status["conditions"].is_array()) {
     for (const auto& condition : status["conditions"]) {
-      if (condition.is_object() && condition.value("type", "") == "Ready")
-        node.ready = condition.value("status", "True") == "True";
+      if (string_or_empty(condition, "type") == "Ready") {
+        std::string ready = string_or_empty(condition, "status");
+        node.ready = ready.empty() || ready == "True";
+      }
     }
   }
   return node;
@@ -250,7 +264,7 @@ Snapshot make_snapshot(std::vector<json> items, const std::string& config_map_ke
   Snapshot snapshot;
   for (const auto& item : items) {
     if (!item.is_object()) continue;
-    std::string kind = item.value("kind", "");
+    std::string kind = string_or_empty(item, "kind");
     try {
       if (kind == "Service") {
         snapshot.services.push_back(parse_service(item));
@@ -263,6 +277,9 @@ Snapshot make_snapshot(std::vector<json> items, const std::string& config_map_ke
       }
     } catch (const Error& e) {
       snapshot.errors.push_back(e.what());
+    } catch (const json::exception& e) {
+      // A type the readers above did not foresee: still this object's error, not the input's.
+      snapshot.errors.push_back(describe(object_key(item), "", e.what()));
     }
   }
   snapshot.items = std::move(items);

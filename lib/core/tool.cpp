@@ -22,7 +22,9 @@ std::string& program_name() {
 struct StdoutClosed {};
 
 void print(std::string_view level, std::string_view message) {
-  fmt::print(stderr, "{}: {}{}\n", program_name(), level, message);
+  // Messages are built from shortened parts (describe); a message built otherwise (a library's
+  // text quoting its input) is cut here.
+  fmt::print(stderr, "{}: {}{}\n", program_name(), level, shorten(message, 3 * kMaxShown));
   std::fflush(stderr);
 }
 } // namespace

@@ -46,7 +46,8 @@ std::string_view to_string(Family family) { return family == Family::v4 ? "IPv4"
 int bits(Family family) { return family == Family::v4 ? 32 : 128; }
 
 std::optional<Address> Address::try_parse(std::string_view text) {
-  if (text.empty() || text.size() > 45) return std::nullopt;
+  // inet_pton reads a C string: a NUL inside the text ("192.0.2.1\0junk") would end it early.
+  if (text.empty() || text.size() > 45 || text.find('\0') != std::string_view::npos) return std::nullopt;
   std::string s(text);
   if (s.find(':') == std::string::npos) {
     in_addr a{};
@@ -62,7 +63,7 @@ std::optional<Address> Address::try_parse(std::string_view text) {
 
 Address Address::parse(std::string_view text) {
   if (auto address = try_parse(text)) return *address;
-  throw Error(fmt::format("'{}' is not an IP address", text));
+  throw Error(fmt::format("'{}' is not an IP address", shorten(text, 80)));
 }
 
 std::string Address::to_string() const {

@@ -1,6 +1,8 @@
 // List+watch cache (informer) of one resource: the I/O loop around Store.
 #include "k8slb/kube.hpp"
 
+#include "k8slb/documents.hpp"
+
 #include <condition_variable>
 
 namespace k8slb::kube {
@@ -26,9 +28,11 @@ bool sleep_for(std::chrono::milliseconds delay, std::stop_token stop) {
 
 } // namespace
 
-Cache::Cache(Client& client, CacheOptions options, ChangeHandler on_change, ErrorHandler on_error)
+Cache::Cache(Client& client, CacheOptions options, ChangeHandler on_change, ErrorHandler on_error,
+             ErrorHandler on_warning)
     : client_(client), options_(std::move(options)), on_change_(std::move(on_change)),
-      on_error_(std::move(on_error)), store_(options_.resource.kind), rng_(std::random_device{}()) {
+      on_error_(std::move(on_error)), on_warning_(std::move(on_warning)), store_(options_.resource.kind),
+      rng_(std::random_device{}()) {
   if (!options_.resource.name.empty()) {
     std::string by_name = "metadata.name=" + options_.resource.name;
     options_.field_selector =
@@ -73,14 +77,17 @@ void Cache::list_all(std::stop_token stop) {
       }
       if (!response.ok())
         throw ApiError("GET", client_.url(target), response.status, response.status_message());
-      json page = json::parse(response.body, nullptr, false);
+      json page = parse_json(response.body, "GET " + client_.url(target));
       if (!page.is_object() || !page.contains("items"))
         throw Error("GET " + client_.url(target) + ": response is not a list");
       if (page["items"].is_array())
         for (auto& item : page["items"]) items.push_back(std::move(item));
-      const json metadata = page.value("metadata", json::object());
-      resource_version = metadata.value("resourceVersion", "");
-      list.continue_token = metadata.value("continue", "");
+      const json metadata = page["metadata"].is_object() ? page["metadata"] : json::object();
+      auto text = [&](const char* key) {
+        return metadata.contains(key) && metadata[key].is_string() ? metadata[key].get<std::string>() : std::string();
+      };
+      resource_version = text("resourceVersion");
+      list.continue_token = text("continue");
       if (list.continue_token.empty()) break;
       if (stop.stop_requested()) return;
     }
@@ -140,10 +147,22 @@ void Cache::watch_loop(std::stop_token stop) {
       Response response = client_.stream_lines(
           target,
           [&](std::string_view line) {
-            WatchEvent event = decode_watch_event(line);
+            WatchEvent event;
+            try {
+              event = decode_watch_event(line);
+            } catch (const Error& e) {
+              // An event whose object k8slb cannot use (no name, metadata not an object): it
+              // is skipped, the stream goes on. A line that is not an event at all ends the
+              // watch and relists (below).
+              if (std::string_view(e.what()).rfind("watch event: object", 0) != 0) throw;
+              if (on_warning_) on_warning_(options_.resource.to_string() + ": skipped: " + e.what());
+              ++lines;
+              return true;
+            }
             ++lines;
             if (event.type == EventType::error) {
-              if (event.object.value("code", 0) == 410) gone = true;
+              auto code = event.object.find("code");
+              if (code != event.object.end() && code->is_number_integer() && *code == 410) gone = true;
               else server_error = true;
               return false;
             }
@@ -177,7 +196,15 @@ void Cache::watch_loop(std::stop_token stop) {
       const bool decode_error = dynamic_cast<const Error*>(&e) && !dynamic_cast<const ApiError*>(&e) &&
                                 !dynamic_cast<const TransportError*>(&e) &&
                                 std::string_view(e.what()).rfind("watch event", 0) == 0;
-      if (is_transient(e) || decode_error) {
+      if (decode_error) {
+        // A line that is not a watch event (malformed, too long): the stream cannot be
+        // trusted from here; list again and watch from the list's resourceVersion.
+        if (on_warning_) on_warning_(options_.resource.to_string() + ": " + e.what() + " (listing again)");
+        need_list = true;
+        ++failures;
+        continue;
+      }
+      if (is_transient(e)) {
         ++failures;
         continue;
       }

@@ -128,6 +128,9 @@ void set_method(CURL* curl, std::string_view method, std::string_view body) {
   }
 }
 
+// A watch event carries one object; the API server stores objects of at most 1.5 MiB.
+constexpr size_t kMaxWatchLine = size_t{16} << 20;
+
 // State of a streamed transfer.
 struct Stream {
   CURL* curl = nullptr;
@@ -149,6 +152,14 @@ size_t on_stream(char* data, size_t size, size_t count, void* user) {
     return total;
   }
   stream->pending.append(data, total);
+  if (stream->pending.size() > kMaxWatchLine && stream->pending.find('\n') == std::string::npos) {
+    // A line that does not end: memory is bounded, the connection dropped (the caller lists
+    // again: the stream cannot be trusted from here).
+    stream->error = std::make_exception_ptr(
+        Error("watch event: a line longer than " + std::to_string(kMaxWatchLine) + " bytes"));
+    stream->stopped_by_caller = true;
+    return 0;
+  }
   size_t start = 0;
   while (true) {
     size_t end = stream->pending.find('\n', start);
@@ -214,7 +225,7 @@ struct Client::Shared {
 
 Client::Client(Config config) : config_(std::move(config)), rng_(std::random_device{}()) {
   global_init();
-  shared_ = std::make_unique<Shared>();
+  shared_ = std::make_shared<Shared>();
 }
 
 Client::~Client() = default;
@@ -236,8 +247,15 @@ std::string Client::bearer_token() const {
 
 Response Client::perform(std::string_view method, std::string_view path_and_query,
                          std::string_view body, std::string_view content_type) const {
-  // This thread's handle for plain requests: reset to defaults, connections kept.
-  thread_local Easy curl;
+  // This thread's handle for plain requests: reset to defaults, connections kept. It holds the
+  // share it was last attached to: curl uses the share's lock callbacks when the handle is
+  // cleaned up (at thread exit, after this Client may be gone) or moved to another share.
+  struct ThreadHandle {
+    std::shared_ptr<Shared> share; // destroyed after curl (members go in reverse order)
+    Easy curl;
+  };
+  thread_local ThreadHandle handle;
+  Easy& curl = handle.curl;
   if (!curl) curl.reset(curl_easy_init());
   if (!curl) throw TransportError("curl_easy_init failed");
   curl_easy_reset(curl.get());
@@ -245,6 +263,8 @@ Response Client::perform(std::string_view method, std::string_view path_and_quer
   HeaderList headers;
   setup(curl.get(), config_, target, bearer_token(), headers, body.empty() ? "" : content_type);
   if (shared_->handle) curl_easy_setopt(curl.get(), CURLOPT_SHARE, shared_->handle);
+  else curl_easy_setopt(curl.get(), CURLOPT_SHARE, nullptr);
+  handle.share = shared_; // after the handle left the previous share
   set_method(curl.get(), method, body);
   curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(config_.request_timeout.count()));
   Response response;

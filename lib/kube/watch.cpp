@@ -3,6 +3,8 @@
 
 #include <cassert>
 
+#include "k8slb/documents.hpp"
+
 namespace k8slb::kube {
 
 std::string_view to_string(EventType type) {
@@ -25,11 +27,7 @@ std::string WatchEvent::resource_version() const {
 }
 
 WatchEvent decode_watch_event(std::string_view line) {
-  json doc = json::parse(line, nullptr, false);
-  if (doc.is_discarded()) {
-    std::string shown(line.substr(0, 120));
-    fail("watch event", "", "malformed JSON: " + shown);
-  }
+  json doc = parse_json(line, "watch event"); // bounded: depth, size, duplicate keys
   if (!doc.is_object()) fail("watch event", "", "expected an object with type and object");
   auto type = doc.find("type");
   if (type == doc.end() || !type->is_string()) fail("watch event", "type", "missing");
@@ -44,16 +42,33 @@ WatchEvent decode_watch_event(std::string_view line) {
   else if (name == "ERROR") event.type = EventType::error;
   else fail("watch event", "type", "unknown type \"" + name + "\"");
   event.object = std::move(*object);
-  if (event.type != EventType::error && event.type != EventType::bookmark &&
-      !event.object.contains("metadata"))
-    fail("watch event", "object.metadata", "missing");
+  if (event.type == EventType::error) return event; // a Status; see status_code()
+  auto metadata = event.object.find("metadata");
+  if (metadata == event.object.end() || !metadata->is_object())
+    fail("watch event", "object.metadata", "missing or not an object");
+  if (event.type == EventType::bookmark) return event;
+  auto object_name = metadata->find("name");
+  if (object_name == metadata->end() || !object_name->is_string() ||
+      object_name->get_ref<const std::string&>().empty())
+    fail("watch event", "object.metadata.name", "missing or not a string");
+  auto ns = metadata->find("namespace");
+  if (ns != metadata->end() && !ns->is_null() && !ns->is_string())
+    fail("watch event", "object.metadata.namespace", "must be a string");
   return event;
 }
 
+// "namespace/name"; "" when the object has no name (such an object is not stored).
 std::string object_key(const json& object) {
-  const json& metadata = object.at("metadata");
-  std::string name = metadata.value("name", "");
-  std::string ns = metadata.value("namespace", "");
+  auto text = [](const json& parent, const char* key) {
+    auto it = parent.find(key);
+    return it != parent.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  if (!object.is_object()) return {};
+  auto metadata = object.find("metadata");
+  if (metadata == object.end() || !metadata->is_object()) return {};
+  std::string name = text(*metadata, "name");
+  if (name.empty()) return {};
+  std::string ns = text(*metadata, "namespace");
   return ns.empty() ? name : ns + "/" + name;
 }
 
@@ -105,9 +120,9 @@ std::optional<Change> Store::apply(const WatchEvent& event) {
 std::vector<Change> Store::replace(std::vector<json> items, std::string resource_version) {
   std::map<std::string, json> fresh;
   for (auto& item : items) {
-    json object = normalised(std::move(item));
-    std::string key = object_key(object);
-    fresh.insert_or_assign(std::move(key), std::move(object));
+    std::string key = object_key(item);
+    if (key.empty()) continue; // not an object with a name: nothing k8slb could use
+    fresh.insert_or_assign(std::move(key), normalised(std::move(item)));
   }
   std::vector<Change> changes;
   auto old_it = objects_.begin();

@@ -78,7 +78,7 @@ std::vector<Interface> interfaces_from_ip_json(const nlohmann::json& document) {
     if (entry.contains("addr_info") && entry["addr_info"].is_array()) {
       for (const auto& info : entry["addr_info"]) {
         if (!info.is_object() || !info.contains("local") || !info["local"].is_string()) continue;
-        std::string family = info.value("family", "");
+        std::string family = info.contains("family") && info["family"].is_string() ? info["family"].get<std::string>() : "";
         if (family != "inet" && family != "inet6") continue;
         ip::Address address;
         try {
@@ -86,7 +86,14 @@ std::vector<Interface> interfaces_from_ip_json(const nlohmann::json& document) {
         } catch (const Error& e) {
           fail(where, "addr_info.local", e.what());
         }
-        int length = info.value("prefixlen", ip::bits(address.family()));
+        int length = ip::bits(address.family());
+        if (info.contains("prefixlen")) {
+          const auto& prefixlen = info["prefixlen"];
+          if (!prefixlen.is_number_integer() || prefixlen.get<long long>() < 0 ||
+              prefixlen.get<long long>() > length)
+            fail(where, "addr_info.prefixlen", fmt::format("must be 0-{}", length));
+          length = prefixlen.get<int>();
+        }
         interface.addresses.push_back(ip::Prefix{address, length});
       }
     }

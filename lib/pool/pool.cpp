@@ -119,7 +119,8 @@ KeepalivedSettings parse_keepalived(const json& value) {
     fail("keepalived.emailServer", "", fmt::format("'{}' is not a host name or IP", settings.email_server));
   if (value.contains("emailServerTimeout") && !value["emailServerTimeout"].is_null()) {
     const json& timeout = value["emailServerTimeout"];
-    std::string text = timeout.is_string() ? timeout.get<std::string>() : timeout.dump();
+    std::string text = timeout.is_string() ? timeout.get<std::string>()
+                                           : timeout.dump(-1, ' ', false, json::error_handler_t::replace);
     if (!text.empty()) {
       bool digits = text.size() <= 4 && std::all_of(text.begin(), text.end(), ::isdigit);
       if (!digits || std::stoi(text) == 0)
@@ -181,15 +182,8 @@ Config parse_config_text(std::string_view text, std::string_view source) {
   json document;
   std::string_view rest = text;
   while (!rest.empty() && std::isspace(static_cast<unsigned char>(rest.front()))) rest.remove_prefix(1);
-  if (!rest.empty() && rest.front() == '{') {
-    try {
-      document = json::parse(text);
-    } catch (const json::exception& e) {
-      throw Error(fmt::format("{}: malformed JSON: {}", source, e.what()));
-    }
-  } else {
-    document = yaml_to_json(text, source);
-  }
+  if (!rest.empty() && rest.front() == '{') document = parse_json(text, source, kConfigLimits);
+  else document = yaml_to_json(text, source, kConfigLimits);
   try {
     return parse_config(document);
   } catch (const Error& e) {
@@ -198,8 +192,12 @@ Config parse_config_text(std::string_view text, std::string_view source) {
 }
 
 Config parse_config_map(const json& config_map) {
-  std::string ns = config_map.value("/metadata/namespace"_json_pointer, "");
-  std::string name = config_map.value("/metadata/name"_json_pointer, "");
+  auto text_at = [&](const json::json_pointer& pointer) {
+    return config_map.contains(pointer) && config_map[pointer].is_string() ? config_map[pointer].get<std::string>()
+                                                                           : std::string();
+  };
+  std::string ns = text_at("/metadata/namespace"_json_pointer);
+  std::string name = text_at("/metadata/name"_json_pointer);
   std::string source = fmt::format("ConfigMap {}/{}", ns, name);
   const json* data = config_map.contains("data") ? &config_map["data"] : nullptr;
   if (data == nullptr || !data->is_object() || !data->contains("config") || !(*data)["config"].is_string())
@@ -208,10 +206,10 @@ Config parse_config_map(const json& config_map) {
 }
 
 Config load_config_file(const std::string& path) {
-  std::string text = read_file(path);
-  std::vector<json> items = flatten_items(parse_documents(text, path));
+  std::string text = read_file(path, kConfigLimits.max_bytes);
+  std::vector<json> items = flatten_items(parse_documents(text, path, kConfigLimits));
   for (const auto& item : items) {
-    if (item.is_object() && item.value("kind", "") == "ConfigMap") return parse_config_map(item);
+    if (item.is_object() && item.contains("kind") && item["kind"] == "ConfigMap") return parse_config_map(item);
   }
   if (items.size() != 1) fail(path, "", "expected one config document or a ConfigMap carrying it");
   try {

@@ -168,6 +168,17 @@ class HaproxyTest(NodeTest):
         self.assertEqual(complete.returncode, 0, complete.stderr)
         h.wait_for_traffic()
 
+    def test_one_shot_partial_is_exit_3(self):
+        # HAProxy updated, keepalived's config refused (its checker fails): applied in part, the
+        # refusal named; exit 3, apart from "nothing applied" (1).
+        h = self.h
+        h.start_backends(1)
+        files = dict(haproxy_files(h.runtime_dir, [0]), **{"keepalived.conf": "vrrp_instance x {}\n"})
+        partial = h.run_once(files, "--keepalived", "/bin/false")
+        self.assertEqual(partial.returncode, 3, partial.stderr)
+        self.assertEqual(json.loads(partial.stdout)["actions"], {"haproxy": "start", "keepalived": "failed"})
+        self.assertIn("k8slb-apply: error: keepalived.conf:", partial.stderr)
+
     def test_100_reloads_under_load_fail_no_request(self):
         h = self.h
         h.start_backends(2)

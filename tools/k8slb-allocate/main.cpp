@@ -72,17 +72,21 @@ proxy_problems(std::vector<k8slb::model::Service> services, const std::vector<k8
 }
 
 // Allocates one input document's objects; returns the published document and whether every
-// Service was served. `config` is the last good config (from --config or an earlier ConfigMap).
+// object was served. `config` is the last good config (from --config or an earlier ConfigMap).
 // A ConfigMap that cannot be read gets a Warning Event naming the field; without a last good
 // config, `streaming` passes the document on with a Warning Event on each Service waiting for
 // an IP (otherwise: Error, nothing written).
-std::pair<json, bool> allocate_document(std::vector<json> items, const Options& options,
+std::pair<json, bool> allocate_document(k8slb::Objects objects, const Options& options,
                                         std::optional<k8slb::pool::Config>& config, bool streaming) {
   // Events in the input are an earlier run's output (its output fed back in): they are not
   // passed on, or they would be posted again.
-  std::erase_if(items, [](const json& item) { return item.is_object() && item.value("kind", "") == "Event"; });
-  auto snapshot = k8slb::model::make_snapshot(std::move(items), options.config_map);
+  std::erase_if(objects.items, [](const json& item) { return item["kind"] == "Event"; });
+  auto snapshot = k8slb::model::make_snapshot(std::move(objects.items), options.config_map);
   bool ok = true;
+  for (const auto& error : objects.errors) {
+    k8slb::tool::error(error);
+    ok = false;
+  }
   std::vector<json> config_events;
   std::string config_error; // why the ConfigMap in this document cannot be used
   if (options.config_file.empty()) {
@@ -152,18 +156,6 @@ std::pair<json, bool> allocate_document(std::vector<json> items, const Options& 
   return {std::move(document), ok};
 }
 
-// The objects of one input document, moved out of it (flatten_items copies each one, and at
-// 10,000 Services the copies cost more than the allocation).
-std::vector<json> take_items(json document) {
-  std::string kind = document.is_object() ? document.value("kind", "") : "";
-  if (kind.size() >= 4 && kind.ends_with("List") && document.contains("items") &&
-      document["items"].is_array()) {
-    auto& items = document["items"].get_ref<json::array_t&>();
-    return std::vector<json>(std::make_move_iterator(items.begin()), std::make_move_iterator(items.end()));
-  }
-  return k8slb::flatten_items({std::move(document)});
-}
-
 // K8SLB_TIMING=1: one line per document on stderr with the time of each stage, to see where
 // the time goes (docs/cluster.md, "Figures").
 class StageTimer {
@@ -198,20 +190,27 @@ int run(const Options& options) {
   if (!options.config_file.empty()) config = k8slb::pool::load_config_file(options.config_file);
   int indent = options.pretty ? 2 : -1;
   if (!options.files.empty()) {
-    auto [document, ok] = allocate_document(k8slb::read_items(options.files), options, config, false);
+    auto [document, ok] = allocate_document(k8slb::read_objects(options.files), options, config, false);
     k8slb::tool::write_line(document.dump(indent, ' ', false, json::error_handler_t::replace));
-    return ok ? k8slb::tool::kExitOk : k8slb::tool::kExitFailure;
+    return ok ? k8slb::tool::kExitOk : k8slb::tool::kExitPartial;
   }
-  // Streaming: one output line per input document, flushed, until end of input.
+  // Streaming: one output line per input document, flushed, until end of input. A document
+  // that cannot be read or allocated is reported and the stream goes on.
   k8slb::JsonStreamReader reader(std::cin, "<stdin>");
   bool all_ok = true;
+  bool written_any = false;
   StageTimer timer;
-  while (auto document = reader.next()) {
-    timer.mark("read");
+  while (true) {
+    std::optional<json> document;
     bool ok = false;
     json out;
     try {
-      std::tie(out, ok) = allocate_document(take_items(std::move(*document)), options, config, true);
+      document = reader.next();
+      if (!document) break;
+      timer.mark("read");
+      auto objects = k8slb::take_objects({std::move(*document)}, reader.name());
+      k8slb::require_objects(objects, reader.name());
+      std::tie(out, ok) = allocate_document(std::move(objects), options, config, true);
     } catch (const k8slb::Error& e) {
       k8slb::tool::error(e.what());
       all_ok = false;
@@ -222,6 +221,7 @@ int run(const Options& options) {
     std::string line = out.dump(indent, ' ', false, json::error_handler_t::replace);
     timer.mark("dump");
     bool written = k8slb::tool::write_line(line);
+    written_any = true;
     const std::size_t bytes = line.size();
     timer.mark("write");
     out = json();
@@ -234,7 +234,9 @@ int run(const Options& options) {
     timer.flush(bytes);
     if (!written) break;
   }
-  return all_ok ? k8slb::tool::kExitOk : k8slb::tool::kExitFailure;
+  if (reader.count() == 0) k8slb::require_objects({}, "<stdin>"); // an empty input: throws
+  if (!written_any) return k8slb::tool::kExitFailure;
+  return all_ok ? k8slb::tool::kExitOk : k8slb::tool::kExitPartial;
 }
 
 } // namespace

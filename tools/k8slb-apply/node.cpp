@@ -81,7 +81,11 @@ int run_once(const NodeCommandOptions& options) {
   apply::NodeApplier applier(to_node_options(options));
   auto result = applier.apply(apply::read_file_set(options.from_dir));
   report(result);
-  return result.ok() ? tool::kExitOk : tool::kExitFailure;
+  if (result.ok()) return tool::kExitOk;
+  // Partial: a daemon was updated while another was not (each named on stderr).
+  for (const auto& daemon : result.daemons)
+    if (daemon.ok && daemon.action != apply::Action::none) return tool::kExitPartial;
+  return tool::kExitFailure;
 }
 
 // Reads NDJSON sets from stdin for ever. When several lines are waiting, only the last is

@@ -57,13 +57,16 @@ bool matches_selector(const k8slb::model::Node& node, const std::string& selecto
   return true;
 }
 
-k8slb::render::Output render_items(std::vector<json> items, const Options& options,
+// Renders one input's objects; `errors` gets what was left out (objects that could not be
+// read, a broken ConfigMap when an earlier one is kept).
+k8slb::render::Output render_items(k8slb::Objects objects, const Options& options,
                                    std::optional<k8slb::pool::Config>& config,
                                    std::map<std::string, std::string>& previous_interfaces,
                                    const std::vector<k8slb::node::Interface>& interfaces,
                                    std::vector<std::string>& errors) {
-  auto snapshot = k8slb::model::make_snapshot(std::move(items), options.config_map);
-  errors = snapshot.errors;
+  auto snapshot = k8slb::model::make_snapshot(std::move(objects.items), options.config_map);
+  errors = std::move(objects.errors);
+  errors.insert(errors.end(), snapshot.errors.begin(), snapshot.errors.end());
   if (options.config_file.empty() && snapshot.config_map) {
     try {
       config = k8slb::pool::parse_config_map(*snapshot.config_map);
@@ -105,10 +108,11 @@ void write_file(const std::filesystem::path& path, const std::string& content) {
   std::filesystem::rename(temporary, path);
 }
 
+// Prints what was left out; the output was written, so this is success or a partial one.
 int report(const k8slb::render::Output& output, const std::vector<std::string>& errors) {
   for (const auto& error : errors) k8slb::tool::error(error);
   for (const auto& problem : output.problems) k8slb::tool::error(problem.to_string());
-  return errors.empty() && output.problems.empty() ? k8slb::tool::kExitOk : k8slb::tool::kExitFailure;
+  return errors.empty() && output.problems.empty() ? k8slb::tool::kExitOk : k8slb::tool::kExitPartial;
 }
 
 int run(Options options) {
@@ -139,16 +143,24 @@ int run(Options options) {
   std::vector<k8slb::node::Interface> interfaces =
       options.interfaces_file.empty()
           ? k8slb::node::read_interfaces()
-          : k8slb::node::interfaces_from_ip_json(json::parse(k8slb::read_file(options.interfaces_file)));
+          : k8slb::node::interfaces_from_ip_json(
+                k8slb::parse_json(k8slb::read_file(options.interfaces_file), options.interfaces_file));
 
   if (options.stream) {
+    // One line per input document; a document that cannot be read or rendered is reported
+    // (no line) and the stream goes on.
     k8slb::JsonStreamReader reader(std::cin, "<stdin>");
     bool all_ok = true;
-    while (auto document = reader.next()) {
+    bool written_any = false;
+    while (true) {
       std::vector<std::string> errors;
       json line;
       try {
-        auto output = render_items(k8slb::flatten_items({*document}), options, config, previous_interfaces, interfaces, errors);
+        auto document = reader.next();
+        if (!document) break;
+        auto objects = k8slb::take_objects({std::move(*document)}, reader.name());
+        k8slb::require_objects(objects, reader.name());
+        auto output = render_items(std::move(objects), options, config, previous_interfaces, interfaces, errors);
         all_ok = report(output, errors) == k8slb::tool::kExitOk && all_ok;
         json problems = json::array();
         for (const auto& error : errors) problems.push_back(error);
@@ -159,14 +171,19 @@ int run(Options options) {
         all_ok = false;
         continue;
       }
+      written_any = true;
       if (!k8slb::tool::write_line(line.dump(-1, ' ', false, json::error_handler_t::replace))) break;
     }
-    return all_ok ? k8slb::tool::kExitOk : k8slb::tool::kExitFailure;
+    if (reader.count() == 0) k8slb::require_objects({}, "<stdin>"); // an empty input: throws
+    if (!written_any) return k8slb::tool::kExitFailure;
+    return all_ok ? k8slb::tool::kExitOk : k8slb::tool::kExitPartial;
   }
 
+  // Everything is read and rendered before the first file is written: an input that holds no
+  // object, or cannot be read, writes nothing (an empty config would take every VIP away).
   std::vector<std::string> paths = options.files.empty() ? std::vector<std::string>{"-"} : options.files;
   std::vector<std::string> errors;
-  auto output = render_items(k8slb::read_items(paths), options, config, previous_interfaces, interfaces, errors);
+  auto output = render_items(k8slb::read_objects(paths), options, config, previous_interfaces, interfaces, errors);
   if (!options.output_dir.empty()) {
     // The set is written as a whole: the manifest goes first, each file is replaced
     // atomically, and a new manifest naming every file (size, hash) is written last. A set

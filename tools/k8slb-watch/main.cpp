@@ -96,7 +96,8 @@ int run(const Options& options) {
     if (ref.name.empty())
       cache.label_selector = ref.kind.plural == "nodes" ? options.node_selector : options.selector;
     cache.resource = ref;
-    caches.push_back(std::make_unique<kube::Cache>(client, cache, on_change, on_error));
+    caches.push_back(std::make_unique<kube::Cache>(client, cache, on_change, on_error,
+                                                   [](const std::string& message) { k8slb::tool::warning(message); }));
   }
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);

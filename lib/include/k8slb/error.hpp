@@ -2,6 +2,7 @@
 // One error style for the whole project: "<object>: <field>: <message>", e.g.
 // "default/myapp: spec.ports[1]: protocol SCTP is not carried by haproxy".
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -27,7 +28,15 @@ struct Problem {
   bool operator==(const Problem&) const = default;
 };
 
-// "object: field: message" with empty parts left out.
+// Values in messages are cut to a readable length: longer text keeps its head and tail around
+// a marker "...[N bytes cut]...", cut on UTF-8 character boundaries. describe() applies it to
+// each part, so every Problem, Error and Event built from them stays short whatever the
+// cluster sends (a 200 KB annotation value is not echoed whole).
+inline constexpr std::size_t kMaxShown = 400;
+std::string shorten(std::string_view text, std::size_t max = kMaxShown);
+
+// "object: field: message" with empty parts left out, each part shortened and with control
+// characters escaped.
 std::string describe(std::string_view object, std::string_view field, std::string_view message);
 
 // Throws Error(describe(object, field, message)).

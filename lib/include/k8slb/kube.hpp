@@ -239,7 +239,7 @@ private:
   std::string bearer_token() const; // token, or token_file re-read on mtime change
 
   struct Shared; // curl share handle: connections and TLS sessions reused across requests
-  std::unique_ptr<Shared> shared_;
+  std::shared_ptr<Shared> shared_; // also held by each thread's curl handle attached to it
   Config config_;
   mutable std::mutex mutex_;                  // guards token cache and rng
   mutable std::string file_token_;
@@ -323,7 +323,10 @@ using ErrorHandler = std::function<void(const std::string& message)>;
 // differences. The handlers may be called until stop() returns.
 class Cache {
 public:
-  Cache(Client& client, CacheOptions options, ChangeHandler on_change, ErrorHandler on_error);
+  // on_error: the cache stopped (fatal). on_warning: an event skipped or a watch dropped and
+  // listed again because of what the server sent (the cache goes on).
+  Cache(Client& client, CacheOptions options, ChangeHandler on_change, ErrorHandler on_error,
+        ErrorHandler on_warning = {});
   ~Cache(); // stops
   Cache(const Cache&) = delete;
   Cache& operator=(const Cache&) = delete;
@@ -350,6 +353,7 @@ private:
   CacheOptions options_;
   ChangeHandler on_change_;
   ErrorHandler on_error_;
+  ErrorHandler on_warning_;
   mutable std::mutex mutex_; // guards store_ and stats_
   Store store_;
   Stats stats_;

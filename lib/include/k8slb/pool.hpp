@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "k8slb/documents.hpp"
 #include "k8slb/ip.hpp"
 
 namespace k8slb::pool {
@@ -43,6 +44,10 @@ struct Config {
 
   const Pool* find(std::string_view name) const; // nullptr when absent
 };
+
+// The config document is small (pools and raw lines) and reaches every watcher and actor: it is
+// held to tighter limits than the objects (a few MiB, a million values aliases expanded).
+inline constexpr Limits kConfigLimits{4u << 20, 1'000'000, 64};
 
 // Parses and validates the document. Throws Error naming the field, e.g.
 // "pools.ipv6.range: 2001:468:101::/96 is not inside network 2001:468::/64".

@@ -12,6 +12,10 @@ namespace k8slb::tool {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
+inline constexpr int kExitPartial = 3;
+
+// kExitPartial: the output was written (or applied) but some objects were left out, each
+// named on stderr. kExitFailure: nothing was written.
 
 // Sets the program name used in diagnostics.
 void set_program(std::string name);

@@ -39,6 +39,18 @@ TEST(Address, RejectsWhatIsNotAnAddress) {
   }
 }
 
+TEST(Address, ATextWithANulIsNotAnAddress) {
+  // inet_pton would read "192.168.10.210\0junk" up to the NUL and accept it.
+  for (std::string text : {std::string("192.168.10.210\0junk", 19), std::string("2001:db8::1\0", 12),
+                           std::string("\0", 1)}) {
+    SCOPED_TRACE(text);
+    EXPECT_FALSE(Address::try_parse(text).has_value());
+    EXPECT_THROW(Address::parse(text), Error);
+    EXPECT_THROW(Range::parse(text), Error);
+    EXPECT_THROW(Range::parse(text + "-192.168.10.220"), Error);
+  }
+}
+
 TEST(Range, ParsesCidrsRangesAndSingleAddresses) {
   struct Case {
     const char* text;

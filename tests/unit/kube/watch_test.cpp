@@ -57,6 +57,42 @@ TEST(DecodeWatchEvent, MalformedLinesAreErrors) {
   }
 }
 
+TEST(DecodeWatchEvent, AnEventWhoseObjectCannotBeUsedNamesTheField) {
+  // The watch skips such an event (the message starts "watch event: object") and goes on.
+  struct Case {
+    std::string line;
+    const char* error;
+  };
+  const Case cases[] = {
+      {R"({"type": "ADDED", "object": {"metadata": 5}})", "watch event: object.metadata: missing or not an object"},
+      {R"({"type": "MODIFIED", "object": {"metadata": {"name": 5}}})", "watch event: object.metadata.name: missing"},
+      {R"({"type": "DELETED", "object": {"metadata": {"name": "a", "namespace": []}}})",
+       "watch event: object.metadata.namespace: must be a string"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.line);
+    try {
+      decode_watch_event(c.line);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(c.error), std::string::npos) << e.what();
+    }
+  }
+  // An ERROR event whose code is not a number is still an ERROR event (the watch backs off).
+  WatchEvent error = decode_watch_event(R"({"type": "ERROR", "object": {"code": "abc"}})");
+  EXPECT_EQ(error.type, EventType::error);
+  // A line nested past the limit is an error, not a crash.
+  EXPECT_THROW(decode_watch_event(std::string(100000, '[') + std::string(100000, ']')), Error);
+}
+
+TEST(Store, ARelistLeavesOutObjectsWithoutAName) {
+  Store store(services());
+  std::vector<json> items = {service("default", "a", "1"), json{{"metadata", 5}}, json{{"metadata", {{"name", 7}}}}, 5};
+  auto changes = store.replace(std::move(items), "9");
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].key, "default/a");
+}
+
 TEST(ObjectKey, NamespacedAndClusterScoped) {
   EXPECT_EQ(object_key(service("default", "a", "1")), "default/a");
   EXPECT_EQ(object_key(json{{"metadata", {{"name", "node-1"}}}}), "node-1");

@@ -106,6 +106,44 @@ TEST(Config, RejectsBadDocumentsNamingPoolAndField) {
   }
 }
 
+TEST(Config, DuplicatesAndHostileTextsAreErrorsNamingTheKey) {
+  std::string bomb = "pools: &a [1,1,1,1,1,1,1,1,1,1]\n";
+  for (char c = 'b'; c <= 'j'; ++c)
+    bomb += std::string("x") + c + ": &" + c + " [*" + static_cast<char>(c - 1) + ",*" +
+            static_cast<char>(c - 1) + ",*" + static_cast<char>(c - 1) + ",*" + static_cast<char>(c - 1) +
+            ",*" + static_cast<char>(c - 1) + ",*" + static_cast<char>(c - 1) + ",*" +
+            static_cast<char>(c - 1) + ",*" + static_cast<char>(c - 1) + ",*" + static_cast<char>(c - 1) + "]\n";
+  struct Case {
+    const char* description;
+    std::string text;
+    const char* error;
+  };
+  const Case cases[] = {
+      {"two default pools (JSON)",
+       R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1"},
+                     "default": {"network": "198.51.100.0/24", "range": "198.51.100.1"}}})",
+       "pools.json: pools: duplicate key 'default'"},
+      {"two default pools (YAML)",
+       "pools:\n  default: {network: 192.0.2.0/24, range: 192.0.2.1}\n  default: {network: 198.51.100.0/24, range: 198.51.100.1}\n",
+       "pools: duplicate key 'default'"},
+      {"a range with a NUL",
+       std::string(R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1\u0000junk"}}})"),
+       "pools.default.range: '192.0.2.1\x00junk' is not an IP address"},
+      {"an alias bomb", bomb, "more than 1000000 values in one document once aliases are expanded"},
+      {"nested deep", "{\"pools\": " + std::string(1000, '[') + std::string(1000, ']') + "}",
+       "nested more than 64 deep"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    try {
+      parse_config_text(c.text, "pools.json");
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(c.error), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(Config, ComesFromTheConfigMapTheOriginalUsed) {
   json config_map = json::parse(R"({
     "apiVersion": "v1", "kind": "ConfigMap",
