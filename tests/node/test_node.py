@@ -12,11 +12,20 @@ import subprocess
 import time
 import unittest
 
-from helpers import VIP, Harness, backend_address, haproxy_files, nginx_files, read_line
+from helpers import APPLY, VIP, Harness, backend_address, haproxy_files, nginx_files, read_line
 
 
 def figures(name, values):
     print("FIGURES %s: %s" % (name, json.dumps(values)), flush=True)
+
+
+def running(pid):
+    """True while `pid` runs (a zombie whose parent has not reaped it yet has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 class NodeTest(unittest.TestCase):
@@ -119,7 +128,7 @@ class HaproxyTest(NodeTest):
                               capture_output=True, text=True, timeout=60)
         self.assertEqual(stop.returncode, 0, stop.stderr)
         self.assertIn(f"stopped haproxy (pid {master}, User defined signal 1)", stop.stderr)
-        self.assertFalse(os.path.exists(f"/proc/{master}"), "haproxy still runs")
+        self.assertFalse(running(master), "haproxy still runs")
         self.assertRegex(self.haproxy_log(), r"worker \(\d+\) exited with code 0")
         self.assertNotIn("exited with code 143", self.haproxy_log())
         again = subprocess.run(h.netns_exec() + [APPLY, "node", "--stop", "--no-keepalived", "--config-dir",
