@@ -36,8 +36,9 @@ LEASE = {"LEASE_DURATION": "4", "LEASE_RENEW_DEADLINE": "2.5", "LEASE_RETRY_PERI
 LEASE_DURATION = 4.0
 
 
-def wait_until(predicate, timeout, what, interval=0.1):
-    """Polls `predicate` until it returns a true value (returned) or `timeout` seconds pass."""
+def wait_until(predicate, timeout, what, interval=0.1, details=lambda: ""):
+    """Polls `predicate` until it returns a true value (returned) or `timeout` seconds pass;
+    the failure message ends with `details()` (logs, say)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -45,7 +46,7 @@ def wait_until(predicate, timeout, what, interval=0.1):
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})\n{details()}")
 
 
 class Watcher:

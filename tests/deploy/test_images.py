@@ -30,6 +30,9 @@ sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "kubesim"))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "e2e"))
 import kubesim_client  # noqa: E402
 
+sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "cluster"))
+from harness import wait_until  # noqa: E402
+
 NAMESPACE = "k8slb-system"
 WHY_NOT = podman_pod.usable()
 
@@ -47,15 +50,6 @@ def image_tag():
     raise AssertionError("no project version in CMakeLists.txt")
 
 
-def wait_until(predicate, timeout, what, interval=0.2, details=lambda: ""):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})\n{details()}")
 
 
 def images_built(names=("watcher", "actor")):
@@ -137,21 +131,7 @@ from e2e import NetnsTestCase, netns, record_figure  # noqa: E402
 import cluster as cluster_module  # noqa: E402
 
 POD = "198.51.100.200"
-WEB = """
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  namespace: default
-spec:
-  type: LoadBalancer
-  selector:
-    app: web
-  ports:
-    - name: http
-      port: 80
-      targetPort: 8080
-"""
+WEB = cluster_module.http_service("web")
 
 
 @unittest.skipIf(WHY_NOT, f"podman cannot run here: {WHY_NOT}")

@@ -21,6 +21,9 @@ import pod  # noqa: E402
 sys.path.insert(0, os.path.join(pod.SOURCE_DIR, "tests", "kubesim"))
 import kubesim_client  # noqa: E402
 
+sys.path.insert(0, os.path.join(pod.SOURCE_DIR, "tests", "cluster"))
+from harness import wait_until  # noqa: E402
+
 PROXIES = {"haproxy": "Proxy", "nginx": "Proxy", "kubeproxy": "VIP"}
 NAMESPACE = "k8slb-system"
 WHY_NOT = pod.usable()
@@ -31,17 +34,6 @@ def load(name):
         return [doc for doc in yaml.safe_load_all(f) if doc]
 
 
-def wait_until(predicate, timeout, what, interval=0.1, details=lambda: ""):
-    """Polls `predicate` until it returns a true value (returned) or `timeout` seconds pass;
-    the failure message ends with `details()`."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})\n{details()}")
 
 
 @unittest.skipIf(WHY_NOT, f"pods cannot run here: {WHY_NOT}")

@@ -36,6 +36,25 @@ DEFAULT_POOLS = {
 }
 
 
+def http_service(name, namespace="default", port=80, target_port=8080):
+    """A Service manifest as a user writes it: type LoadBalancer, one port named http."""
+    return f"""
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  type: LoadBalancer
+  selector:
+    app: {name}
+  ports:
+    - name: http
+      port: {port}
+      targetPort: {target_port}
+"""
+
+
 def tool(name):
     return os.path.join(BINARY_DIR, name)
 

@@ -11,21 +11,7 @@ import cluster as cluster_module
 from e2e import NetnsTestCase, netns
 
 POD = "198.51.100.200"
-WEB = """
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  namespace: default
-spec:
-  type: LoadBalancer
-  selector:
-    app: web
-  ports:
-    - name: http
-      port: 80
-      targetPort: 8080
-"""
+WEB = cluster_module.http_service("web")
 
 
 class NodeOnceTest(NetnsTestCase):
