@@ -232,7 +232,7 @@ std::optional<std::string> read_optional(const std::string& path) {
   return text.str();
 }
 
-std::string write_temporary(const std::string& final_path, const std::string& content) {
+std::string write_temporary(const std::string& final_path, const std::string& content, unsigned mode) {
   std::filesystem::path target(final_path);
   std::string pattern = (target.parent_path() / ("." + target.filename().string() + ".new-XXXXXX")).string();
   std::vector<char> name(pattern.begin(), pattern.end());
@@ -252,7 +252,7 @@ std::string write_temporary(const std::string& final_path, const std::string& co
     }
     done += static_cast<std::size_t>(n);
   }
-  fchmod(fd, 0644);
+  fchmod(fd, static_cast<mode_t>(mode));
   if (fsync(fd) != 0) {
     int err = errno;
     close(fd);

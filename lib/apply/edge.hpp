@@ -42,7 +42,7 @@ std::string describe_status(int status);
 std::optional<std::string> read_optional(const std::string& path);
 // Writes `content` to a new temporary file in the directory of `final_path`, fsynced;
 // returns its path.
-std::string write_temporary(const std::string& final_path, const std::string& content);
+std::string write_temporary(const std::string& final_path, const std::string& content, unsigned mode = 0644);
 // rename(from, to) then fsync of the directory.
 void commit_rename(const std::string& from, const std::string& to);
 void ensure_directory(const std::string& path);

@@ -282,6 +282,10 @@ namespace {
 
 using State = NodeApplier::State;
 
+// keepalived.conf may hold the VRRP password (auth_pass): only root reads it. The proxies'
+// configs hold nothing secret (certificates are files of their own).
+unsigned file_mode(Daemon daemon) { return daemon == Daemon::keepalived ? 0600 : 0644; }
+
 // True when the daemon of `state` is running. A death is noticed here: pid goes to 0 and
 // `death` (if given) says how it ended.
 bool is_running(const NodeOptions& options, State& state, std::string* death = nullptr) {
@@ -477,7 +481,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
     std::optional<std::string> staged;
     try {
       if (!installed || *installed != wanted->second) {
-        staged = detail::write_temporary(paths.cfg, wanted->second);
+        staged = detail::write_temporary(paths.cfg, wanted->second, file_mode(daemon));
         auto check = check_argv(options_, daemon, *staged, wanted->second);
         auto checked = detail::run_check(check, std::chrono::seconds(options_.check_timeout_s));
         if (checked.exit_code != 0) {
@@ -531,7 +535,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
       // says what runs and the same input is tried again (not taken as already applied).
       if (committed && installed) {
         try {
-          detail::commit_rename(detail::write_temporary(paths.cfg, *installed), paths.cfg);
+          detail::commit_rename(detail::write_temporary(paths.cfg, *installed, file_mode(daemon)), paths.cfg);
         } catch (const std::exception&) {
         }
       }

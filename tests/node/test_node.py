@@ -369,6 +369,8 @@ class KeepalivedTest(NodeTest):
         while "192.0.2.100" not in self.vips() and time.time() < deadline:
             time.sleep(0.05)
         self.assertIn("192.0.2.100", self.vips(), "keepalived did not take the VIP:\n" + h.stderr())
+        # keepalived.conf may carry the VRRP password: root only.
+        self.assertEqual(os.stat(os.path.join(h.config_dir, "keepalived.conf")).st_mode & 0o777, 0o600)
 
         two = {"keepalived.conf": KEEPALIVED_CONF % "    192.0.2.100/32\n    192.0.2.101/32"}
         self.assertEqual(h.send(apply, two)["actions"], {"keepalived": "reload"})
