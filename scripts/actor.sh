@@ -74,6 +74,10 @@ validate_options() {
   # A label-style qualified name, as the API server requires of spec.loadBalancerClass.
   [[ -z $LB_CLASS || $LB_CLASS =~ ^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$ ]] \
     || die "LB_CLASS: '$LB_CLASS' is not a qualified name such as example.com/k8slb"
+  local part
+  for part in k8slb-watch k8slb-render k8slb-apply; do
+    [[ -x $(tool_path "$part") ]] || die "$(tool_path "$part"): not found (install the tools on PATH, or set K8SLB_BIN to their directory)"
+  done
   case $PROXY in haproxy | nginx | kubeproxy) ;; *) die "PROXY: '$PROXY' is not haproxy, nginx or kubeproxy" ;; esac
   [[ $VRID_OFFSET =~ ^[0-9]{1,3}$ ]] && ((VRID_OFFSET <= 254)) || die "VRID_OFFSET: '$VRID_OFFSET' is not 0-254"
   [[ $ADVERT_INT =~ ^[0-9]{1,4}$ ]] && ((ADVERT_INT >= 1 && ADVERT_INT <= 4095)) \

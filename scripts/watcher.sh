@@ -65,6 +65,13 @@ if ! [[ $max_delay =~ ^[0-9]+$ ]] || [ "$max_delay" -lt 1 ]; then
   exit 2
 fi
 
+for part in k8slb-watch k8slb-allocate k8slb-apply; do
+  if ! command -v "$(tool "$part")" >/dev/null 2>&1; then
+    log "$(tool "$part"): not found (install the tools on PATH, or set K8SLB_BIN to their directory)"
+    exit 2
+  fi
+done
+
 watch_args=(services "configmap/$config_map")
 allocate_args=(--ip-mode "$ip_mode" --proxy "$proxy" --config-map "$config_map")
 apply_args=()

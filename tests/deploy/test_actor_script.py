@@ -57,5 +57,15 @@ class ActorSysctlTest(unittest.TestCase):
                 self.assertEqual(WARNING in log, warns, log)
 
 
+
+class ActorToolsTest(unittest.TestCase):
+    def test_missing_tools_are_an_error_at_start(self):
+        env = dict(os.environ, NODE_NAME="node1", K8SLB_BIN="/nonexistent")
+        result = subprocess.run(["bash", ACTOR, "once"], env=env, capture_output=True, text=True, timeout=20,
+                                stdin=subprocess.DEVNULL)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn("/nonexistent/k8slb-watch: not found", result.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -160,6 +160,7 @@ class WatcherSettingsTest(unittest.TestCase):
         ({"CONFIG_MAP": "k8slb-system/Global"}, "CONFIG_MAP=k8slb-system/Global: expected namespace/name"),
         ({"LB_CLASS": "a b"}, "LB_CLASS=a b: expected a qualified name"),
         ({"LB_CLASS": "example.com/k8slb/x"}, "LB_CLASS=example.com/k8slb/x: expected a qualified name"),
+        ({}, "/nonexistent/k8slb-watch: not found (install the tools on PATH, or set K8SLB_BIN"),
     ]
 
     def test_bad_settings_are_refused(self):
