@@ -54,6 +54,7 @@ Output render_keepalived(const Input& input) {
   auto plan = plan_keepalived(input);
   output.files["keepalived.conf"] = detail::print_keepalived(plan, input.settings);
   output.problems = std::move(plan.problems);
+  for (const auto& instance : plan.instances) output.interfaces[instance.pool] = instance.interface;
   return output;
 }
 
@@ -61,6 +62,7 @@ Output render_all(const Input& input) {
   Output output = render_proxy(input);
   Output keepalived = render_keepalived(input);
   output.files.merge(keepalived.files);
+  output.interfaces = std::move(keepalived.interfaces);
   // Service-level problems come from both planners: report each once.
   for (auto& problem : keepalived.problems)
     if (std::find(output.problems.begin(), output.problems.end(), problem) == output.problems.end())

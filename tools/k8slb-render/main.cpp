@@ -92,8 +92,7 @@ k8slb::render::Output render_items(k8slb::Objects objects, const Options& option
   input.previous_interfaces = previous_interfaces;
   if (options.what != "keepalived" && options.what != "all") return k8slb::render::render_proxy(input);
   auto output = options.what == "all" ? k8slb::render::render_all(input) : k8slb::render::render_keepalived(input);
-  for (auto& [pool, interface] : k8slb::render::previous_interfaces(output.files.at("keepalived.conf")))
-    previous_interfaces[pool] = interface;
+  for (const auto& [pool, interface] : output.interfaces) previous_interfaces[pool] = interface;
   return output;
 }
 

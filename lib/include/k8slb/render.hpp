@@ -67,6 +67,8 @@ struct Input {
 struct Output {
   std::map<std::string, std::string> files; // file name -> content, e.g. "haproxy.cfg"
   std::vector<Problem> problems;            // Services (or ports) left out, and why
+  // keepalived: pool -> the interface its instances use (the next Input.previous_interfaces).
+  std::map<std::string, std::string> interfaces;
 };
 
 // The proxy's files ("haproxy.cfg" + "haproxy-servers.json", or "nginx.conf"); empty for

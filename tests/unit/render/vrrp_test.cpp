@@ -322,8 +322,12 @@ TEST(Vrrp, PreviousInterfacesFromARenderedConfig) {
   eth1.name = "eth1";
   input.node.interfaces = {eth0, eth1};
   input.config.pools[1].interface = "eth1";
-  auto conf = render_keepalived(input).files.at("keepalived.conf");
+  auto output = render_keepalived(input);
+  auto conf = output.files.at("keepalived.conf");
   EXPECT_EQ(previous_interfaces(conf), (std::map<std::string, std::string>{{"pool00", "eth0"}, {"pool01", "eth1"}}));
+  // What the renderer hands the next rendering is what a restart reads back from the file.
+  EXPECT_EQ(output.interfaces, previous_interfaces(conf));
+  EXPECT_EQ(render_all(input).interfaces, output.interfaces);
   EXPECT_EQ(previous_interfaces(""), (std::map<std::string, std::string>{}));
   EXPECT_EQ(previous_interfaces("# pool bad name: first choice x\nvrrp_instance x {\n  interface eth0\n}\n"
                                 "# pool p: first choice x\nvrrp_instance y {\n  interface 'eth0;\n}\n"),
