@@ -49,8 +49,11 @@ SERVER_VERSION = {
     "platform": "linux/amd64",
 }
 
-# The service CIDRs (kubeadm's defaults): cluster IPs exist only inside the simulator and are
-# never routed. Handed out without enumerating the range (a /12 holds a million addresses).
+# The service CIDRs: kubeadm's default (cmd/kubeadm/app/apis/kubeadm/v1beta3/defaults.go,
+# DefaultServicesSubnet = "10.96.0.0/12") and an IPv6 range at the largest the API server takes
+# (cmd/kube-apiserver/app/options/validation.go: at most 20 host bits, "for 128-bit addresses,
+# the mask must be >= 108"). Cluster IPs exist only inside the simulator and are never routed;
+# they are handed out without enumerating the range (a /12 holds a million addresses).
 CLUSTER_IP_NETWORKS = {"IPv4": ipaddress.ip_network("10.96.0.0/12"),
                        "IPv6": ipaddress.ip_network("fd00:10:96::/108")}
 CLUSTER_IP_NETWORK = CLUSTER_IP_NETWORKS["IPv4"]
@@ -1231,13 +1234,22 @@ class Store:
 
     # -- services: cluster IPs and node ports --
 
+    @staticmethod
+    def _cluster_ip_range(network):
+        """(first usable address, how many) as the API server's allocator counts them
+        (pkg/registry/core/service/ipallocator/bitmap.go, NewAllocatorCIDRRange): never the
+        network's first address, and for IPv4 not its broadcast address either."""
+        size = network.num_addresses - (2 if network.version == 4 else 1)
+        return network.network_address + 1, size
+
     def _allocate_cluster_ip(self, requested, errors, family="IPv4"):
         if requested == "None":
             return "None"
         if requested:
             ip = ipaddress.ip_address(requested)
             network = CLUSTER_IP_NETWORKS["IPv6" if ip.version == 6 else "IPv4"]
-            if ip not in network or ip in (network.network_address, network.broadcast_address):
+            first, size = self._cluster_ip_range(network)
+            if ip not in network or not 0 <= int(ip) - int(first) < size:
                 errors.append(FieldError("spec.clusterIPs", "Invalid", [requested],
                                          f"failed to allocate IP {requested}: the provided IP "
                                          f"({requested}) is not in the valid range. The range of "
@@ -1250,12 +1262,12 @@ class Store:
                 return None
             self.allocated_cluster_ips.add(requested)
             return requested
-        # Like the API server's allocator: a random offset, then the next free one after it.
-        network = CLUSTER_IP_NETWORKS[family]
-        size = network.num_addresses - 2
+        # Like the API server's allocator (pkg/registry/core/service/allocator/bitmap.go,
+        # randomScanStrategyWithOffset): a random offset, then the next free one after it.
+        first, size = self._cluster_ip_range(CLUSTER_IP_NETWORKS[family])
         offset = self.random.randrange(size)
         for _ in range(size):  # the whole range only when it is (nearly) full
-            candidate = str(network.network_address + 1 + offset)
+            candidate = str(first + offset)
             if candidate not in self.allocated_cluster_ips:
                 self.allocated_cluster_ips.add(candidate)
                 return candidate

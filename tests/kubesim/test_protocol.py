@@ -793,6 +793,16 @@ class ServiceCidrTest(SimulatorTestCase):
         outside = self.sim.request("POST", self.path("services"),
                                    dict(service("out"), spec=dict(service("out")["spec"], clusterIP="192.0.2.1")))
         self.assertEqual(outside.status, 422)
+        # The range's edges as the API server's allocator counts them: never the first address,
+        # the IPv4 broadcast address neither, but IPv6's last address is a cluster IP.
+        for name, family, ip, status in [("edge-v4-first", "IPv4", "10.96.0.0", 422),
+                                         ("edge-v4-last", "IPv4", "10.111.255.255", 422),
+                                         ("edge-v4-ok", "IPv4", "10.111.255.254", 201),
+                                         ("edge-v6-first", "IPv6", "fd00:10:96::", 422),
+                                         ("edge-v6-last", "IPv6", "fd00:10:96::f:ffff", 201)]:
+            with self.subTest(ip=ip):
+                body = dict(service(name), spec=dict(service(name)["spec"], clusterIP=ip, ipFamilies=[family]))
+                self.assertEqual(self.sim.request("POST", self.path("services"), body).status, status)
 
 
 def read(path):
