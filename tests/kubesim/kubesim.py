@@ -200,13 +200,17 @@ class FieldError:
     def cause_type(self):
         return {"Required": "FieldValueRequired", "Invalid": "FieldValueInvalid",
                 "Unsupported": "FieldValueNotSupported", "Duplicate": "FieldValueDuplicate",
-                "Forbidden": "FieldValueForbidden"}[self.kind]
+                "Forbidden": "FieldValueForbidden", "TooLong": "FieldValueTooLong"}[self.kind]
 
     def text(self):
+        # k8s.io/apimachinery/pkg/util/validation/field/errors.go, Error.ErrorBody: Required,
+        # Forbidden and TooLong print no value.
         if self.kind == "Required":
             head = "Required value"
         elif self.kind == "Forbidden":
             head = "Forbidden"
+        elif self.kind == "TooLong":
+            head = "Too long"
         else:
             head = f"{self.kind} value: {json.dumps(self.value)}"
         return f"{head}: {self.detail}" if self.detail else head
@@ -231,6 +235,11 @@ DNS_1123_SUBDOMAIN = re.compile(
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+TOTAL_ANNOTATION_SIZE_LIMIT = 256 * 1024  # apimachinery api/validation TotalAnnotationSizeLimitB
+MAX_CONFIGMAP_SIZE = 1024 * 1024  # k8s.io/kubernetes pkg/apis/core/types.go, MaxSecretSize
+CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
 def label_key_problem(key):
@@ -764,21 +773,35 @@ def validate_metadata(resource, obj, errors):
         errors.append(FieldError("metadata.annotations", "Invalid", annotations,
                                  "must be a map of strings"))
     else:
+        # k8s.io/apimachinery/pkg/api/validation/objectmeta.go, ValidateAnnotations: "The rule
+        # is QualifiedName except that case doesn't matter, so convert to lowercase before
+        # checking" (so `loadBalancer/pool` is a valid key); the error names the key as given.
         for k in annotations:
-            problem = label_key_problem(k)
+            problem = label_key_problem(k.lower())
             if problem:
                 errors.append(FieldError("metadata.annotations", "Invalid", k, problem))
-        if sum(len(k) + len(v) for k, v in annotations.items()) > 256 * 1024:
-            errors.append(FieldError("metadata.annotations", "Invalid", "",
-                                     "Too long: must have at most 262144 bytes"))
+        # ValidateAnnotationsSize: keys and values together at most TotalAnnotationSizeLimitB
+        # (256 KiB), reported as field.TooLong(fldPath, "", TotalAnnotationSizeLimitB).
+        if sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items()) > \
+                TOTAL_ANNOTATION_SIZE_LIMIT:
+            errors.append(FieldError("metadata.annotations", "TooLong", "",
+                                     f"must have at most {TOTAL_ANNOTATION_SIZE_LIMIT} bytes"))
 
 
 def _is_ip(text):
+    """Whether the API server's validation takes `text` as an IP address. It parses with
+    k8s.io/utils/net ParseIPSloppy (Go's net.ParseIP before Go 1.17), which also accepts IPv4
+    octets with leading zeros ("010.0.0.1"); Python's ipaddress refuses those."""
+    if not isinstance(text, str):
+        return False
     try:
         ipaddress.ip_address(text)
         return True
-    except (TypeError, ValueError):
-        return False
+    except ValueError:
+        pass
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isdigit() and p.isascii() and len(p) <= 3 and
+                                   int(p) <= 255 for p in parts)
 
 
 def validate_service(obj, errors):
@@ -862,30 +885,123 @@ def validate_service(obj, errors):
         if v is not None and v not in ("Cluster", "Local"):
             errors.append(FieldError(f"spec.{key}", "Unsupported", v,
                                      'supported values: "Cluster", "Local"'))
-    validate_load_balancer_status(obj, errors)
+
+
+DNS_1123_SUBDOMAIN_MESSAGE = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
+    "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+
+
+def dns_1123_subdomain_problems(value):
+    """k8s.io/apimachinery/pkg/util/validation/validation.go, IsDNS1123Subdomain."""
+    problems = []
+    if len(value) > 253:
+        problems.append("must be no more than 253 characters")
+    if not DNS_1123_SUBDOMAIN.match(value):
+        problems.append(DNS_1123_SUBDOMAIN_MESSAGE)
+    return problems
+
+
+def default_load_balancer_status(obj):
+    """pkg/apis/core/v1/defaults.go, SetDefaults_Service: with the LoadBalancerIPMode feature
+    (GA and locked on since 1.32), an ingress entry of a LoadBalancer Service that has an `ip`
+    and no `ipMode` gets `ipMode: VIP`."""
+    if (obj.get("spec") or {}).get("type") != "LoadBalancer":
+        return
+    ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+    for entry in ingress if isinstance(ingress, list) else []:
+        if isinstance(entry, dict) and entry.get("ip") and entry.get("ipMode") is None:
+            entry["ipMode"] = "VIP"
 
 
 def validate_load_balancer_status(obj, errors):
+    """pkg/apis/core/validation/validation.go, ValidateLoadBalancerStatus (features at their
+    1.32 defaults: LoadBalancerIPMode on, AllowServiceLBStatusOnNonLB off)."""
     ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     if not isinstance(ingress, list):
         errors.append(FieldError("status.loadBalancer.ingress", "Invalid", ingress,
                                  "must be a list"))
+        return
+    if ingress and (obj.get("spec") or {}).get("type", "ClusterIP") != "LoadBalancer":
+        errors.append(FieldError("status.loadBalancer.ingress", "Forbidden",
+                                 detail="may only be used when `spec.type` is 'LoadBalancer'"))
         return
     for i, entry in enumerate(ingress):
         field = f"status.loadBalancer.ingress[{i}]"
         if not isinstance(entry, dict):
             errors.append(FieldError(field, "Invalid", entry, "must be an object"))
             continue
-        if entry.get("ip") and not _is_ip(entry["ip"]):
-            errors.append(FieldError(f"{field}.ip", "Invalid", entry["ip"],
-                                     "must be a valid IP address"))
-        if entry.get("hostname") and _is_ip(entry["hostname"]):
-            errors.append(FieldError(f"{field}.hostname", "Invalid", entry["hostname"],
-                                     "must be a DNS name, not an IP address"))
-        mode = entry.get("ipMode")
-        if mode is not None and mode not in ("VIP", "Proxy"):
+        ip, hostname, mode = entry.get("ip") or "", entry.get("hostname") or "", \
+            entry.get("ipMode")
+        if ip and not _is_ip(ip):
+            errors.append(FieldError(f"{field}.ip", "Invalid", ip, "must be a valid IP address"))
+        # Defaulting (above) gives every entry with an ip its ipMode, so "Required" is never
+        # reached through the API; ipMode without ip is forbidden, and only VIP or Proxy.
+        if mode is None and ip:
+            errors.append(FieldError(f"{field}.ipMode", "Required",
+                                     detail="must be specified when `ip` is set"))
+        elif mode is not None and not ip:
+            errors.append(FieldError(f"{field}.ipMode", "Forbidden",
+                                     detail="may not be specified when `ip` is not set"))
+        elif mode is not None and mode not in ("VIP", "Proxy"):
             errors.append(FieldError(f"{field}.ipMode", "Unsupported", mode,
                                      'supported values: "Proxy", "VIP"'))
+        if hostname:
+            for problem in dns_1123_subdomain_problems(hostname):
+                errors.append(FieldError(f"{field}.hostname", "Invalid", hostname, problem))
+            if _is_ip(hostname):
+                errors.append(FieldError(f"{field}.hostname", "Invalid", hostname,
+                                         "must be a DNS name, not an IP address"))
+
+
+def validate_configmap(obj, errors):
+    """pkg/apis/core/validation/validation.go, ValidateConfigMap: keys as IsConfigMapKey
+    (apimachinery util/validation), no key in both data and binaryData, and the values
+    together (binaryData decoded) at most core.MaxSecretSize, 1 MiB, reported as
+    field.TooLong(field.NewPath(""), ...), which prints its field as "[]"."""
+    total = 0
+    data = obj.get("data") or {}
+    binary = obj.get("binaryData") or {}
+    for bag, values in (("data", data), ("binaryData", binary)):
+        if not isinstance(values, dict):
+            errors.append(FieldError(bag, "Invalid", values, "must be a map"))
+            continue
+        for key, value in values.items():
+            for problem in configmap_key_problems(key):
+                errors.append(FieldError(f"{bag}[{key}]", "Invalid", key, problem))
+            if bag == "data" and isinstance(binary, dict) and key in binary:
+                errors.append(FieldError(f"data[{key}]", "Invalid", key,
+                                         "duplicate of key present in binaryData"))
+            if bag == "data":
+                total += len(value.encode()) if isinstance(value, str) else 0
+            else:
+                try:
+                    total += len(base64.b64decode(value or "", validate=True))
+                except (TypeError, ValueError):
+                    errors.append(FieldError(f"binaryData[{key}]", "Invalid", "",
+                                             "illegal base64 data"))
+    if total > MAX_CONFIGMAP_SIZE:
+        errors.append(FieldError("[]", "TooLong", "",
+                                 f"must have at most {MAX_CONFIGMAP_SIZE} bytes"))
+
+
+def configmap_key_problems(key):
+    """k8s.io/apimachinery/pkg/util/validation/validation.go, IsConfigMapKey."""
+    problems = []
+    if len(key) > 253:
+        problems.append("must be no more than 253 characters")
+    if not CONFIGMAP_KEY.match(key):
+        problems.append("a valid config key must consist of alphanumeric characters, '-', '_' "
+                        "or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used "
+                        "for validation is '[-._a-zA-Z0-9]+')")
+    if key == ".":
+        problems.append("must not be '.'")
+    elif key == "..":
+        problems.append("must not be '..'")
+    elif key.startswith(".."):
+        problems.append("must not start with '..'")
+    return problems
 
 
 def validate_lease(obj, errors):
@@ -999,6 +1115,7 @@ def check_unknown_fields(resource, obj, strict):
 
 
 VALIDATORS = {"Service": validate_service, "Lease": validate_lease, "Event": validate_event,
+              "ConfigMap": validate_configmap,
               "EndpointSlice": validate_endpointslice}
 
 
@@ -1370,8 +1487,8 @@ class Store:
             raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
                            {"name": namespace, "kind": "namespaces"})
 
-    def _validate(self, resource, obj, name):
-        errors = []
+    def _validate(self, resource, obj, name, errors=None):
+        errors = list(errors or [])
         validate_metadata(resource, obj, errors)
         validator = VALIDATORS.get(resource.kind)
         if validator:
@@ -1547,7 +1664,13 @@ class Store:
                 new["metadata"].pop("managedFields", None)
             new["apiVersion"] = resource.api_version
             new["kind"] = resource.kind
-            self._validate(resource, new, name)
+            status_errors = []
+            if resource.kind == "Service" and subresource == "status":
+                # pkg/registry/core/service/strategy.go: the status is validated on status
+                # writes only (ValidateServiceStatusUpdate), after defaulting.
+                default_load_balancer_status(new)
+                validate_load_balancer_status(new, status_errors)
+            self._validate(resource, new, name, status_errors)
             errors = []
             if resource.kind == "Service" and subresource is None:
                 saved = (set(self.allocated_cluster_ips), set(self.allocated_node_ports))

@@ -284,7 +284,7 @@ class UpdatePatchTest(SimulatorTestCase):
     def test_status_subresource_changes_only_status(self):
         svc = self.create("services", service("web"))
         self.assertEqual(svc["status"], {"loadBalancer": {}})
-        ingress = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
+        ingress = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10", "ipMode": "Proxy"}]}}
 
         # PUT on the main resource ignores status
         svc["status"] = ingress
@@ -303,10 +303,10 @@ class UpdatePatchTest(SimulatorTestCase):
 
         # PUT on /status with a changed spec: only the status is taken
         patched["spec"]["selector"] = {"app": "ignored"}
-        patched["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.11"}]}}
+        patched["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.11"}]}}  # ipMode: defaulted
         put = self.sim.must("PUT", self.path("services", "web", "status"), patched)
         self.assertEqual(put["spec"]["selector"], {"app": "web"})
-        self.assertEqual(put["status"]["loadBalancer"]["ingress"], [{"ip": "203.0.113.11"}])
+        self.assertEqual(put["status"]["loadBalancer"]["ingress"], [{"ip": "203.0.113.11", "ipMode": "VIP"}])
 
         bad = self.sim.request("PATCH", self.path("services", "web", "status"),
                                {"status": {"loadBalancer": {"ingress": [{"ip": "not-an-ip"}]}}},
@@ -777,6 +777,109 @@ class AuditTest(SimulatorTestCase):
         self.assertEqual([e["seq"] for e in entries], list(range(entries[0]["seq"], entries[0]["seq"] + 5)))
 
 
+class RealServerRulesTest(SimulatorTestCase):
+    """Rules of the real API server, each from the Kubernetes source cited in kubesim.py:
+    neither more lenient nor stricter."""
+
+    def expect_invalid(self, resp, message):
+        self.assertEqual(resp.status, 422, resp.body)
+        self.assertEqual(resp.body["reason"], "Invalid")
+        self.assertIn(message, resp.body["message"])
+
+    def test_annotation_keys_are_checked_lower_cased_and_their_size_is_limited(self):
+        # apimachinery ValidateAnnotations lower-cases a key before the qualified-name check.
+        cases = [("the original's spelling", {"loadBalancer/pool": "external"}, None),
+                 ("upper-case prefix", {"LoadBalancer.Example.COM/Pool": "x"}, None),
+                 ("space in the key", {"loadbalancer/my pool": "x"},
+                  'metadata.annotations: Invalid value: "loadbalancer/my pool": name part'),
+                 ("empty prefix", {"/pool": "x"}, 'Invalid value: "/pool": prefix part'),
+                 ("256 KiB exactly", {"k": "v" * (262144 - 1)}, None),
+                 ("one byte more", {"k": "v" * 262144},
+                  "metadata.annotations: Too long: must have at most 262144 bytes")]
+        for i, (description, annotations, message) in enumerate(cases):
+            with self.subTest(description):
+                body = configmap(f"a{i}")
+                body["metadata"]["annotations"] = annotations
+                resp = self.sim.request("POST", self.path("configmaps"), body)
+                if message is None:
+                    self.assertEqual(resp.status, 201, resp.body)
+                    self.assertEqual(resp.body["metadata"]["annotations"], annotations)
+                else:
+                    self.expect_invalid(resp, message)
+
+    def test_configmaps_over_one_mebibyte_are_refused(self):
+        mib = 1024 * 1024
+        b64 = __import__("base64").b64encode
+        cases = [("1 MiB of data", {"data": {"a": "x" * (mib - 10), "b": "y" * 10}}, None),
+                 ("1 MiB + 1", {"data": {"a": "x" * (mib - 10), "b": "y" * 11}},
+                  'ConfigMap "c1" is invalid: []: Too long: must have at most 1048576 bytes'),
+                 ("binaryData counts decoded", {"data": {"a": "x" * (mib - 3)},
+                                                "binaryData": {"b": b64(b"abc").decode()}}, None),
+                 ("data and binaryData together", {"data": {"a": "x" * (mib - 3)},
+                                                   "binaryData": {"b": b64(b"abcd").decode()}},
+                  "[]: Too long: must have at most 1048576 bytes"),
+                 ("bad key", {"data": {"a/b": "x"}}, 'data[a/b]: Invalid value: "a/b"'),
+                 ("key in both", {"data": {"k": "x"}, "binaryData": {"k": ""}},
+                  "duplicate of key present in binaryData")]
+        for i, (description, content, message) in enumerate(cases):
+            with self.subTest(description):
+                body = dict({"apiVersion": "v1", "kind": "ConfigMap",
+                             "metadata": {"name": f"c{i}"}}, **content)
+                resp = self.sim.request("POST", self.path("configmaps"), body)
+                if message is None:
+                    self.assertEqual(resp.status, 201, resp.body.get("message"))
+                else:
+                    self.expect_invalid(resp, message)
+        # An update is held to the same limit.
+        grow = self.sim.request("PATCH", self.path("configmaps", "c0"),
+                                {"data": {"c": "z"}}, "application/merge-patch+json")
+        self.expect_invalid(grow, "[]: Too long: must have at most 1048576 bytes")
+
+    def test_load_balancer_ingress_is_validated_and_defaulted_as_the_real_server_does(self):
+        self.create("services", service("lb"))
+        cases = [
+            ("ip gets ipMode VIP", [{"ip": "203.0.113.5"}],
+             [{"ip": "203.0.113.5", "ipMode": "VIP"}]),
+            ("ipMode Proxy kept", [{"ip": "2001:db8::5", "ipMode": "Proxy"}],
+             [{"ip": "2001:db8::5", "ipMode": "Proxy"}]),
+            ("leading zeros parse, as ParseIPSloppy does", [{"ip": "203.0.113.05"}],
+             [{"ip": "203.0.113.05", "ipMode": "VIP"}]),
+            ("hostname", [{"hostname": "lb.example.com"}], [{"hostname": "lb.example.com"}]),
+            ("bad ip", [{"ip": "203.0.113"}],
+             'status.loadBalancer.ingress[0].ip: Invalid value: "203.0.113": must be a valid '
+             "IP address"),
+            ("ipMode without ip", [{"hostname": "lb.example.com", "ipMode": "VIP"}],
+             "status.loadBalancer.ingress[0].ipMode: Forbidden: may not be specified when `ip` "
+             "is not set"),
+            ("unknown ipMode", [{"ip": "203.0.113.5", "ipMode": "Direct"}],
+             'status.loadBalancer.ingress[0].ipMode: Unsupported value: "Direct": supported '
+             'values: "Proxy", "VIP"'),
+            ("hostname not DNS-1123", [{"hostname": "LB_1.example.com"}],
+             'status.loadBalancer.ingress[0].hostname: Invalid value: "LB_1.example.com": a '
+             "lowercase RFC 1123 subdomain"),
+            ("IP as hostname", [{"hostname": "203.0.113.5"}],
+             'status.loadBalancer.ingress[0].hostname: Invalid value: "203.0.113.5": must be a '
+             "DNS name, not an IP address"),
+        ]
+        for description, ingress, expected in cases:
+            with self.subTest(description):
+                resp = self.sim.request("PATCH", self.path("services", "lb", "status"),
+                                        {"status": {"loadBalancer": {"ingress": ingress}}},
+                                        "application/merge-patch+json")
+                if isinstance(expected, list):
+                    self.assertEqual(resp.status, 200, resp.body)
+                    self.assertEqual(resp.body["status"]["loadBalancer"]["ingress"], expected)
+                else:
+                    self.expect_invalid(resp, expected)
+        # Only a LoadBalancer Service may have an ingress (AllowServiceLBStatusOnNonLB is off).
+        self.create("services", service("cip", type="ClusterIP"))
+        resp = self.sim.request("PATCH", self.path("services", "cip", "status"),
+                                {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}},
+                                "application/merge-patch+json")
+        self.expect_invalid(resp, "status.loadBalancer.ingress: Forbidden: may only be used when "
+                                  "`spec.type` is 'LoadBalancer'")
+
+
 class ServiceCidrTest(SimulatorTestCase):
     def test_cluster_ips_come_from_a_realistic_service_cidr(self):
         ips = []
@@ -819,7 +922,7 @@ class StateDirTest(unittest.TestCase):
         self.addCleanup(lambda: sim.stop())
         svc = sim.must("POST", "/api/v1/namespaces/default/services", service("kept"))
         sim.must("PATCH", "/api/v1/namespaces/default/services/kept/status",
-                 {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.5"}]}}},
+                 {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.5", "ipMode": "Proxy"}]}}},
                  "application/merge-patch+json")
         rv = int(sim.must("GET", "/api/v1/services")["metadata"]["resourceVersion"])
         ca, token, port, kubeconfig = read(sim.ca_file), sim.token, sim.port, read(sim.kubeconfig)
@@ -838,7 +941,8 @@ class StateDirTest(unittest.TestCase):
                 got = sim.must("GET", "/api/v1/namespaces/default/services/kept")
                 self.assertEqual(got["metadata"]["uid"], svc["metadata"]["uid"])
                 self.assertEqual(got["spec"]["clusterIP"], svc["spec"]["clusterIP"])
-                self.assertEqual(got["status"]["loadBalancer"]["ingress"], [{"ip": "203.0.113.5"}])
+                self.assertEqual(got["status"]["loadBalancer"]["ingress"],
+                                 [{"ip": "203.0.113.5", "ipMode": "Proxy"}])
                 # resourceVersions go on from where they were; the watch history does not.
                 listed = sim.must("GET", "/api/v1/services")
                 self.assertGreaterEqual(int(listed["metadata"]["resourceVersion"]), rv)
