@@ -1177,6 +1177,7 @@ class Store:
         self.watch_queue_size = watch_queue_size
         self.allocated_cluster_ips = set()
         self.allocated_node_ports = set()
+        self.ip_families = ["IPv4"]  # the cluster's service IP families, primary first
         self.random = random.Random()
         self.audit = []       # every change of a Service's status.loadBalancer.ingress
         self.journal = None   # with --state-dir: every change, appended (see save / load)
@@ -1410,9 +1411,157 @@ class Store:
 
     def _release_service(self, svc):
         spec = svc.get("spec", {})
-        self.allocated_cluster_ips.discard(spec.get("clusterIP"))
+        for ip in spec.get("clusterIPs") or [spec.get("clusterIP")]:
+            self.allocated_cluster_ips.discard(ip)
         for p in spec.get("ports", []) or []:
             self.allocated_node_ports.discard(p.get("nodePort"))
+
+    def _default_cluster_ips(self, spec, old_spec, errors):
+        """spec.clusterIP(s), ipFamilies and ipFamilyPolicy as the API server sets them, from
+        the cluster's families (--ip-families): pkg/registry/core/service/storage/alloc.go
+        (initIPFamilyFields, allocClusterIPs) and storage.go (patchAllocatedValues),
+        pkg/apis/core/v1/defaults.go (SetDefaults_Service: clusterIPs from clusterIP) and
+        pkg/apis/core/validation/validation.go (validateIPFamilyInfo,
+        validateServiceClusterIPsRelatedFields). Returns False after adding errors."""
+        cluster = self.ip_families
+        policies = ("SingleStack", "PreferDualStack", "RequireDualStack")
+        if old_spec is not None and old_spec.get("clusterIP"):
+            # patchAllocatedValues: an update that omits them keeps the allocated cluster IPs.
+            if not spec.get("clusterIP"):
+                spec["clusterIP"] = old_spec["clusterIP"]
+            if not spec.get("clusterIPs") and old_spec.get("clusterIPs"):
+                spec["clusterIPs"] = list(old_spec["clusterIPs"])
+            # A client that PUTs back what it read sends these too; one that leaves them out
+            # (a merge or strategic patch never does) keeps them, as kubectl users expect.
+            if "ipFamilies" not in spec and old_spec.get("ipFamilies"):
+                spec["ipFamilies"] = list(old_spec["ipFamilies"])
+            if "ipFamilyPolicy" not in spec and old_spec.get("ipFamilyPolicy"):
+                spec["ipFamilyPolicy"] = old_spec["ipFamilyPolicy"]
+        ips = list(spec.get("clusterIPs") or [])
+        if spec.get("clusterIP") and not ips:
+            ips = [spec["clusterIP"]]
+        if ips and spec.get("clusterIP") and ips[0] != spec["clusterIP"]:
+            errors.append(FieldError("spec.clusterIPs[0]", "Invalid", ips[0],
+                                     "must match `clusterIP` if specified"))
+            return False
+        families = list(spec.get("ipFamilies") or [])
+        policy = spec.get("ipFamilyPolicy")
+        if not isinstance(families, list) or not all(isinstance(f, str) for f in families):
+            errors.append(FieldError("spec.ipFamilies", "Invalid", families, "must be a list"))
+            return False
+        if policy is not None and policy not in policies:
+            errors.append(FieldError("spec.ipFamilyPolicy", "Unsupported", policy,
+                                     "supported values: " + ", ".join(f'"{p}"' for p in policies)))
+        for i, family in enumerate(families):
+            if family not in ("IPv4", "IPv6"):
+                errors.append(FieldError(f"spec.ipFamilies[{i}]", "Unsupported", family,
+                                         'supported values: "IPv4", "IPv6"'))
+            elif family in families[:i]:
+                errors.append(FieldError(f"spec.ipFamilies[{i}]", "Duplicate", family))
+        if len(families) > 2:
+            errors.append(FieldError("spec.ipFamilies", "Invalid", families,
+                                     "may specify no more than one IP for each IP family"))
+        if len(ips) > 2:
+            errors.append(FieldError("spec.clusterIPs", "Invalid", ips,
+                                     "may specify no more than one IP for each IP family"))
+        for i, ip in enumerate(ips):
+            if ip == "None" and i == 0 and len(ips) == 1:
+                continue
+            if ip == "None" or not _is_ip(ip):
+                errors.append(FieldError(f"spec.clusterIPs[{i}]", "Invalid", ip,
+                                         "must be empty, 'None', or a valid IP address"))
+        if errors:
+            return False
+        # Update only: SingleStack with the same clusterIPs / ipFamilies drops the secondary.
+        if old_spec is not None and (policy or "SingleStack") == "SingleStack":
+            if ips == (old_spec.get("clusterIPs") or []) and len(ips) > 1:
+                ips = ips[:1]
+            if families == (old_spec.get("ipFamilies") or []) and len(families) > 1:
+                families = families[:1]
+        # The families of the given cluster IPs, in order.
+        for i, ip in enumerate(ips):
+            if ip == "None":
+                break
+            family = "IPv6" if ":" in ip else "IPv4"
+            if i >= len(families):
+                if family not in cluster:
+                    errors.append(FieldError(f"spec.clusterIPs[{i}]", "Invalid", ips,
+                                             f"{family} is not configured on this cluster"))
+                    return False
+                families.append(family)
+            elif families[i] != family:
+                errors.append(FieldError(f"spec.clusterIPs[{i}]", "Invalid", ip,
+                                         f"expected an {families[i]} value as indicated by "
+                                         f"`ipFamilies[{i}]`"))
+                return False
+        if len(ips) == 2 and families[0] == families[1]:
+            errors.append(FieldError("spec.clusterIPs[1]", "Invalid", ips[1],
+                                     "may specify no more than one IP for each IP family"))
+            return False
+        headless = ips[:1] == ["None"]
+        if headless and not spec.get("selector"):
+            # The headless, selectorless special case: any families, no cluster IP.
+            if policy is None:
+                policy = "PreferDualStack" if len(cluster) > 1 else "SingleStack"
+            if not families:
+                families = [cluster[0]]
+            if len(families) < 2 and policy != "SingleStack":
+                families.append("IPv6" if families[0] == "IPv4" else "IPv4")
+            spec.update(clusterIP="None", clusterIPs=["None"], ipFamilies=families,
+                        ipFamilyPolicy=policy)
+            return True
+        if policy == "RequireDualStack" and len(cluster) < 2:
+            errors.append(FieldError("spec.ipFamilyPolicy", "Invalid", policy,
+                                     "this cluster is not configured for dual-stack services"))
+        for i, family in enumerate(families):
+            if family not in cluster:
+                errors.append(FieldError(f"spec.ipFamilies[{i}]", "Invalid", family,
+                                         "not configured on this cluster"))
+        if errors:
+            return False
+        policy = policy or "SingleStack"
+        if not families:
+            families = [cluster[0]]
+        if policy != "SingleStack" and len(families) == 1 and len(cluster) == 2:
+            families.append("IPv6" if families[0] == "IPv4" else "IPv4")
+        if policy == "SingleStack" and len(families) > 1:
+            errors.append(FieldError("spec.ipFamilyPolicy", "Invalid", policy,
+                                     "must be 'RequireDualStack' or 'PreferDualStack' when "
+                                     "multiple IP families are specified"))
+            return False
+        if policy == "SingleStack" and len(ips) > 1:
+            errors.append(FieldError("spec.ipFamilyPolicy", "Invalid", policy,
+                                     "must be 'RequireDualStack' or 'PreferDualStack' when "
+                                     "multiple cluster IPs are specified"))
+            return False
+        old_ips = list((old_spec or {}).get("clusterIPs") or
+                       ([old_spec["clusterIP"]] if (old_spec or {}).get("clusterIP") else []))
+        if old_ips and ips[:1] != old_ips[:1]:
+            errors.append(FieldError("spec.clusterIPs[0]", "Invalid", ips[:1] or "",
+                                     "may not change once set"))
+            return False
+        if headless:
+            new_ips = ["None"]
+        else:
+            new_ips = []
+            for i, family in enumerate(families):
+                requested = ips[i] if i < len(ips) else ""
+                if requested and requested in old_ips:
+                    new_ips.append(requested)
+                    continue
+                ip = self._allocate_cluster_ip(requested, errors, family)
+                if ip is None:
+                    for taken in new_ips:
+                        if taken not in old_ips:
+                            self.allocated_cluster_ips.discard(taken)
+                    return False
+                new_ips.append(ip)
+        for ip in old_ips:
+            if ip not in new_ips:
+                self.allocated_cluster_ips.discard(ip)
+        spec.update(clusterIP=new_ips[0], clusterIPs=new_ips, ipFamilies=families,
+                    ipFamilyPolicy=policy)
+        return True
 
     def _default_service(self, svc, old, errors):
         """Defaults a Service's spec and allocates its cluster IP and node ports."""
@@ -1425,27 +1574,12 @@ class Store:
         if stype == "ExternalName":
             for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
                 spec.pop(key, None)
-            if old_spec.get("clusterIP") and old_spec.get("clusterIP") != "None":
-                self.allocated_cluster_ips.discard(old_spec["clusterIP"])
+            for ip in old_spec.get("clusterIPs") or [old_spec.get("clusterIP")]:
+                self.allocated_cluster_ips.discard(ip)
         else:
-            if old is not None and not spec.get("clusterIP") and old_spec.get("clusterIP"):
-                spec["clusterIP"] = old_spec["clusterIP"]
-            if old is not None and old_spec.get("clusterIP") and \
-                    spec.get("clusterIP") != old_spec.get("clusterIP"):
-                errors.append(FieldError("spec.clusterIPs[0]", "Invalid", spec.get("clusterIP"),
-                                         "may not change once set"))
+            if not self._default_cluster_ips(spec, old_spec if old is not None else None,
+                                             errors):
                 return
-            if old is None or not old_spec.get("clusterIP"):
-                families = spec.get("ipFamilies") or ["IPv4"]
-                family = families[0] if families[0] in CLUSTER_IP_NETWORKS else "IPv4"
-                ip = self._allocate_cluster_ip(spec.get("clusterIP"), errors, family)
-                if ip is None:
-                    return
-                spec["clusterIP"] = ip
-            spec["clusterIPs"] = [spec["clusterIP"]]
-            if spec["clusterIP"] != "None" or old is None:
-                spec.setdefault("ipFamilies", ["IPv4"])
-                spec.setdefault("ipFamilyPolicy", "SingleStack")
             spec.setdefault("internalTrafficPolicy", "Cluster")
         spec.setdefault("sessionAffinity", "None")
         wants_node_ports = stype == "NodePort" or (
@@ -2638,6 +2772,10 @@ def main(argv=None):
                         help="keep the objects, the audit log, the CA and certificates, the "
                         "token and the port here across restarts (like etcd behind a real "
                         "API server)")
+    parser.add_argument("--ip-families", default="IPv4",
+                        choices=["IPv4", "IPv6", "IPv4,IPv6", "IPv6,IPv4"],
+                        help="the cluster's service IP families, primary first: single-stack "
+                        "IPv4 (default), single-stack IPv6, or dual-stack")
     args = parser.parse_args(argv)
 
     workdir = os.path.abspath(args.workdir)
@@ -2667,6 +2805,7 @@ def main(argv=None):
 
     sim = Simulator(token, max(1, args.window), args.bookmark_interval, max(1, args.watch_queue),
                     state_dir or None)
+    sim.store.ip_families = args.ip_families.split(",")
     if not sim.restored:
         for path in args.seed:
             load_seed(sim, path)

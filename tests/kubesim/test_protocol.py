@@ -880,7 +880,112 @@ class RealServerRulesTest(SimulatorTestCase):
                                   "`spec.type` is 'LoadBalancer'")
 
 
+class IpFamilyTest(unittest.TestCase):
+    """spec.ipFamilies, ipFamilyPolicy and clusterIPs as the API server sets them from the
+    cluster's families (pkg/registry/core/service/storage/alloc.go, initIPFamilyFields)."""
+
+    V4, V6 = ipaddress.ip_network("10.96.0.0/12"), ipaddress.ip_network("fd00:10:96::/108")
+    CASES = {
+        "IPv4": [
+            ("defaults", {}, (["IPv4"], "SingleStack")),
+            ("PreferDualStack stays single", {"ipFamilyPolicy": "PreferDualStack"},
+             (["IPv4"], "PreferDualStack")),
+            ("IPv6 asked", {"ipFamilies": ["IPv6"]},
+             'spec.ipFamilies[0]: Invalid value: "IPv6": not configured on this cluster'),
+            ("dual stack required", {"ipFamilyPolicy": "RequireDualStack"},
+             'spec.ipFamilyPolicy: Invalid value: "RequireDualStack": this cluster is not '
+             "configured for dual-stack services"),
+            ("IPv6 cluster IP", {"clusterIP": "fd00:10:96::5"},
+             "IPv6 is not configured on this cluster"),
+            ("unknown family", {"ipFamilies": ["IPv5"]},
+             'spec.ipFamilies[0]: Unsupported value: "IPv5"'),
+        ],
+        "IPv6": [
+            ("defaults", {}, (["IPv6"], "SingleStack")),
+            ("IPv4 asked", {"ipFamilies": ["IPv4"]},
+             'spec.ipFamilies[0]: Invalid value: "IPv4": not configured on this cluster'),
+        ],
+        "IPv4,IPv6": [
+            ("defaults", {}, (["IPv4"], "SingleStack")),
+            ("IPv6 single stack", {"ipFamilies": ["IPv6"]}, (["IPv6"], "SingleStack")),
+            ("PreferDualStack", {"ipFamilyPolicy": "PreferDualStack"},
+             (["IPv4", "IPv6"], "PreferDualStack")),
+            ("RequireDualStack, IPv6 first",
+             {"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv6"]},
+             (["IPv6", "IPv4"], "RequireDualStack")),
+            ("two families need a dual-stack policy", {"ipFamilies": ["IPv4", "IPv6"]},
+             'spec.ipFamilyPolicy: Invalid value: "SingleStack": must be \'RequireDualStack\' '
+             "or 'PreferDualStack' when multiple IP families are specified"),
+            ("cluster IP of another family than ipFamilies[0]",
+             {"ipFamilies": ["IPv4"], "clusterIP": "fd00:10:96::7"},
+             "expected an IPv4 value as indicated by `ipFamilies[0]`"),
+        ],
+        "IPv6,IPv4": [
+            ("defaults", {}, (["IPv6"], "SingleStack")),
+            ("PreferDualStack", {"ipFamilyPolicy": "PreferDualStack"},
+             (["IPv6", "IPv4"], "PreferDualStack")),
+        ],
+    }
+
+    def test_defaults_and_errors_for_each_kind_of_cluster(self):
+        for cluster, cases in self.CASES.items():
+            workdir = tempfile.mkdtemp(prefix="kubesim-families-")
+            self.addCleanup(shutil.rmtree, workdir, True)
+            sim = kubesim_client.start(workdir, ip_families=cluster)
+            self.addCleanup(sim.stop)
+            for i, (description, spec, expected) in enumerate(cases):
+                with self.subTest(cluster=cluster, case=description):
+                    body = service(f"s{i}")
+                    body["spec"].update(spec)
+                    resp = sim.request("POST", "/api/v1/namespaces/default/services", body)
+                    if isinstance(expected, str):
+                        self.assertEqual(resp.status, 422, resp.body)
+                        self.assertIn(expected, resp.body["message"])
+                        continue
+                    self.assertEqual(resp.status, 201, resp.body)
+                    got = resp.body["spec"]
+                    self.assertEqual((got["ipFamilies"], got["ipFamilyPolicy"]), expected)
+                    self.assertEqual(got["clusterIP"], got["clusterIPs"][0])
+                    self.assertEqual([self.family(ip) for ip in got["clusterIPs"]],
+                                     got["ipFamilies"])
+
+    def family(self, ip):
+        address = ipaddress.ip_address(ip)
+        self.assertIn(address, self.V4 if address.version == 4 else self.V6)
+        return f"IPv{address.version}"
+
+    def test_dual_stack_upgrade_and_downgrade(self):
+        workdir = tempfile.mkdtemp(prefix="kubesim-families-")
+        self.addCleanup(shutil.rmtree, workdir, True)
+        sim = kubesim_client.start(workdir, ip_families="IPv4,IPv6")
+        self.addCleanup(sim.stop)
+        path = "/api/v1/namespaces/default/services"
+        svc = sim.must("POST", path, service("web"))
+        first = svc["spec"]["clusterIP"]
+        up = sim.must("PATCH", f"{path}/web", {"spec": {"ipFamilyPolicy": "PreferDualStack"}},
+                      "application/merge-patch+json")
+        self.assertEqual(up["spec"]["ipFamilies"], ["IPv4", "IPv6"])
+        self.assertEqual(up["spec"]["clusterIPs"][0], first)
+        self.assertEqual(self.family(up["spec"]["clusterIPs"][1]), "IPv6")
+        down = sim.must("PATCH", f"{path}/web", {"spec": {"ipFamilyPolicy": "SingleStack"}},
+                        "application/merge-patch+json")
+        self.assertEqual((down["spec"]["ipFamilies"], down["spec"]["clusterIPs"]),
+                         (["IPv4"], [first]))
+        # The released IPv6 cluster IP can be asked for again.
+        again = service("again")
+        again["spec"].update(ipFamilies=["IPv6"], clusterIP=up["spec"]["clusterIPs"][1])
+        self.assertEqual(sim.request("POST", path, again).status, 201)
+        # Headless without a selector: every family of the cluster, no cluster IP.
+        headless = service("headless", clusterIP="None", type="ClusterIP")
+        del headless["spec"]["selector"]
+        got = sim.must("POST", path, headless)["spec"]
+        self.assertEqual((got["clusterIPs"], got["ipFamilies"], got["ipFamilyPolicy"]),
+                         (["None"], ["IPv4", "IPv6"], "PreferDualStack"))
+
+
 class ServiceCidrTest(SimulatorTestCase):
+    sim_options = {"ip_families": "IPv4,IPv6"}  # dual-stack: both ranges are in use
+
     def test_cluster_ips_come_from_a_realistic_service_cidr(self):
         ips = []
         for i in range(300):  # more than a /24 holds
