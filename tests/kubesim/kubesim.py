@@ -109,6 +109,11 @@ RESOURCES = [
                            "reason", "reportingComponent", "source", "type")),
     Resource("", "v1", "nodes", "Node", False, ["no"], status=True,
              field_labels=("spec.unschedulable",)),
+    # Field labels: pkg/registry/core/pod/strategy.go, ToSelectableFields.
+    Resource("", "v1", "pods", "Pod", True, ["po"], status=True, categories=["all"],
+             field_labels=("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
+                           "spec.serviceAccountName", "spec.hostNetwork", "status.phase",
+                           "status.podIP", "status.nominatedNodeName")),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True,
              generation=("endpoints", "ports", "addressType"),
              field_labels=("addressType",)),
@@ -681,7 +686,28 @@ def _node_row(o):
             info.get("containerRuntimeVersion", "<unknown>")]
 
 
+def _pod_row(o):
+    """Columns of pkg/printers/internalversion/printers.go, printPod (simplified: no
+    container states beyond ready and restart counts)."""
+    spec, status = o.get("spec", {}), o.get("status", {})
+    containers = spec.get("containers") or []
+    statuses = status.get("containerStatuses") or []
+    ready = sum(1 for c in statuses if c.get("ready"))
+    restarts = sum(int(c.get("restartCount", 0)) for c in statuses)
+    phase = status.get("reason") or status.get("phase") or "Pending"
+    if o["metadata"].get("deletionTimestamp"):
+        phase = "Terminating"
+    return [o["metadata"]["name"], f"{ready}/{len(containers)}", phase, restarts,
+            human_age(o["metadata"].get("creationTimestamp")), status.get("podIP") or "<none>",
+            spec.get("nodeName") or "<none>", status.get("nominatedNodeName") or "<none>",
+            "<none>"]
+
+
 TABLES = {
+    "Pod": ([_col("Name", fmt="name"), _col("Ready"), _col("Status"), _col("Restarts",
+             "string"), _col("Age"), _col("IP", priority=1), _col("Node", priority=1),
+             _col("Nominated Node", priority=1), _col("Readiness Gates", priority=1)],
+            _pod_row),
     "Service": ([_col("Name", fmt="name"), _col("Type"), _col("Cluster-IP"), _col("External-IP"),
                  _col("Port(s)"), _col("Age"), _col("Selector", priority=1)], _service_row),
     "Node": ([_col("Name", fmt="name"), _col("Status"), _col("Roles"), _col("Age"),
@@ -955,6 +981,106 @@ def validate_load_balancer_status(obj, errors):
                                          "must be a DNS name, not an IP address"))
 
 
+def validate_pod(obj, errors):
+    """The parts of pkg/apis/core/validation/validation.go ValidatePodCreate/ValidatePodSpec
+    that cost little: containers required, each with a DNS-1123 label name (unique) and an
+    image, ports in range, known restartPolicy and dnsPolicy."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        errors.append(FieldError("spec.containers", "Required"))
+        return
+    containers = spec.get("containers")
+    if not containers:
+        errors.append(FieldError("spec.containers", "Required"))
+    names = set()
+    for kind in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(kind) or []):
+            field = f"spec.{kind}[{i}]"
+            if not isinstance(c, dict):
+                errors.append(FieldError(field, "Invalid", c, "must be an object"))
+                continue
+            name = c.get("name") or ""
+            if not name:
+                errors.append(FieldError(f"{field}.name", "Required"))
+            elif name in names:
+                errors.append(FieldError(f"{field}.name", "Duplicate", name))
+            elif not DNS_1123_LABEL.match(name) or len(name) > 63:
+                errors.append(FieldError(f"{field}.name", "Invalid", name,
+                                         "a lowercase RFC 1123 label must consist of lower case "
+                                         "alphanumeric characters or '-', and must start and end "
+                                         "with an alphanumeric character (e.g. 'my-name',  or "
+                                         "'123-abc', regex used for validation is "
+                                         "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')"))
+            names.add(name)
+            if not (c.get("image") or "").strip():
+                errors.append(FieldError(f"{field}.image", "Required"))
+            for j, port in enumerate(c.get("ports") or []):
+                number = port.get("containerPort") if isinstance(port, dict) else None
+                if not isinstance(number, int) or not 1 <= number <= 65535:
+                    errors.append(FieldError(f"{field}.ports[{j}].containerPort", "Invalid",
+                                             number, "must be between 1 and 65535, inclusive"))
+    for key, allowed in (("restartPolicy", ("Always", "OnFailure", "Never")),
+                         ("dnsPolicy", ("ClusterFirst", "ClusterFirstWithHostNet", "Default",
+                                        "None"))):
+        value = spec.get(key)
+        if value is not None and value not in allowed:
+            errors.append(FieldError(f"spec.{key}", "Unsupported", value, "supported values: " +
+                                     ", ".join(f'"{a}"' for a in sorted(allowed))))
+
+
+def default_pod(obj):
+    """pkg/apis/core/v1/defaults.go (SetDefaults_PodSpec, SetDefaults_Container,
+    SetDefaults_ContainerPort) and pkg/registry/core/pod/strategy.go PrepareForCreate: the
+    status a client sends on create is replaced by phase Pending and the QoS class (kubelet
+    sets the rest through /status)."""
+    spec = obj.setdefault("spec", {})
+    for key, value in (("restartPolicy", "Always"), ("dnsPolicy", "ClusterFirst"),
+                       ("terminationGracePeriodSeconds", 30),
+                       ("schedulerName", "default-scheduler"), ("securityContext", {}),
+                       ("enableServiceLinks", True), ("preemptionPolicy", "PreemptLowerPriority"),
+                       ("priority", 0)):
+        spec.setdefault(key, value)
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        if isinstance(c, dict):
+            image = c.get("image") or ""
+            tag = image.rsplit("/", 1)[-1].partition("@")[0].partition(":")[2]
+            c.setdefault("imagePullPolicy", "Always" if "@" not in image and
+                         tag in ("", "latest") else "IfNotPresent")
+            c.setdefault("terminationMessagePath", "/dev/termination-log")
+            c.setdefault("terminationMessagePolicy", "File")
+            c.setdefault("resources", {})
+            for port in c.get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+    obj["status"] = {"phase": "Pending", "qosClass": pod_qos_class(spec)}
+
+
+def pod_grace_period(pod, options):
+    """pkg/registry/core/pod/strategy.go, CheckGracefulDelete: the request's
+    gracePeriodSeconds, else the pod's terminationGracePeriodSeconds; 0 for a pod never
+    scheduled or already finished."""
+    grace = (options or {}).get("gracePeriodSeconds")
+    if grace is None:
+        grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+    if not (pod.get("spec") or {}).get("nodeName") or \
+            (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+        grace = 0
+    return max(0, int(grace or 0))
+
+
+def pod_qos_class(spec):
+    """pkg/apis/core/helper/qos/qos.go, GetPodQOS, for cpu and memory."""
+    containers = [c for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
+                  if isinstance(c, dict)]
+    requests = [c.get("resources", {}).get("requests") or {} for c in containers]
+    limits = [c.get("resources", {}).get("limits") or {} for c in containers]
+    if not any(r.get(k) for r in requests + limits for k in ("cpu", "memory")):
+        return "BestEffort"
+    guaranteed = all(l.get(k) and (r.get(k) in (None, l.get(k)))
+                     for r, l in zip(requests, limits) for k in ("cpu", "memory"))
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
 def validate_configmap(obj, errors):
     """pkg/apis/core/validation/validation.go, ValidateConfigMap: keys as IsConfigMapKey
     (apimachinery util/validation), no key in both data and binaryData, and the values
@@ -1115,7 +1241,7 @@ def check_unknown_fields(resource, obj, strict):
 
 
 VALIDATORS = {"Service": validate_service, "Lease": validate_lease, "Event": validate_event,
-              "ConfigMap": validate_configmap,
+              "ConfigMap": validate_configmap, "Pod": validate_pod,
               "EndpointSlice": validate_endpointslice}
 
 
@@ -1665,6 +1791,8 @@ class Store:
                     self.allocated_cluster_ips, self.allocated_node_ports = saved
                 if errors:
                     raise invalid(resource, name, errors)
+            if resource.kind == "Pod":
+                default_pod(obj)
             if resource.kind == "Namespace":
                 obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
                 obj["status"] = {"phase": "Active"}
@@ -1883,6 +2011,23 @@ class Store:
                                _details(resource, name))
             if dry_run:
                 return copy.deepcopy(current)
+            grace = pod_grace_period(current, options) if resource.kind == "Pod" else 0
+            if grace > 0:
+                # pkg/registry/core/pod/strategy.go, CheckGracefulDelete: a pod bound to a node
+                # and not finished is only marked; its kubelet deletes it (with
+                # gracePeriodSeconds=0) once its containers stopped. kubesim runs no kubelet:
+                # `kubectl delete --grace-period=0 --force` (or the test) removes it.
+                if current["metadata"].get("deletionTimestamp"):
+                    return copy.deepcopy(current)
+                new = copy.deepcopy(current)
+                new["metadata"]["deletionTimestamp"] = (
+                    datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+                        seconds=grace)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                new["metadata"]["deletionGracePeriodSeconds"] = grace
+                new["metadata"]["resourceVersion"] = self.next_rv()
+                self.objects[resource.key][ref] = new
+                self._record(resource, "MODIFIED", current, new)
+                return copy.deepcopy(new)
             if current["metadata"].get("finalizers") and resource.kind != "Namespace":
                 if current["metadata"].get("deletionTimestamp"):
                     return copy.deepcopy(current)
@@ -2446,6 +2591,8 @@ class Handler(BaseHTTPRequestHandler):
         if method == "DELETE" and name is not None and subresource is None:
             self.sim.stats.count(method, "delete", label)
             options = self.read_body() or {}
+            if query.get("gracePeriodSeconds", "").lstrip("-").isdigit():
+                options.setdefault("gracePeriodSeconds", int(query["gracePeriodSeconds"]))
             obj = self.sim.store.delete(resource, namespace, name, options, dry_run)
             return self.send_json(200, obj)
         if method == "DELETE" and name is None:

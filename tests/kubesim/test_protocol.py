@@ -880,6 +880,64 @@ class RealServerRulesTest(SimulatorTestCase):
                                   "`spec.type` is 'LoadBalancer'")
 
 
+def pod(name, **spec):
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
+            "spec": dict({"containers": [{"name": "web", "image": "registry.example/web:1.0",
+                                          "ports": [{"containerPort": 8080}]}]}, **spec),
+            "status": {"phase": "Running"}}
+
+
+class PodTest(SimulatorTestCase):
+    def test_pods_are_served_like_the_other_kinds(self):
+        rv = self.list_rv("pods")
+        created = self.create("pods", pod("web"))
+        meta = created["metadata"]
+        self.assertTrue(meta["uid"] and meta["resourceVersion"] and meta["creationTimestamp"])
+        # The status sent on create is replaced, as pod strategy's PrepareForCreate does.
+        self.assertEqual(created["status"], {"phase": "Pending", "qosClass": "BestEffort"})
+        container = created["spec"]["containers"][0]
+        self.assertEqual((container["imagePullPolicy"], container["ports"][0]["protocol"],
+                          created["spec"]["restartPolicy"]), ("IfNotPresent", "TCP", "Always"))
+        self.assertEqual(self.sim.must("GET", self.path("pods", "web"))["metadata"]["uid"],
+                         meta["uid"])
+        with self.sim.watch(self.path("pods", query={"watch": "1", "resourceVersion": rv,
+                                                      "timeoutSeconds": "5"})) as w:
+            event = w.next_event()
+            self.assertEqual((event["type"], event["object"]["metadata"]["name"]),
+                             ("ADDED", "web"))
+        # kubelet's part, through /status: Running with an IP; field selectors on it.
+        self.sim.must("PATCH", self.path("pods", "web", "status"),
+                      {"status": {"phase": "Running", "podIP": "198.51.100.7"}},
+                      "application/merge-patch+json")
+        self.create("pods", pod("idle"))
+        running = self.sim.must("GET", self.path("pods", query={
+            "fieldSelector": "status.phase=Running"}))["items"]
+        self.assertEqual([p["metadata"]["name"] for p in running], ["web"])
+        # A pod never scheduled goes at once; one bound to a node waits for its kubelet
+        # (graceful deletion) unless the grace period is 0.
+        self.sim.must("DELETE", self.path("pods", "idle"))
+        self.assertEqual(self.sim.request("GET", self.path("pods", "idle")).status, 404)
+        self.create("pods", pod("bound", nodeName="lb-1"))
+        marked = self.sim.must("DELETE", self.path("pods", "bound"))
+        self.assertEqual(marked["metadata"]["deletionGracePeriodSeconds"], 30)
+        self.assertEqual(self.sim.request("GET", self.path("pods", "bound")).status, 200)
+        self.sim.must("DELETE", self.path("pods", "bound"), {"gracePeriodSeconds": 0})
+        self.assertEqual(self.sim.request("GET", self.path("pods", "bound")).status, 404)
+
+    def test_pod_validation(self):
+        cases = [("no containers", pod("a", containers=[]), "spec.containers: Required value"),
+                 ("no image", pod("b", containers=[{"name": "c"}]),
+                  "spec.containers[0].image: Required value"),
+                 ("bad port", pod("c", containers=[{"name": "c", "image": "i",
+                                                     "ports": [{"containerPort": 0}]}]),
+                  "spec.containers[0].ports[0].containerPort: Invalid value: 0")]
+        for description, body, message in cases:
+            with self.subTest(description):
+                resp = self.sim.request("POST", self.path("pods"), body)
+                self.assertEqual(resp.status, 422, resp.body)
+                self.assertIn(message, resp.body["message"])
+
+
 class IpFamilyTest(unittest.TestCase):
     """spec.ipFamilies, ipFamilyPolicy and clusterIPs as the API server sets them from the
     cluster's families (pkg/registry/core/service/storage/alloc.go, initIPFamilyFields)."""
