@@ -1232,9 +1232,15 @@ def _prune(value, schema, path, unknown):
             _prune(value[key], schema[key], sub, unknown)
 
 
-def check_unknown_fields(resource, obj, strict):
+def check_unknown_fields(resource, obj, validation, warnings=None):
+    """Server-side field validation (the fieldValidation query parameter; KEP 2885, GA in
+    1.27; staging/src/k8s.io/apiserver/pkg/endpoints/handlers/rest.go, fieldValidation):
+    Strict answers 400 naming every unknown field, Warn (the default) drops them and says so
+    in `Warning` headers, Ignore drops them silently."""
     unknown = prune_unknown_fields(resource.kind, obj)
-    if unknown and strict:
+    if unknown and validation == "Warn" and warnings is not None:
+        warnings.extend(f'unknown field "{u}"' for u in unknown)
+    if unknown and validation == "Strict":
         listing = ", ".join(f'unknown field "{u}"' for u in unknown)
         raise bad_request(f'{resource.kind} in version "{resource.version}" cannot be handled as '
                           f'a {resource.kind}: strict decoding error: {listing}')
@@ -1959,7 +1965,7 @@ class Store:
             return copy.deepcopy(new), False
 
     def patch(self, resource, namespace, name, patch_type, body, subresource=None,
-              dry_run=False, strict=False):
+              dry_run=False, validation="Warn", warnings=None):
         with self.lock:
             current = self.get(resource, namespace, name)
             if patch_type == "merge":
@@ -1976,7 +1982,7 @@ class Store:
                 raise AssertionError(patch_type)
             if not isinstance(patched, dict):
                 raise bad_request("the patched object is not a JSON object")
-            check_unknown_fields(resource, patched, strict)
+            check_unknown_fields(resource, patched, validation, warnings)
             patched.setdefault("metadata", {})
             # A resourceVersion in the patch is a precondition, as on the real server.
             if patched["metadata"].get("resourceVersion") is None:
@@ -2276,6 +2282,118 @@ def openapi_v3_group_version(group, version):
             "components": {"schemas": {}}}
 
 
+# ----------------------------------------------------------------------------------------------
+# OpenAPI v2 (/openapi/v2): kubectl validates a `kind: List` file on the client against these
+# definitions (k8s.io/kubectl/pkg/validation: a List's GVK has no endpoint declaring the
+# fieldValidation parameter, so kubectl falls back to the v2 schema and validates each item;
+# a kind it finds no definition for is skipped). The definitions are made from SCHEMAS, the
+# fields the simulator itself knows, so client and server agree; named as the real server
+# names them so kubectl's messages read the same ("unknown field "x" in
+# io.k8s.api.core.v1.ServiceSpec"). No paths: kubectl then computes apply's strategic merge
+# patches from its built-in types, the same patches the real server's paths would give.
+
+OPENAPI_NAMES = {
+    "Service": "io.k8s.api.core.v1.Service",
+    "Service.spec": "io.k8s.api.core.v1.ServiceSpec",
+    "Service.spec.ports": "io.k8s.api.core.v1.ServicePort",
+    "Service.status": "io.k8s.api.core.v1.ServiceStatus",
+    "Service.status.loadBalancer": "io.k8s.api.core.v1.LoadBalancerStatus",
+    "Service.status.loadBalancer.ingress": "io.k8s.api.core.v1.LoadBalancerIngress",
+    "Lease": "io.k8s.api.coordination.v1.Lease",
+    "Lease.spec": "io.k8s.api.coordination.v1.LeaseSpec",
+    "ConfigMap": "io.k8s.api.core.v1.ConfigMap",
+    "metadata": "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+}
+OPENAPI_REQUIRED = {"io.k8s.api.core.v1.ServicePort": ["port"]}
+
+
+def openapi_v2_document():
+    """Swagger 2.0, as a dict, with a definition for each kind in SCHEMAS."""
+    definitions = {}
+
+    def schema_for(value, path):
+        if value is None:
+            return {}  # any value (an arbitrary schema to kubectl)
+        if isinstance(value, list):
+            return {"type": "array", "items": schema_for(value[0], path)}
+        name = OPENAPI_NAMES.get(path.rsplit(".", 1)[-1] if path.endswith(".metadata") else
+                                 path) or OPENAPI_NAMES.get(path)
+        body = {"type": "object", "properties": {
+            key: schema_for(sub, f"{path}.{key}") for key, sub in value.items()}}
+        if name is None:
+            return body
+        if name not in definitions:
+            if name in OPENAPI_REQUIRED:
+                body["required"] = OPENAPI_REQUIRED[name]
+            definitions[name] = body
+        return {"$ref": f"#/definitions/{name}"}
+
+    for kind, schema in SCHEMAS.items():
+        schema_for(schema, kind)
+        resource = next(r for r in RESOURCES if r.kind == kind)
+        definitions[OPENAPI_NAMES[kind]]["x-kubernetes-group-version-kind"] = [
+            {"group": resource.group, "kind": kind, "version": resource.version}]
+    return {"swagger": "2.0", "info": {"title": "Kubernetes",
+                                       "version": SERVER_VERSION["gitVersion"]},
+            "paths": {}, "definitions": definitions}
+
+
+def _pb_varint(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb_field(number, payload):
+    """A length-delimited field (wire type 2): strings and embedded messages."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return _pb_varint(number << 3 | 2) + _pb_varint(len(payload)) + payload
+
+
+def _pb_schema(schema):
+    """gnostic openapi_v2.Schema (github.com/google/gnostic-models openapiv2/OpenAPIv2.proto):
+    _ref 1, required 19, type 22 (TypeItem: value 1), items 23 (ItemsItem: schema 1),
+    properties 25 (Properties: additional_properties 1 of NamedSchema: name 1, value 2),
+    vendor_extension 31 (NamedAny: name 1, value 2 = Any: yaml 2)."""
+    out = b""
+    if "$ref" in schema:
+        out += _pb_field(1, schema["$ref"])
+    for name in schema.get("required", []):
+        out += _pb_field(19, name)
+    if "type" in schema:
+        out += _pb_field(22, _pb_field(1, schema["type"]))
+    if "items" in schema:
+        out += _pb_field(23, _pb_field(1, _pb_schema(schema["items"])))
+    if "properties" in schema:
+        out += _pb_field(25, b"".join(
+            _pb_field(1, _pb_field(1, key) + _pb_field(2, _pb_schema(sub)))
+            for key, sub in schema["properties"].items()))
+    for key, value in schema.items():
+        if key.startswith("x-"):
+            out += _pb_field(31, _pb_field(1, key) + _pb_field(2, _pb_field(2, json.dumps(value))))
+    return out
+
+
+def openapi_v2_protobuf(document):
+    """gnostic openapi_v2.Document: swagger 1, info 2 (title 1, version 2), paths 8,
+    definitions 9 (additional_properties 1 of NamedSchema). kubectl asks for this encoding
+    (client-go discovery OpenAPISchema: Accept application/com.github.proto-openapi.spec.v2
+    @v1.0+protobuf) and accepts no other."""
+    info = document["info"]
+    return (_pb_field(1, document["swagger"]) +
+            _pb_field(2, _pb_field(1, info["title"]) + _pb_field(2, info["version"])) +
+            _pb_field(8, b"") +
+            _pb_field(9, b"".join(_pb_field(1, _pb_field(1, name) + _pb_field(2, _pb_schema(s)))
+                                  for name, s in document["definitions"].items())))
+
+
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+
+
 def api_groups():
     groups = collections.OrderedDict()
     for group, version in GROUP_VERSIONS:
@@ -2318,12 +2436,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_json(self, code, body, content_type="application/json", headers=None):
         data = json.dumps(body, separators=(",", ":")).encode() + b"\n"
+        self.send_bytes(code, data, content_type, headers)
+
+    def send_bytes(self, code, data, content_type, headers=None):
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache, private")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        # RFC 7234 warn-code 299, as the API server sends warnings (apiserver/pkg/warning).
+        for text in getattr(self, "warnings", None) or []:
+            self.send_header("Warning", "299 - " + json.dumps(text))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -2381,6 +2505,7 @@ class Handler(BaseHTTPRequestHandler):
         path = url.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True)
                  .items()}
+        self.warnings = []
         try:
             auth = self.headers.get("Authorization", "")
             if not secrets.compare_digest(auth.encode(), f"Bearer {sim.token}".encode()):
@@ -2483,6 +2608,12 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send_json(200, api_groups())
             if path == "/api/v1":
                 return self.send_json(200, discovery_resources("", "v1"))
+            if path == "/openapi/v2":
+                document = openapi_v2_document()
+                if "protobuf" in self.headers.get("Accept", ""):
+                    return self.send_bytes(200, openapi_v2_protobuf(document),
+                                           OPENAPI_V2_PROTOBUF)
+                return self.send_json(200, document)
             if path == "/openapi/v3":
                 return self.send_json(200, openapi_v3_root())
             if parts[:2] == ["openapi", "v3"]:
@@ -2535,7 +2666,9 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource",
                            {})
         dry_run = query.get("dryRun") == "All"
-        self.strict = query.get("fieldValidation") == "Strict"
+        self.field_validation = query.get("fieldValidation") or "Warn"
+        if self.field_validation not in ("Ignore", "Warn", "Strict"):
+            raise bad_request(f"invalid fieldValidation directive: {self.field_validation}")
         if "dryRun" in query and query["dryRun"] not in ("All", ""):
             raise bad_request(f'dryRun: Unsupported value: "{query["dryRun"]}": supported '
                               'values: "All"')
@@ -2586,7 +2719,8 @@ class Handler(BaseHTTPRequestHandler):
             if body is None:
                 raise bad_request("the body of the request was empty")
             obj = self.sim.store.patch(resource, namespace, name, kinds[content_type], body,
-                                       subresource, dry_run, self.strict)
+                                       subresource, dry_run, self.field_validation,
+                                       self.warnings)
             return self.send_json(200, obj)
         if method == "DELETE" and name is not None and subresource is None:
             self.sim.stats.count(method, "delete", label)
@@ -2629,7 +2763,7 @@ class Handler(BaseHTTPRequestHandler):
                               f"({resource.kind})")
         if not isinstance(body.get("metadata", {}), dict):
             raise bad_request("metadata must be an object")
-        check_unknown_fields(resource, body, self.strict)
+        check_unknown_fields(resource, body, self.field_validation, self.warnings)
         return body
 
     def serve_list(self, resource, namespace, query):
