@@ -109,7 +109,16 @@ class AuthAndDiscoveryTest(SimulatorTestCase):
             self.assertIn(gv, versions)
             self.assertEqual(self.sim.must("GET", f"/apis/{gv}")["groupVersion"], gv)
         self.assertEqual(self.sim.must("GET", "/version")["major"], "1")
-        for path in ("/openapi/v2", "/no/such/path", "/api/v1/nosuchresources"):
+        v2 = self.sim.must("GET", "/openapi/v2")["definitions"]
+        self.assertEqual(v2["io.k8s.api.core.v1.Service"]["x-kubernetes-group-version-kind"],
+                         [{"group": "", "kind": "Service", "version": "v1"}])
+        self.assertEqual(v2["io.k8s.api.core.v1.ServiceSpec"]["properties"]["ports"]["items"],
+                         {"$ref": "#/definitions/io.k8s.api.core.v1.ServicePort"})
+        proto = self.sim.request("GET", "/openapi/v2", headers={
+            "Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
+        self.assertEqual(proto.headers["Content-Type"],
+                         "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+        for path in ("/no/such/path", "/api/v1/nosuchresources"):
             with self.subTest(path):
                 self.assertEqual(self.sim.request("GET", path).status, 404)
 
@@ -217,6 +226,20 @@ class CrudTest(SimulatorTestCase):
             "status": {"loadBalancer": {"ingres": [{"ip": "203.0.113.5"}]}}},
             "application/merge-patch+json")
         self.assertEqual(patched["status"], {"loadBalancer": {}})
+
+    def test_unknown_fields_are_warned_about_by_default(self):
+        body = service("warned")
+        body["spec"]["loadbalancerIP"] = "203.0.113.5"
+        for validation, warned in (("", True), ("Warn", True), ("Ignore", False)):
+            with self.subTest(validation or "default"):
+                query = {"fieldValidation": validation} if validation else None
+                resp = self.sim.request("POST", self.path("services", query=query), body)
+                self.assertEqual(resp.status, 201, resp.body)
+                self.assertNotIn("loadbalancerIP", resp.body["spec"])
+                self.assertEqual(resp.headers.get("Warning"),
+                                 '299 - "unknown field \\"spec.loadbalancerIP\\""' if warned
+                                 else None)
+                self.sim.must("DELETE", self.path("services", "warned"))
 
     def test_missing_namespace_and_mismatched_namespace(self):
         resp = self.sim.request("POST", "/api/v1/namespaces/nope/configmaps", configmap("a"))
