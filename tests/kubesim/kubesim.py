@@ -1201,6 +1201,17 @@ SCHEMAS = {
     },
     "ConfigMap": {"apiVersion": None, "kind": None, "metadata": OBJECT_META, "data": None,
                   "binaryData": None, "immutable": None},
+    # Top-level fields only (k8s.io/api core/v1 and discovery/v1 types.go); what is below
+    # them is kept as given.
+    "Pod": {"apiVersion": None, "kind": None, "metadata": OBJECT_META, "spec": None,
+            "status": None},
+    "Namespace": {"apiVersion": None, "kind": None, "metadata": OBJECT_META, "spec": None,
+                  "status": None},
+    "Node": {"apiVersion": None, "kind": None, "metadata": OBJECT_META, "spec": None,
+             "status": None},
+    "Endpoints": {"apiVersion": None, "kind": None, "metadata": OBJECT_META, "subsets": None},
+    "EndpointSlice": {"apiVersion": None, "kind": None, "metadata": OBJECT_META,
+                      "addressType": None, "endpoints": None, "ports": None},
 }
 
 
@@ -2302,6 +2313,11 @@ OPENAPI_NAMES = {
     "Lease": "io.k8s.api.coordination.v1.Lease",
     "Lease.spec": "io.k8s.api.coordination.v1.LeaseSpec",
     "ConfigMap": "io.k8s.api.core.v1.ConfigMap",
+    "Pod": "io.k8s.api.core.v1.Pod",
+    "Namespace": "io.k8s.api.core.v1.Namespace",
+    "Node": "io.k8s.api.core.v1.Node",
+    "Endpoints": "io.k8s.api.core.v1.Endpoints",
+    "EndpointSlice": "io.k8s.api.discovery.v1.EndpointSlice",
     "metadata": "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
 }
 OPENAPI_REQUIRED = {"io.k8s.api.core.v1.ServicePort": ["port"]}

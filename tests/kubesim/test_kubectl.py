@@ -139,6 +139,12 @@ items:
     type: LoadBalancer
     loadbalancerIP: 203.0.113.5
     ports: [{port: 80, nodeport: 31000}]
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: typo-pod, namespace: checks}
+  spec:
+    containers: [{name: web, image: "registry.example/web:1.0"}]
+  satus: {phase: Running}
 """
 
 SERVICE_WITH_TYPO = """\
@@ -293,6 +299,7 @@ class KubectlTest(unittest.TestCase):
         self.assertIn('unknown field "loadbalancerIP" in io.k8s.api.core.v1.ServiceSpec',
                       result.stderr)
         self.assertIn('unknown field "nodeport" in io.k8s.api.core.v1.ServicePort', result.stderr)
+        self.assertIn('unknown field "satus" in io.k8s.api.core.v1.Pod', result.stderr)
         self.assertNotEqual(self.kubectl("get", "svc", "typo-list", "-n", "checks", check=False).returncode, 0)
         # One object: the server's field validation (fieldValidation=Strict, kubectl's default).
         typo = self.manifest("typo.yml", SERVICE_WITH_TYPO)
