@@ -1715,6 +1715,22 @@ class Store:
             p.setdefault("protocol", "TCP")
             p.setdefault("targetPort", p.get("port"))
         if stype == "ExternalName":
+            # pkg/apis/core/validation/validation.go (ValidateService): no cluster IPs and no
+            # families on an ExternalName Service; pkg/registry/core/service/strategy.go
+            # (dropTypeDependentFields): those kept unchanged from before a type change to
+            # ExternalName are dropped instead.
+            carried = old is not None and old_spec.get("type", "ClusterIP") != "ExternalName"
+            forbidden = set()
+            for key, field in (("clusterIP", "spec.clusterIPs"), ("clusterIPs", "spec.clusterIPs"),
+                               ("ipFamilies", "spec.ipFamilies"),
+                               ("ipFamilyPolicy", "spec.ipFamilyPolicy")):
+                if spec.get(key) and not (carried and spec[key] == old_spec.get(key)) and \
+                        field not in forbidden:
+                    forbidden.add(field)
+                    errors.append(FieldError(field, "Forbidden",
+                                             detail="may not be set for ExternalName services"))
+            if errors:
+                return
             for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
                 spec.pop(key, None)
             for ip in old_spec.get("clusterIPs") or [old_spec.get("clusterIP")]:

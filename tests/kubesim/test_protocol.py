@@ -980,6 +980,11 @@ class IpFamilyTest(unittest.TestCase):
              "IPv6 is not configured on this cluster"),
             ("unknown family", {"ipFamilies": ["IPv5"]},
              'spec.ipFamilies[0]: Unsupported value: "IPv5"'),
+            ("families on an ExternalName Service",
+             {"type": "ExternalName", "externalName": "db.example.com", "ipFamilies": ["IPv4"],
+              "ipFamilyPolicy": "SingleStack"},
+             "[spec.ipFamilies: Forbidden: may not be set for ExternalName services, "
+             "spec.ipFamilyPolicy: Forbidden: may not be set for ExternalName services]"),
         ],
         "IPv6": [
             ("defaults", {}, (["IPv6"], "SingleStack")),
