@@ -283,7 +283,8 @@ class KubectlTest(unittest.TestCase):
         for created in ("configmap/listed-cm created", "service/listed-svc created",
                         "pod/listed-pod created"):
             self.assertIn(created, out)
-        svc = json.loads(self.kubectl("get", "svc", "listed-svc", "-n", "checks", "-o", "json").stdout)
+        svc = json.loads(self.kubectl("get", "svc", "listed-svc", "-n", "checks",
+                                      "-o", "json").stdout)
         self.assertEqual(svc["metadata"]["annotations"]["loadBalancer/pool"], "external")
         pods = self.kubectl("get", "pods", "-n", "checks", "-l", "app=listed").stdout.splitlines()
         self.assertEqual(pods[1].split()[:3], ["listed-pod", "0/1", "Pending"])
@@ -300,7 +301,8 @@ class KubectlTest(unittest.TestCase):
                       result.stderr)
         self.assertIn('unknown field "nodeport" in io.k8s.api.core.v1.ServicePort', result.stderr)
         self.assertIn('unknown field "satus" in io.k8s.api.core.v1.Pod', result.stderr)
-        self.assertNotEqual(self.kubectl("get", "svc", "typo-list", "-n", "checks", check=False).returncode, 0)
+        missing = self.kubectl("get", "svc", "typo-list", "-n", "checks", check=False)
+        self.assertNotEqual(missing.returncode, 0)
         # One object: the server's field validation (fieldValidation=Strict, kubectl's default).
         typo = self.manifest("typo.yml", SERVICE_WITH_TYPO)
         result = self.kubectl("apply", "-f", typo, check=False)
@@ -309,7 +311,8 @@ class KubectlTest(unittest.TestCase):
         # --validate=warn: the server drops the field and says so in a Warning header.
         result = self.kubectl("apply", "--validate=warn", "-f", typo)
         self.assertIn('Warning: unknown field "spec.loadbalancerIP"', result.stderr)
-        svc = json.loads(self.kubectl("get", "svc", "typo-svc", "-n", "checks", "-o", "json").stdout)
+        svc = json.loads(self.kubectl("get", "svc", "typo-svc", "-n", "checks",
+                                      "-o", "json").stdout)
         self.assertNotIn("loadbalancerIP", svc["spec"])
 
     def test_explicit_server_token_and_ca(self):

@@ -326,10 +326,12 @@ class UpdatePatchTest(SimulatorTestCase):
 
         # PUT on /status with a changed spec: only the status is taken
         patched["spec"]["selector"] = {"app": "ignored"}
-        patched["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.11"}]}}  # ipMode: defaulted
+        # no ipMode: the server defaults it to VIP
+        patched["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.11"}]}}
         put = self.sim.must("PUT", self.path("services", "web", "status"), patched)
         self.assertEqual(put["spec"]["selector"], {"app": "web"})
-        self.assertEqual(put["status"]["loadBalancer"]["ingress"], [{"ip": "203.0.113.11", "ipMode": "VIP"}])
+        self.assertEqual(put["status"]["loadBalancer"]["ingress"],
+                         [{"ip": "203.0.113.11", "ipMode": "VIP"}])
 
         bad = self.sim.request("PATCH", self.path("services", "web", "status"),
                                {"status": {"loadBalancer": {"ingress": [{"ip": "not-an-ip"}]}}},
@@ -1113,7 +1115,8 @@ class StateDirTest(unittest.TestCase):
         self.addCleanup(lambda: sim.stop())
         svc = sim.must("POST", "/api/v1/namespaces/default/services", service("kept"))
         sim.must("PATCH", "/api/v1/namespaces/default/services/kept/status",
-                 {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.5", "ipMode": "Proxy"}]}}},
+                 {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.5",
+                                                           "ipMode": "Proxy"}]}}},
                  "application/merge-patch+json")
         rv = int(sim.must("GET", "/api/v1/services")["metadata"]["resourceVersion"])
         ca, token, port, kubeconfig = read(sim.ca_file), sim.token, sim.port, read(sim.kubeconfig)
