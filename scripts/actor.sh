@@ -32,6 +32,8 @@
 #   CONFIG_DIR      where the daemons' configs are installed (default /etc/k8slb)
 #   K8SLB_BIN       directory of the k8slb tools (default: found on PATH)
 #   KUBECONFIG      kubeconfig for k8slb-watch and k8slb-apply events (default: in-cluster ServiceAccount)
+#   LOG_LEVEL       error, warn, info (default) or debug, for the actor and the tools; every
+#                   line is logfmt (time=... level=... component=... msg="...")
 #   EVENTS          true (default): post Warning Events on the Services for what this node
 #                   leaves out (a missing certificate, a pool it cannot place, a port its proxy
 #                   cannot carry); one Event however many nodes report it. false: none
@@ -63,7 +65,35 @@ NX_OPTIONS=${NX_OPTIONS:-}
 EVENTS=${EVENTS:-true}
 STATE_DIR="$RUN_DIR/actor"
 
-log() { printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$PROGRAM" "$*" >&2; }
+# One line per message, as the tools print theirs with LOG_FORMAT=logfmt (exported to them):
+#   time=2026-11-28T10:03:20.123Z level=info component=actor.sh msg="..."
+# A message starting "error: ", "warning: " or "debug: " has that level; LOG_LEVEL (error,
+# warn, info, debug; default info) drops the lines below it, here and in the tools.
+export LOG_FORMAT=${LOG_FORMAT:-logfmt}
+LOG_LEVEL=${LOG_LEVEL:-info}
+case ${LOG_LEVEL,,} in
+  error) LOG_RANK=0 ;; warn | warning) LOG_RANK=1 ;; info) LOG_RANK=2 ;; debug) LOG_RANK=3 ;;
+  *) LOG_RANK=2 LOG_LEVEL_PROBLEM="LOG_LEVEL: '$LOG_LEVEL' is not error, warn, info or debug; using info" LOG_LEVEL=info ;;
+esac
+export LOG_LEVEL
+log() {
+  local level=info rank=2 msg="$*"
+  case $msg in
+    "error: "*) level=error rank=0 msg=${msg#error: } ;;
+    "warning: "*) level=warn rank=1 msg=${msg#warning: } ;;
+    "debug: "*) level=debug rank=3 msg=${msg#debug: } ;;
+  esac
+  ((rank <= LOG_RANK)) || return 0
+  if [[ $LOG_FORMAT == logfmt ]]; then
+    msg=${msg//\\/\\\\} msg=${msg//\"/\\\"} msg=${msg//$'\n'/\\n}
+    printf 'time=%s level=%s component=%s msg="%s"\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$level" "$PROGRAM" "$msg" >&2
+  else
+    local prefix=''
+    [[ $level == info ]] || prefix="${level/#warn/warning}: "
+    printf '%s: %s%s\n' "$PROGRAM" "$prefix" "$msg" >&2
+  fi
+}
+[[ -z ${LOG_LEVEL_PROBLEM:-} ]] || log "warning: $LOG_LEVEL_PROBLEM"
 die() { log "error: $*"; exit 2; }
 
 tool_path() {
@@ -206,17 +236,18 @@ pipeline_args() {
 READER_PIDS=() APPLY_PID='' EVENTS_PID=''
 
 start_reader() {
-  "$WATCH" "${WATCH_ARGS[@]}" >"$STATE_DIR/watch.fifo" &
+  "$WATCH" "${WATCH_ARGS[@]}" >"$STATE_DIR/watch.fifo" 3>&- &
   READER_PIDS=($!)
   local events=()
   [[ $EVENTS == true ]] && events=(--events)
-  "$RENDER" "${RENDER_ARGS[@]}" --stream "${events[@]}" <"$STATE_DIR/watch.fifo" >&3 &
+  "$RENDER" "${RENDER_ARGS[@]}" --stream "${events[@]}" <"$STATE_DIR/watch.fifo" >&3 3>&- &
   READER_PIDS+=($!)
   log "reader started: watch ${READER_PIDS[0]}, render ${READER_PIDS[1]}"
+  log "debug: $WATCH ${WATCH_ARGS[*]} | $RENDER ${RENDER_ARGS[*]} --stream ${events[*]}"
 }
 
 start_events() {
-  "$APPLY" events <"$STATE_DIR/apply.fifo" &
+  "$APPLY" events <"$STATE_DIR/apply.fifo" 3>&- &
   EVENTS_PID=$!
 }
 
@@ -229,17 +260,18 @@ start_pipeline() {
   exec 3<>"$STATE_DIR/render.fifo"
   if [[ $EVENTS == true ]]; then
     exec 4<>"$STATE_DIR/apply.fifo"
-    "$APPLY" "${APPLY_ARGS[@]}" <"$STATE_DIR/render.fifo" >&4 &
+    "$APPLY" "${APPLY_ARGS[@]}" <"$STATE_DIR/render.fifo" >&4 3>&- 4>&- &
     APPLY_PID=$!
     start_events
     exec 4>&-
   else
-    "$APPLY" "${APPLY_ARGS[@]}" <"$STATE_DIR/render.fifo" &
+    "$APPLY" "${APPLY_ARGS[@]}" <"$STATE_DIR/render.fifo" 3>&- &
     APPLY_PID=$!
     EVENTS_PID=''
   fi
   start_reader
   log "pipeline started: apply $APPLY_PID${EVENTS_PID:+, events $EVENTS_PID}"
+  log "debug: $APPLY ${APPLY_ARGS[*]}${EVENTS_PID:+ | $APPLY events}"
 }
 
 # Stops the given PIDs: SIGTERM, a bounded wait (tenths of a second), then SIGKILL.

@@ -13,7 +13,8 @@
 # Environment (names of the original kept where they apply):
 #   PROXY            haproxy | nginx | kubeproxy: ipMode Proxy, or VIP for kubeproxy (default haproxy)
 #   LB_CLASS         serve Services of this spec.loadBalancerClass (default: those without one)
-#   LOG_LEVEL        accepted for compatibility; the tools log one line per write on stderr
+#   LOG_LEVEL        error, warn, info (default) or debug, for the script and the tools; every
+#                    line is logfmt: time=... level=... component=... msg="..."
 #   LOOP_DELAY       ignored: the watcher watches, it does not poll (the original polled every 10 s)
 #   CONFIG_MAP       namespace/name of the pools ConfigMap (default k8slb-system/global)
 #   LEASE_NAME       Lease used for leader election (default k8slb-watcher; "none": no election)
@@ -30,7 +31,36 @@
 #   TMPDIR           where the pipeline's FIFOs are made (default /tmp; must be writable)
 set -u -o pipefail
 
-log() { echo "watcher.sh: $*" >&2; }
+PROGRAM=watcher.sh
+# One line per message, as the tools print theirs with LOG_FORMAT=logfmt (exported to them):
+#   time=2026-11-28T10:03:20.123Z level=info component=watcher.sh msg="..."
+# A message starting "error: ", "warning: " or "debug: " has that level; LOG_LEVEL (error,
+# warn, info, debug; default info) drops the lines below it, here and in the tools.
+export LOG_FORMAT=${LOG_FORMAT:-logfmt}
+LOG_LEVEL=${LOG_LEVEL:-info}
+case ${LOG_LEVEL,,} in
+  error) LOG_RANK=0 ;; warn | warning) LOG_RANK=1 ;; info) LOG_RANK=2 ;; debug) LOG_RANK=3 ;;
+  *) LOG_RANK=2 LOG_LEVEL_PROBLEM="LOG_LEVEL: '$LOG_LEVEL' is not error, warn, info or debug; using info" LOG_LEVEL=info ;;
+esac
+export LOG_LEVEL
+log() {
+  local level=info rank=2 msg="$*"
+  case $msg in
+    "error: "*) level=error rank=0 msg=${msg#error: } ;;
+    "warning: "*) level=warn rank=1 msg=${msg#warning: } ;;
+    "debug: "*) level=debug rank=3 msg=${msg#debug: } ;;
+  esac
+  ((rank <= LOG_RANK)) || return 0
+  if [[ $LOG_FORMAT == logfmt ]]; then
+    msg=${msg//\\/\\\\} msg=${msg//\"/\\\"} msg=${msg//$'\n'/\\n}
+    printf 'time=%s level=%s component=%s msg="%s"\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$level" "$PROGRAM" "$msg" >&2
+  else
+    local prefix=''
+    [[ $level == info ]] || prefix="${level/#warn/warning}: "
+    printf '%s: %s%s\n' "$PROGRAM" "$prefix" "$msg" >&2
+  fi
+}
+[[ -z ${LOG_LEVEL_PROBLEM:-} ]] || log "warning: $LOG_LEVEL_PROBLEM"
 
 tool() { if [ -n "${K8SLB_BIN:-}" ]; then echo "$K8SLB_BIN/$1"; else echo "$1"; fi; }
 
@@ -38,36 +68,36 @@ PROXY=${PROXY:-haproxy}
 case "$PROXY" in
   haproxy | nginx) ip_mode=Proxy; proxy=$PROXY ;;
   kubeproxy | kube-proxy) ip_mode=VIP; proxy=kubeproxy ;;
-  *) log "PROXY=$PROXY: expected haproxy, nginx or kubeproxy"; exit 2 ;;
+  *) log "error: PROXY=$PROXY: expected haproxy, nginx or kubeproxy"; exit 2 ;;
 esac
 if [ -n "${LOOP_DELAY:-}" ]; then
-  log "LOOP_DELAY=$LOOP_DELAY ignored: changes are watched, not polled"
+  log "warning: LOOP_DELAY=$LOOP_DELAY ignored: changes are watched, not polled"
 fi
 case ${1:-} in
   "") ;;
   -h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  *) log "usage: watcher.sh (settings come from the environment; --help lists them)"; exit 2 ;;
+  *) log "error: usage: watcher.sh (settings come from the environment; --help lists them)"; exit 2 ;;
 esac
 config_map=${CONFIG_MAP:-k8slb-system/global}
 # The same checks as actor.sh: the two read the same settings.
 if ! [[ $config_map =~ ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$ ]]; then
-  log "CONFIG_MAP=$config_map: expected namespace/name, e.g. k8slb-system/global"
+  log "error: CONFIG_MAP=$config_map: expected namespace/name, e.g. k8slb-system/global"
   exit 2
 fi
 if [ -n "${LB_CLASS:-}" ] && ! [[ $LB_CLASS =~ ^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$ ]]; then
-  log "LB_CLASS=$LB_CLASS: expected a qualified name such as example.com/k8slb"
+  log "error: LB_CLASS=$LB_CLASS: expected a qualified name such as example.com/k8slb"
   exit 2
 fi
 lease_name=${LEASE_NAME:-k8slb-watcher}
 max_delay=${RESTART_MAX_DELAY:-30}
 if ! [[ $max_delay =~ ^[0-9]+$ ]] || [ "$max_delay" -lt 1 ]; then
-  log "RESTART_MAX_DELAY=$max_delay: expected a whole number of seconds, at least 1"
+  log "error: RESTART_MAX_DELAY=$max_delay: expected a whole number of seconds, at least 1"
   exit 2
 fi
 
 for part in k8slb-watch k8slb-allocate k8slb-apply; do
   if ! command -v "$(tool "$part")" >/dev/null 2>&1; then
-    log "$(tool "$part"): not found (install the tools on PATH, or set K8SLB_BIN to their directory)"
+    log "error: $(tool "$part"): not found (install the tools on PATH, or set K8SLB_BIN to their directory)"
     exit 2
   fi
 done
@@ -175,6 +205,7 @@ run_pipeline() {
   "$(tool k8slb-apply)" cluster "${apply_args[@]}" "${lease_args[@]}" <"$fifo_dir/allocate" &
   apply_pid=$!
   log "pipeline started: k8slb-watch $watch_pid | k8slb-allocate $allocate_pid | k8slb-apply $apply_pid"
+  log "debug: k8slb-watch ${watch_args[*]} | k8slb-allocate ${allocate_args[*]} | k8slb-apply cluster ${apply_args[*]} ${lease_args[*]}"
   local -A status_of=()
   local ended="" status=0 pid
   while :; do
@@ -240,7 +271,7 @@ run_pipeline() {
   done
   case "$cause:$cause_status" in
     k8slb-apply:4) log "pipeline ended: k8slb-apply took the lease while the pipeline was running (status 4): restarting from a fresh list;$parts" ;;
-    *) log "pipeline ended: cause: $cause exited with status $cause_status;$parts stopping the pipeline" ;;
+    *) log "warning: pipeline ended: cause: $cause exited with status $cause_status;$parts stopping the pipeline" ;;
   esac
   stop_pipeline
   pipeline_result=$cause_status
@@ -251,7 +282,7 @@ delay=1
 while [ "$stopping" = 0 ]; do
   if ! acquire; then
     [ "$stopping" = 1 ] && break
-    log "waiting for the lease failed; retrying in ${delay}s"
+    log "warning: waiting for the lease failed; retrying in ${delay}s"
   else
     [ "$stopping" = 1 ] && break
     started=$SECONDS

@@ -19,12 +19,12 @@ ACTOR = os.path.join(pod.SOURCE_DIR, "scripts", "actor.sh")
 WARNING = "cannot set net.ipv4.ip_nonlocal_bind=1"
 
 
-def actor_log(proxy, workdir, seconds=1.5):
+def actor_log(proxy, workdir, seconds=1.5, env=None):
     """Starts actor.sh with a read-only /proc/sys (and ip_nonlocal_bind off in a fresh network
     namespace), stops it with SIGTERM after `seconds`, returns its log."""
     env = dict(os.environ, NODE_NAME="node1", PROXY=proxy, K8SLB_BIN=pod.BINARY_DIR,
                RUN_DIR=os.path.join(workdir, "run"), CONFIG_DIR=os.path.join(workdir, "etc"),
-               KUBECONFIG=os.path.join(workdir, "no-kubeconfig"), RESTART_DELAY_MAX="1")
+               KUBECONFIG=os.path.join(workdir, "no-kubeconfig"), RESTART_DELAY_MAX="1", **(env or {}))
     log_path = os.path.join(workdir, f"actor-{proxy}.log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

@@ -120,6 +120,8 @@ int run_events(const EventsOptions& options) {
     if (!line->is_object()) continue;
     auto events = line->find("events");
     if (events != line->end() && events->is_array()) {
+      if (tool::enabled(tool::Level::debug))
+        tool::debug(fmt::format("line {}: {} Event(s) to post", reader.count(), events->size()));
       mailbox.put(std::move(*events));
       line->erase("events");
     }

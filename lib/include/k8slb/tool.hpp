@@ -1,7 +1,9 @@
 #pragma once
 // What every k8slb tool shares: the top-level catch, exit codes and diagnostics on stderr.
 
+#include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,10 +23,27 @@ inline constexpr int kExitPartial = 3;
 void set_program(std::string name);
 const std::string& program();
 
-// "k8slb-render: error: message" / "k8slb-render: warning: message" on stderr.
+// Diagnostics on stderr, one line each: "k8slb-render: error: message", "k8slb-render:
+// warning: message", "k8slb-render: message" (info), "k8slb-render: debug: message". With
+// LOG_FORMAT=logfmt (the entrypoints set it) the same as logfmt, one format for every tool
+// and script in a pod's log:
+//   time=2026-11-28T10:03:20.123Z level=error component=k8slb-render msg="default/web: ..."
+// LOG_LEVEL (error, warn, info, debug; default info) drops the lines below it. Data on stdout
+// is never touched. An unknown value of either is said once, as a warning.
+enum class Level { error, warn, info, debug };
 void error(std::string_view message);
 void warning(std::string_view message);
 void info(std::string_view message);
+void debug(std::string_view message);
+bool enabled(Level level); // whether lines of `level` are printed (skip building costly ones)
+
+// "error", "warn"/"warning", "info", "debug", in any case; nullopt for anything else.
+std::optional<Level> parse_level(std::string_view text);
+// A logfmt value: bare when it holds no space, '=', '"', '\\' or control character, else
+// quoted with those escaped.
+std::string logfmt_value(std::string_view value);
+std::string logfmt_line(std::chrono::system_clock::time_point time, Level level, std::string_view component,
+                        std::string_view message);
 
 // Parses options with `app` (CLI11: --help, --version handled), then calls `run`, which
 // returns the exit code. Catches everything: CLI errors exit 2, k8slb::Error and other
