@@ -36,7 +36,8 @@
 #                   line is logfmt (time=... level=... component=... msg="...")
 #   EVENTS          true (default): post Warning Events on the Services for what this node
 #                   leaves out (a missing certificate, a pool it cannot place, a port its proxy
-#                   cannot carry); one Event however many nodes report it. false: none
+#                   cannot carry), one Event however many nodes report it, and a Normal Event
+#                   NodeAssigned when this node takes a Service's VIP (failover notice). false: none
 #   RESTART_MAX_DELAY  longest wait before restarting a dead pipeline, seconds (default 30; the
 #                   watcher's name; RESTART_DELAY_MAX, the actor's old name, is still read)
 #
@@ -247,7 +248,7 @@ start_reader() {
 }
 
 start_events() {
-  "$APPLY" events <"$STATE_DIR/apply.fifo" 3>&- &
+  "$APPLY" events --node "$NODE_NAME" <"$STATE_DIR/apply.fifo" 3>&- &
   EVENTS_PID=$!
 }
 

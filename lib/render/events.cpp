@@ -53,4 +53,17 @@ std::vector<ServiceProblem> service_problems(const Input& input, const Output& o
   return out;
 }
 
+std::map<std::string, std::vector<std::size_t>> services_by_vip(const Input& input) {
+  std::map<std::string, std::size_t> index_of;
+  for (std::size_t i = 0; i < input.services.size(); ++i) index_of.emplace(input.services[i].key(), i);
+  std::map<std::string, std::vector<std::size_t>> out;
+  std::vector<Problem> ignored;
+  for (const auto& checked : detail::checked_services(input, ignored)) {
+    auto index = index_of.find(checked.service->key());
+    if (index == index_of.end()) continue;
+    for (const auto& vip : checked.vips) out[vip.address.to_string()].push_back(index->second);
+  }
+  return out;
+}
+
 } // namespace k8slb::render

@@ -163,6 +163,18 @@ class ProxyTrackedTest(NodeFaultCase):
         record_figure(f"node_faults.{self.proxy}_healed_takeback_gap", max(gaps, default=0.0))
         self.stop_probe(probe)
 
+        # 4. kubectl describe service web: the failover notice, one Event per node that took the
+        #    VIP (the takeback raises the count of the first choice's Event).
+        def notices():
+            return self.service_events("default", "web", "NodeAssigned")
+        netns.wait_until(lambda: len(notices()) >= 2, 20, what="NodeAssigned Events from both nodes")
+        self.assertEqual(sorted(e["message"] for e in notices()),
+                         sorted(f"{vip} is served by node {node}" for node in (owner, backup)),
+                         json.dumps(notices(), indent=1))
+        for event in notices():
+            self.assertEqual(event["type"], "Normal")
+            self.assertEqual(event["source"]["host"], event["message"].rsplit(" ", 1)[1])
+
 
 class NginxTrackedTest(ProxyTrackedTest):
     """The same with nginx: keepalived tracks its master (alive, with a worker)."""

@@ -10,10 +10,13 @@
 // the newest line are written by a thread of their own (those of older lines are superseded).
 #include "commands.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <iostream>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -21,6 +24,7 @@
 #include "k8slb/cluster.hpp"
 #include "k8slb/documents.hpp"
 #include "k8slb/kube.hpp"
+#include "k8slb/node.hpp"
 #include "k8slb/tool.hpp"
 
 namespace k8slb_apply {
@@ -33,6 +37,8 @@ namespace tool = k8slb::tool;
 using k8slb::json;
 
 struct EventsOptions {
+  std::string node; // NodeAssigned notices for the VIPs this node takes; empty: none
+  int vip_poll_ms = 250;
   std::string kubeconfig;
   std::string context;
   bool dry_run = false;
@@ -41,13 +47,27 @@ struct EventsOptions {
   double event_qps = 1;
 };
 
-// The newest Events waiting to be written (a later line replaces them).
+// What waits to be written: the newest line's Events (a later line replaces them), and the
+// failover notices in order.
+struct Pending {
+  std::optional<json> problems;
+  std::vector<json> takeovers;
+};
+
 class Mailbox {
 public:
   void put(json events) {
     {
       std::lock_guard lock(mutex_);
-      pending_ = std::move(events);
+      pending_.problems = std::move(events);
+    }
+    ready_.notify_one();
+  }
+  void add_takeovers(std::vector<json> events) {
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& event : events)
+        if (pending_.takeovers.size() < 10000) pending_.takeovers.push_back(std::move(event));
     }
     ready_.notify_one();
   }
@@ -58,21 +78,74 @@ public:
     }
     ready_.notify_one();
   }
-  // The next Events to write; nullopt when closed and nothing is left.
-  std::optional<json> take() {
+  // What to write next; nullopt when closed and nothing is left.
+  std::optional<Pending> take() {
     std::unique_lock lock(mutex_);
-    ready_.wait(lock, [&] { return pending_.has_value() || closed_; });
-    std::optional<json> out = std::move(pending_);
-    pending_.reset();
+    ready_.wait(lock, [&] { return pending_.problems || !pending_.takeovers.empty() || closed_; });
+    if (!pending_.problems && pending_.takeovers.empty()) return std::nullopt;
+    Pending out = std::move(pending_);
+    pending_ = Pending{};
     return out;
   }
 
 private:
   std::mutex mutex_;
   std::condition_variable ready_;
-  std::optional<json> pending_;
+  Pending pending_;
   bool closed_ = false;
 };
+
+// The failover notice: which VIPs this node holds now that it did not before, each as a Normal
+// Event NodeAssigned on the Services with that VIP ("vips" of the newest line).
+class VipWatch {
+public:
+  explicit VipWatch(std::string node) : node_(std::move(node)) {}
+  void set_vips(json vips) {
+    std::lock_guard lock(mutex_);
+    vips_ = std::move(vips);
+  }
+  // The Events for the VIPs newly held among `held` (addresses on this node's interfaces).
+  std::vector<json> taken(const std::set<std::string>& held) {
+    std::lock_guard lock(mutex_);
+    std::vector<json> events;
+    for (auto it = reported_.begin(); it != reported_.end();)
+      it = held.count(*it) ? std::next(it) : reported_.erase(it);
+    for (const std::string& vip : held) {
+      auto services = vips_.find(vip);
+      if (services == vips_.end() || !services->is_array() || reported_.count(vip)) continue;
+      reported_.insert(vip);
+      for (const json& service : *services) {
+        if (!service.is_object()) continue;
+        const std::string ns = service.value("namespace", ""), name = service.value("name", "");
+        events.push_back({{"apiVersion", "v1"},
+                          {"kind", "Event"},
+                          {"metadata", {{"namespace", ns}, {"generateName", name + "."}}},
+                          {"involvedObject",
+                           {{"apiVersion", "v1"}, {"kind", "Service"}, {"namespace", ns}, {"name", name},
+                            {"uid", service.value("uid", "")}}},
+                          {"reason", "NodeAssigned"},
+                          {"message", fmt::format("{} is served by node {}", vip, node_)},
+                          {"type", "Normal"},
+                          {"source", {{"component", "k8slb"}, {"host", node_}}},
+                          {"reportingComponent", "k8slb"}});
+      }
+    }
+    return events;
+  }
+
+private:
+  std::string node_;
+  std::mutex mutex_;
+  json vips_ = json::object();
+  std::set<std::string> reported_;
+};
+
+std::set<std::string> held_addresses() {
+  std::set<std::string> held;
+  for (const auto& interface : k8slb::node::read_interfaces())
+    for (const auto& prefix : interface.addresses) held.insert(prefix.address.to_string());
+  return held;
+}
 
 int run_events(const EventsOptions& options) {
   if (options.event_burst < 1) k8slb::fail("", "--event-burst", "must be at least 1");
@@ -93,19 +166,44 @@ int run_events(const EventsOptions& options) {
     tool::error(fmt::format("{}: no Events are posted; passing the lines on", error.what()));
     posting = false;
   }
-  cluster::ClusterWriter writer(client.get(), writer_options, [](const std::string& line) { tool::info(line); });
+  auto log = [](const std::string& line) { tool::info(line); };
+  cluster::ClusterWriter writer(client.get(), writer_options, log);
+  // A node taking a VIP back a minute after it lost it says so again.
+  cluster::WriterOptions takeover_options = writer_options;
+  takeover_options.event_limits.interval = cluster::Seconds(10);
+  cluster::ClusterWriter takeover_writer(client.get(), takeover_options, log);
 
   Mailbox mailbox;
   std::thread poster([&] {
-    while (std::optional<json> events = mailbox.take()) {
+    while (std::optional<Pending> pending = mailbox.take()) {
       if (!posting) continue;
       try {
-        writer.write(json{{"apiVersion", "v1"}, {"kind", "List"}, {"items", std::move(*events)}});
+        if (!pending->takeovers.empty())
+          takeover_writer.write(json{{"apiVersion", "v1"}, {"kind", "List"}, {"items", std::move(pending->takeovers)}});
+        if (pending->problems)
+          writer.write(json{{"apiVersion", "v1"}, {"kind", "List"}, {"items", std::move(*pending->problems)}});
       } catch (const std::exception& error) {
         tool::error(fmt::format("Events not written: {}", error.what()));
       }
     }
   });
+  VipWatch vip_watch(options.node);
+  std::atomic<bool> reading{true};
+  std::thread vip_poller;
+  if (!options.node.empty()) {
+    vip_poller = std::thread([&] {
+      while (reading) {
+        try {
+          auto taken = vip_watch.taken(held_addresses());
+          if (!taken.empty()) mailbox.add_takeovers(std::move(taken));
+        } catch (const std::exception& error) {
+          tool::warning(fmt::format("VIPs held: {}", error.what()));
+        }
+        for (int waited = 0; reading && waited < options.vip_poll_ms; waited += 50)
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+  }
   k8slb::JsonStreamReader reader(std::cin, "stdin");
   bool output_open = true;
   while (true) {
@@ -125,8 +223,14 @@ int run_events(const EventsOptions& options) {
       mailbox.put(std::move(*events));
       line->erase("events");
     }
+    if (auto vips = line->find("vips"); vips != line->end()) {
+      if (vips->is_object()) vip_watch.set_vips(std::move(*vips));
+      line->erase("vips");
+    }
     if (output_open) output_open = tool::write_line(line->dump(-1, ' ', false, json::error_handler_t::replace));
   }
+  reading = false;
+  if (vip_poller.joinable()) vip_poller.join();
   mailbox.close();
   poster.join();
   return tool::kExitOk;
@@ -139,6 +243,13 @@ void add_events_command(CLI::App& app, std::function<int()>& run) {
   auto* sub = app.add_subcommand(
       "events", "Post the Events in k8slb-apply node's result lines (stdin) to the API, one per problem "
                 "however many nodes report it; pass the lines on without them");
+  sub->add_option("--node", options->node,
+                  "This node: when it takes a VIP (the address appears on its interfaces), a Normal "
+                  "Event NodeAssigned on the VIP's Services says so (the lines' \"vips\")")
+      ->envname("NODE_NAME");
+  sub->add_option("--vip-poll-ms", options->vip_poll_ms, "How often the node's addresses are read")
+      ->check(CLI::Range(50, 60000))
+      ->capture_default_str();
   sub->add_option("--kubeconfig", options->kubeconfig,
                   "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)");
   sub->add_option("--context", options->context, "kubeconfig context (default: current-context)");

@@ -69,7 +69,7 @@ apply::NodeOptions to_node_options(const NodeCommandOptions& options) {
 
 // Prints the problems on stderr and the result line on stdout, with the input's Events (from
 // k8slb-render --events) passed on for `k8slb-apply events`. False when stdout is closed.
-bool report(const apply::ApplyResult& result, const k8slb::json& events = nullptr) {
+bool report(const apply::ApplyResult& result, const k8slb::json& events = nullptr, const k8slb::json& vips = nullptr) {
   for (const auto& problem : result.problems) tool::error(problem.to_string());
   for (const auto& daemon : result.daemons)
     if (daemon.ok && daemon.action != apply::Action::none)
@@ -77,6 +77,7 @@ bool report(const apply::ApplyResult& result, const k8slb::json& events = nullpt
                  " (" + daemon.detail + ")");
   auto line = result.to_json();
   if (events.is_array()) line["events"] = events;
+  if (vips.is_object()) line["vips"] = vips;
   return tool::write_line(line.dump(-1, ' ', false, k8slb::json::error_handler_t::replace));
 }
 
@@ -140,11 +141,12 @@ int run_stream(const NodeCommandOptions& options) {
     if (lines == 0) continue;
     document += lines;
     std::map<std::string, std::string> files;
-    k8slb::json events;
+    k8slb::json events, vips;
     try {
       auto set = k8slb::json::parse(last);
       files = apply::file_set_from_json(set);
       if (auto found = set.find("events"); found != set.end() && found->is_array()) events = std::move(*found);
+      if (auto found = set.find("vips"); found != set.end() && found->is_object()) vips = std::move(*found);
     } catch (const std::exception& error) {
       tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
       continue;
@@ -159,7 +161,7 @@ int run_stream(const NodeCommandOptions& options) {
     }
     // A closed stdout loses the result lines, not the node: only the end of stdin (or SIGTERM)
     // stops the daemons.
-    report(result, events);
+    report(result, events, vips);
   }
   for (const auto& line : applier.stop_all()) tool::info(line);
   return tool::kExitOk;

@@ -97,14 +97,21 @@ k8slb::render::Output render_items(k8slb::Objects objects, const Options& option
                                                : k8slb::render::render_proxy(input);
   for (const auto& [pool, interface] : output.interfaces) previous_interfaces[pool] = interface;
   if (events) {
-    // What this node leaves out, as Events on the Services (posted by `k8slb-apply events`).
-    *events = json::array();
+    // What this node leaves out, as Events on the Services (posted by `k8slb-apply events`),
+    // and who holds each VIP: {"events": [...], "vips": {"192.0.2.10": [{namespace, name, uid}]}}.
+    json& vips = (*events)["vips"] = json::object();
+    for (const auto& [vip, indexes] : k8slb::render::services_by_vip(input))
+      for (std::size_t index : indexes) {
+        const auto& service = input.services[index];
+        vips[vip].push_back({{"namespace", service.ns}, {"name", service.name}, {"uid", service.uid}});
+      }
+    json& list = (*events)["events"] = json::array();
     for (const auto& [index, problem] : k8slb::render::service_problems(input, output)) {
       const bool pool = problem.object.rfind("pools.", 0) == 0;
       auto event = k8slb::allocate::make_event(input.services[index], problem.reason, "Warning",
                                                k8slb::describe(pool ? problem.object : "", problem.field, problem.message));
       if (!options.node_name.empty()) event["source"]["host"] = options.node_name;
-      events->push_back(std::move(event));
+      list.push_back(std::move(event));
     }
   }
   return output;
@@ -181,7 +188,10 @@ int run(Options options) {
         for (const auto& error : errors) problems.push_back(error);
         for (const auto& problem : output.problems) problems.push_back(problem.to_string());
         line = json{{"files", output.files}, {"problems", problems}};
-        if (options.events) line["events"] = std::move(events);
+        if (options.events) {
+          line["events"] = std::move(events["events"]);
+          line["vips"] = std::move(events["vips"]);
+        }
       } catch (const k8slb::Error& e) {
         k8slb::tool::error(e.what());
         all_ok = false;

@@ -110,6 +110,11 @@ struct ServiceProblem {
 };
 std::vector<ServiceProblem> service_problems(const Input& input, const Output& output);
 
+// Each VIP this rendering serves (printed as ip::Address prints it) -> the Services holding
+// it (indexes into input.services), for the failover notice: the node that takes a VIP says
+// so on its Services (k8slb-apply events). Pure.
+std::map<std::string, std::vector<std::size_t>> services_by_vip(const Input& input);
+
 // Which load-balancer node is first choice for a VIP: rendezvous hashing over node names,
 // so a node joining or leaving moves only the VIPs it gains or loses. Empty when no nodes.
 std::string owner_of(const std::string& vip, const std::vector<std::string>& node_names);

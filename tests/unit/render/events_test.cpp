@@ -1,5 +1,6 @@
 // Which Services a rendering's problems concern (the Events a node posts), as a table.
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,21 @@ TEST(ServiceProblems, EachProblemOnTheServicesItConcerns) {
       got.push_back(fmt::format("{}: {}", in.services[index].key(), problem.to_string()));
     EXPECT_EQ(got, c.expected);
   }
+}
+
+TEST(ServicesByVip, EveryRenderedVip) {
+  Input in = input();
+  in.services.push_back(service("shared", "203.0.113.5"));         // shares b's IP
+  in.services.push_back(service("elsewhere", "198.51.100.7"));     // in no pool: not rendered
+  std::map<std::string, std::vector<std::string>> got;
+  for (const auto& [vip, indexes] : services_by_vip(in))
+    for (std::size_t index : indexes) got[vip].push_back(in.services[index].key());
+  const std::map<std::string, std::vector<std::string>> expected = {
+      {"192.0.2.10", {"default/a"}},
+      {"203.0.113.5", {"default/b", "default/shared"}},
+      {"203.0.113.6", {"default/c"}},
+  };
+  EXPECT_EQ(got, expected);
 }
 
 } // namespace
