@@ -169,6 +169,8 @@ ProxyPlan plan_proxy(const Input& input) {
   std::map<std::pair<std::string, std::string>, std::vector<model::EndpointSlice>> slices_by_service;
   for (const auto& slice : input.slices) slices_by_service[{slice.ns, slice.service_name}].push_back(slice);
   const std::vector<model::EndpointSlice> no_slices;
+  // Service -> its TLS-terminated http-mode ports, which port 80 redirects to.
+  std::map<std::string, std::vector<int>> redirect_targets;
 
   for (const auto& checked : services) {
     const auto& service = *checked.service;
@@ -237,6 +239,10 @@ ProxyPlan plan_proxy(const Input& input) {
                           (ssl_annotation.empty() && (entry.port == 443 || starts_with(port.name, "https"))));
       entry.tls_backend =
           tcp && (backend_annotation == "true" || (backend_annotation.empty() && entry.target_port == 443));
+
+      // A TLS http-mode port makes port 80 redirect, also on a VIP where its certificate is
+      // missing (port 80 never turns into plain http because a certificate went away).
+      if (entry.mode == Mode::http && entry.tls) redirect_targets[key].push_back(entry.port);
 
       // The VIPs this port may listen on: not already taken by another Service, and for a TLS
       // port, whose pool has its certificate (nginx: and key) on this node.
@@ -310,7 +316,9 @@ ProxyPlan plan_proxy(const Input& input) {
   }
 
   // Redirects: a TLS-terminated http-mode port gets http -> https on port 80 of each of its
-  // VIPs, unless the annotation says no or port 80 of that VIP is already in use.
+  // VIPs, unless the annotation says no or another Service uses port 80 of that VIP. The
+  // Service's own plain http port 80 redirects too instead of forwarding (as the original
+  // did); a port 80 of its own that is TLS or layer 4 stays as it is.
   // Ports were appended Service by Service, in the order of `services`.
   std::size_t first_port = 0;
   for (const auto& checked : services) {
@@ -322,21 +330,29 @@ ProxyPlan plan_proxy(const Input& input) {
     const auto own_ports = std::span(plan.ports).subspan(first_port, end_port - first_port);
     first_port = end_port;
     if (service.annotation(model::kAnnotationSslRedirect) == "false") continue;
+    std::optional<int> target;
+    for (int port : redirect_targets[service.key()])
+      if (!target || port == 443 || (*target != 443 && port < *target)) target = port;
+    if (!target) continue;
     for (const auto& vip : checked.vips) {
-      std::optional<int> target;
-      for (const auto& port : own_ports) {
-        if (port.mode != Mode::http || !port.tls) continue;
-        if (std::find(port.vips.begin(), port.vips.end(), vip) == port.vips.end()) continue;
-        if (!target || port.port == 443 || (*target != 443 && port.port < *target)) target = port.port;
-      }
-      if (!target) continue;
       auto listener = std::make_tuple(vip.address, 80, Protocol::tcp);
-      if (listeners.count(listener)) continue; // the Service (or another) has port 80 itself
-      listeners.emplace(listener, service.key());
+      if (auto used = listeners.find(listener); used != listeners.end()) {
+        if (used->second != service.key()) continue; // another Service's port 80
+        auto own = std::find_if(own_ports.begin(), own_ports.end(), [&](const PortPlan& port) {
+          return port.port == 80 && port.protocol == Protocol::tcp && port.mode == Mode::http && !port.tls &&
+                 std::find(port.vips.begin(), port.vips.end(), vip) != port.vips.end();
+        });
+        if (own == own_ports.end()) continue; // its port 80 is TLS or layer 4
+        own->vips.erase(std::find(own->vips.begin(), own->vips.end(), vip));
+      } else {
+        listeners.emplace(listener, service.key());
+      }
       plan.redirects.push_back(Redirect{service.ns, service.name, vip, *target, checked.source_ranges});
     }
   }
 
+  // A port 80 that redirects on every VIP forwards nowhere.
+  std::erase_if(plan.ports, [](const PortPlan& port) { return port.vips.empty(); });
   std::sort(plan.ports.begin(), plan.ports.end(), [](const PortPlan& a, const PortPlan& b) {
     return std::tie(a.ns, a.name, a.port, a.protocol) < std::tie(b.ns, b.name, b.port, b.protocol);
   });

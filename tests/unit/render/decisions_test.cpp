@@ -72,11 +72,11 @@ TEST(Decisions, MissingCertificateLeavesOutOnlyThatTlsPort) {
       "default/app: spec.ports[1]: port 443: no readable certificate /etc/certs/default.pem (pool default); "
       "this TLS port is not rendered on 192.0.2.10";
   const std::vector<Case> cases = {
-      {"not checked (offline)", Proxy::haproxy, std::nullopt, {80, 443}, {}},
-      {"haproxy: the pem is there", Proxy::haproxy, std::set<std::string>{"default.pem"}, {80, 443}, {}},
-      {"haproxy: no pem", Proxy::haproxy, std::set<std::string>{"other.pem"}, {80}, {missing_pem}},
-      {"nginx: pem and key", Proxy::nginx, std::set<std::string>{"default.pem", "default.key"}, {80, 443}, {}},
-      {"nginx: no key", Proxy::nginx, std::set<std::string>{"default.pem"}, {80},
+      {"not checked (offline)", Proxy::haproxy, std::nullopt, {443}, {}},
+      {"haproxy: the pem is there", Proxy::haproxy, std::set<std::string>{"default.pem"}, {443}, {}},
+      {"haproxy: no pem", Proxy::haproxy, std::set<std::string>{"other.pem"}, {}, {missing_pem}},
+      {"nginx: pem and key", Proxy::nginx, std::set<std::string>{"default.pem", "default.key"}, {443}, {}},
+      {"nginx: no key", Proxy::nginx, std::set<std::string>{"default.pem"}, {},
        {"default/app: spec.ports[1]: port 443: no readable certificate /etc/certs/default.key (pool default); "
         "this TLS port is not rendered on 192.0.2.10"}},
   };
@@ -91,6 +91,9 @@ TEST(Decisions, MissingCertificateLeavesOutOnlyThatTlsPort) {
     for (const auto& p : plan.ports)
       if (p.name == "app") ports.push_back(p.port);
     EXPECT_EQ(ports, c.rendered_ports);
+    // Port 80 redirects in every case: a missing certificate never turns it into plain http.
+    ASSERT_EQ(plan.redirects.size(), 1u);
+    EXPECT_EQ(plan.redirects.front().name, "app");
     EXPECT_TRUE(std::any_of(plan.ports.begin(), plan.ports.end(), [](const PortPlan& p) { return p.name == "other"; }))
         << "every other Service still renders";
     std::vector<std::string> problems;
@@ -171,14 +174,26 @@ TEST(Decisions, Redirects) {
     std::vector<model::ServicePort> ports;
     std::map<std::string, std::string> annotations;
     std::vector<int> redirect_to; // one per redirect
+    std::vector<int> forwarded;   // the ports proxied to the pods
   };
   const std::vector<Case> cases = {
-      {"TLS http-mode 443 gets a redirect", {port("https", 443, 8080)}, {}, {443}},
-      {"not with sslredirect false", {port("https", 443, 8080)}, {{"loadbalancer/sslredirect", "false"}}, {}},
-      {"not when the Service has port 80", {port("http", 80, 8080), port("https", 443, 8080)}, {}, {}},
-      {"not for TLS at layer 4", {port("https", 443, 8080)}, {{"loadbalancer/mode", "false"}}, {}},
-      {"to the TLS port when it is not 443", {port("https-admin", 8443, 9000)}, {{"loadbalancer/mode", "http"}}, {8443}},
-      {"443 preferred over other TLS ports", {port("https-admin", 8443, 9000), port("https", 443, 8080)}, {}, {443}},
+      {"TLS http-mode 443 gets a redirect", {port("https", 443, 8080)}, {}, {443}, {443}},
+      {"not with sslredirect false", {port("https", 443, 8080)}, {{"loadbalancer/sslredirect", "false"}}, {}, {443}},
+      {"the Service's own port 80 redirects (the original's behaviour)",
+       {port("http", 80, 8080), port("https", 443, 8080)}, {}, {443}, {443}},
+      {"its own port 80 forwards with sslredirect false",
+       {port("http", 80, 8080), port("https", 443, 8080)}, {{"loadbalancer/sslredirect", "false"}}, {}, {80, 443}},
+      {"its own port 80 at layer 4 stays", {port("http", 80, 8080), port("https", 443, 8080)},
+       {{"loadbalancer/mode", "false"}}, {}, {80, 443}},
+      {"its own port 80 with TLS stays", {port("http", 80, 8080), port("https", 443, 8080)},
+       {{"loadbalancer/ssl", "true"}}, {}, {80, 443}},
+      {"port 80 and 8443 (not 443): redirect to 8443", {port("http", 80, 8080), port("https-admin", 8443, 9000)},
+       {{"loadbalancer/mode", "http"}}, {8443}, {8443}},
+      {"port 80 alone is forwarded", {port("http", 80, 8080)}, {}, {}, {80}},
+      {"not for TLS at layer 4", {port("https", 443, 8080)}, {{"loadbalancer/mode", "false"}}, {}, {443}},
+      {"to the TLS port when it is not 443", {port("https-admin", 8443, 9000)}, {{"loadbalancer/mode", "http"}}, {8443}, {8443}},
+      {"443 preferred over other TLS ports", {port("https-admin", 8443, 9000), port("https", 443, 8080)}, {}, {443},
+       {443, 8443}},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.description);
@@ -186,6 +201,10 @@ TEST(Decisions, Redirects) {
     std::vector<int> to;
     for (const auto& r : plan.redirects) to.push_back(r.to_port);
     EXPECT_EQ(to, c.redirect_to);
+    std::vector<int> forwarded;
+    for (const auto& p : plan.ports) forwarded.push_back(p.port);
+    EXPECT_EQ(forwarded, c.forwarded);
+    EXPECT_TRUE(plan.problems.empty());
   }
 }
 
