@@ -446,5 +446,75 @@ TEST(Decisions, IdsKeepPartsApart) {
   EXPECT_NE(a.id(), b.id());
 }
 
+
+namespace headers {
+
+int count(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+} // namespace headers
+
+// A header the config document sets replaces ours: each reaches the pods once. One http-mode
+// port (one location, one frontend) per case; the counts are the statements setting each header.
+TEST(Decisions, DocumentHeadersReplaceOurs) {
+  struct Case {
+    std::string description;
+    Proxy proxy;
+    std::vector<std::string> front_or_proxy; // haproxy.httpfront / nginx.proxy
+    std::vector<std::string> back_or_http;   // haproxy.httpback / nginx.http
+    std::vector<std::pair<std::string, int>> counts; // statement -> times in the config
+  };
+  const std::vector<Case> cases = {
+      {"nginx: ours alone", Proxy::nginx, {}, {},
+       {{"proxy_set_header Host $host;", 1}, {"proxy_set_header X-Forwarded-For ", 1},
+        {"proxy_set_header X-Forwarded-Proto ", 1}}},
+      {"nginx: the original's proxy lines replace all three", Proxy::nginx,
+       {"proxy_set_header Host $best_http_host;", "proxy_set_header x-forwarded-for $the_real_ip;",
+        "proxy_set_header X-Forwarded-Proto  $pass_access_scheme;", "proxy_set_header Proxy \"\";"},
+       {},
+       {{"proxy_set_header Host", 1}, {"proxy_set_header Host $best_http_host;", 1},
+        {"proxy_set_header X-Forwarded-For ", 0}, {"proxy_set_header x-forwarded-for", 1},
+        {"proxy_set_header X-Forwarded-Proto", 1}}},
+      {"nginx: one replaced, two statements on a line", Proxy::nginx,
+       {"proxy_http_version 1.1; proxy_set_header Host $http_host;"}, {},
+       {{"proxy_set_header Host", 1}, {"proxy_set_header X-Forwarded-For ", 1},
+        {"proxy_set_header X-Forwarded-Proto ", 1}}},
+      {"nginx: headers in http {} (none in the location): ours go there too, or the location would "
+       "hide theirs",
+       Proxy::nginx, {}, {"proxy_set_header X-Forwarded-Proto https;"},
+       {{"  proxy_set_header Host $host;", 1}, {"      proxy_set_header", 0},
+        {"proxy_set_header X-Forwarded-Proto", 1}}},
+      {"haproxy: ours alone", Proxy::haproxy, {}, {},
+       {{"option forwardfor", 1}, {"http-request set-header X-Forwarded-Proto http\n", 1}}},
+      {"haproxy: the original's httpfront", Proxy::haproxy,
+       {"option forwardfor", "http-request set-header X-Forwarded-Proto https if { ssl_fc }"}, {},
+       {{"option forwardfor", 1}, {"http-request set-header X-Forwarded-Proto http\n", 1},
+        {"http-request set-header X-Forwarded-Proto https if { ssl_fc }", 1}}},
+      {"haproxy: forwardfor in the backend", Proxy::haproxy, {}, {"option forwardfor except 127.0.0.0/8"},
+       {{"option forwardfor", 1}}},
+      {"haproxy: the document adds X-Forwarded-Proto", Proxy::haproxy,
+       {"http-request add-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]"}, {},
+       {{"X-Forwarded-Proto", 1}}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    auto input = input_with({service({port("http", 80, 8080)})}, c.proxy);
+    if (c.proxy == Proxy::nginx) {
+      input.config.nginx.proxy = c.front_or_proxy;
+      input.config.nginx.http = c.back_or_http;
+    } else {
+      input.config.haproxy.httpfront = c.front_or_proxy;
+      input.config.haproxy.httpback = c.back_or_http;
+    }
+    auto output = render_proxy(input);
+    const auto& text = output.files.at(c.proxy == Proxy::nginx ? "nginx.conf" : "haproxy.cfg");
+    for (const auto& [statement, times] : c.counts)
+      EXPECT_EQ(headers::count(text, statement), times) << statement << "\n" << text;
+  }
+}
+
 } // namespace
 } // namespace k8slb::render
