@@ -99,7 +99,13 @@ std::string print_haproxy(const ProxyPlan& plan, const pool::Config& config, con
       line(fmt::format("frontend {}_{}", port.id(), family_suffix(vip.address.family())));
       line(http ? "  mode http" : "  mode tcp");
       std::string bind = fmt::format("  bind {}{}", host_port(vip.address, port.port), transparent);
-      if (port.tls) bind += fmt::format(" ssl crt {}/{}.pem", settings.cert_dir, vip.pool);
+      if (port.tls) {
+        // The pool's certificate first: HAProxy's default for a client without (or with an
+        // unknown) SNI name. The others are chosen by the names in them.
+        bind += fmt::format(" ssl crt {}/{}.pem", settings.cert_dir, vip.pool);
+        for (const auto& certificate : plan.sni)
+          if (certificate.file != vip.pool + ".pem") bind += fmt::format(" crt {}/{}", settings.cert_dir, certificate.file);
+      }
       line(bind);
       if (!port.source_ranges.empty()) line("  " + source_acl(port.source_ranges));
       if (http) {

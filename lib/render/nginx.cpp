@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "detail.hpp"
 #include "k8slb/render_model.hpp"
@@ -144,6 +145,7 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
   line("");
   line("http {");
   if (headers_in_http) our_headers(http_headers, "  ");
+  if (plan.nginx_names_bucket > 0) line(fmt::format("  server_names_hash_bucket_size {};", plan.nginx_names_bucket));
   for (const auto& text : config.nginx.http) line("  " + text);
   for (const auto& port : plan.ports) {
     if (port.mode != Mode::http) continue;
@@ -151,17 +153,36 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
     line(fmt::format("  # {} port {}", port.service(), port.port));
     upstream(port, "  ");
     for (const auto& vip : port.vips) {
-      line("  server {");
-      line(fmt::format("    listen {}{};", host_port(vip.address, port.port), port.tls ? " ssl" : ""));
-      access(port.source_ranges, "    ");
-      if (port.tls) certificate(vip, "    ");
-      line("    location / {");
-      line(fmt::format("      proxy_pass {}://{};", port.tls_backend ? "https" : "http", port.id()));
-      if (!headers_in_http) our_headers(proxy_headers, "      ");
-      if (port.tls_backend) line("      proxy_ssl_verify off;");
-      for (const auto& text : config.nginx.proxy) line("      " + text);
-      line("    }");
-      line("  }");
+      // The first server of a listen address is its default: the one with the pool's
+      // certificate. On a TLS port every other certificate of the cert dir gets a server of its
+      // own, chosen by SNI (server_name); a name an earlier one has is left to that one.
+      std::set<std::string> names_used;
+      for (std::size_t i = 0; i <= (port.tls ? plan.sni.size() : 0); ++i) {
+        const SniCertificate* sni = i == 0 ? nullptr : &plan.sni[i - 1];
+        std::vector<std::string> names;
+        if (sni) {
+          if (sni->file == vip.pool + ".pem") continue;
+          for (const auto& name : sni->names)
+            if (names_used.insert(name).second) names.push_back(name);
+          if (names.empty()) continue;
+        }
+        line("  server {");
+        line(fmt::format("    listen {}{};", host_port(vip.address, port.port), port.tls ? " ssl" : ""));
+        if (sni) {
+          line(fmt::format("    server_name {};", fmt::join(names, " ")));
+          line(fmt::format("    ssl_certificate {}/{};", settings.cert_dir, sni->file));
+          line(fmt::format("    ssl_certificate_key {}/{};", settings.cert_dir, sni->key_file));
+        }
+        access(port.source_ranges, "    ");
+        if (port.tls && !sni) certificate(vip, "    ");
+        line("    location / {");
+        line(fmt::format("      proxy_pass {}://{};", port.tls_backend ? "https" : "http", port.id()));
+        if (!headers_in_http) our_headers(proxy_headers, "      ");
+        if (port.tls_backend) line("      proxy_ssl_verify off;");
+        for (const auto& text : config.nginx.proxy) line("      " + text);
+        line("    }");
+        line("  }");
+      }
     }
   }
   for (const auto& redirect : plan.redirects) {
