@@ -34,7 +34,25 @@ for pool in default external ipv6; do
   cat "$work/certs/$pool.crt" "$work/certs/$pool.key" > "$work/certs/$pool.pem"
 done
 
+# Certificates offered by SNI besides the pools' own: a bundle for one name, a certificate and
+# key pair for a wildcard and a long name, a CA file (no key), and a file whose name is unsafe.
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=one.example.test \
+  -addext subjectAltName=DNS:one.example.test -keyout "$work/one.key" -x509 -days 1 -out "$work/one.crt" 2>/dev/null
+cat "$work/one.crt" "$work/one.key" > "$work/certs/one.pem"
+long=$(printf 'l%.0s' {1..40}).$(printf 'm%.0s' {1..40}).example.test
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=wild \
+  -addext "subjectAltName=DNS:*.wild.example.test,DNS:$long" -keyout "$work/certs/wild.key" -x509 -days 1 \
+  -out "$work/certs/wild.pem" 2>/dev/null
+cp "$work/certs/ca.crt" "$work/certs/ca.pem"
+cp "$work/certs/one.pem" "$work/certs/bad name.pem"
+
 "$gen" "$work/out" "$work/certs" "$work/run"
+# The SNI variant offers them (so that the checkers below see them), and not the unsafe one.
+grep -q "ssl crt $work/certs/default.pem crt $work/certs/external.pem crt $work/certs/ipv6.pem crt $work/certs/one.pem" \
+  "$work/out/sni/haproxy.cfg" || { echo "FAIL sni/haproxy.cfg offers no SNI certificates"; exit 1; }
+grep -q "server_name \*.wild.example.test $long;" "$work/out/sni/nginx.conf" ||
+  { echo "FAIL sni/nginx.conf offers no SNI certificates"; exit 1; }
+if grep -q "bad name" "$work/out/sni/haproxy.cfg" "$work/out/sni/nginx.conf"; then echo "FAIL: an unsafe file name reached a config"; exit 1; fi
 # The golden files themselves, with only the certificate and runtime directories moved.
 mkdir -p "$work/out/golden-files"
 for file in haproxy.cfg nginx.conf keepalived.conf; do

@@ -5,6 +5,7 @@
 #include <functional>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -514,6 +515,96 @@ TEST(Decisions, DocumentHeadersReplaceOurs) {
     for (const auto& [statement, times] : c.counts)
       EXPECT_EQ(headers::count(text, statement), times) << statement << "\n" << text;
   }
+}
+
+namespace sni {
+
+node::CertificateFile file(std::string name, std::vector<std::string> names, bool in_file = true, bool pair = false,
+                           std::string error = "") {
+  node::CertificateFile f;
+  f.file = std::move(name);
+  f.names = std::move(names);
+  f.key_in_file = in_file;
+  f.key_file = pair;
+  f.has_key = in_file || pair || !error.empty();
+  f.error = std::move(error);
+  return f;
+}
+
+} // namespace sni
+
+// The cert dir's other certificates are offered by SNI, the pool's own first (the default);
+// nothing from a file name or a certificate reaches the config unchecked.
+TEST(Decisions, SniCertificates) {
+  struct Case {
+    std::string description;
+    Proxy proxy;
+    std::vector<node::CertificateFile> files;
+    std::vector<std::string> present; // in the config
+    std::vector<std::string> absent;
+    std::vector<std::string> problems; // substrings, one per problem, in order
+  };
+  const std::string bind = "bind 192.0.2.10:443 transparent ssl crt /etc/certs/default.pem";
+  const std::vector<Case> cases = {
+      {"haproxy: the pool's first, then the others", Proxy::haproxy,
+       {sni::file("default.pem", {}), sni::file("one.pem", {"one.example.test"}), sni::file("two.pem", {})},
+       {bind + " crt /etc/certs/one.pem crt /etc/certs/two.pem\n"}, {"crt /etc/certs/default.pem crt /etc/certs/default.pem"}, {}},
+      {"haproxy: a pair without the key in the pem is refused", Proxy::haproxy,
+       {sni::file("pair.pem", {"pair.example.test"}, false, true)}, {bind + "\n"}, {"pair.pem"},
+       {"/etc/certs: \"pair.pem\" does not hold its private key"}},
+      {"unsafe file names are refused", Proxy::haproxy,
+       {sni::file("bad name.pem", {}), sni::file("a\nb.pem", {}), sni::file("q\"uote.pem", {}), sni::file(".pem", {}),
+        sni::file("one.crt", {})},
+       {bind + "\n"}, {"bad name", "uote"},
+       {"\"bad name.pem\" is not a safe file name", "\"a\\nb.pem\" is not a safe file name",
+        "\"q\\\"uote.pem\" is not a safe file name", "\".pem\" is not a safe file name", "\"one.crt\" is not a safe file name"}},
+      {"a CA or chain file (no key) is not offered, silently", Proxy::haproxy,
+       {sni::file("ca.pem", {"ca"}, false, false)}, {bind + "\n"}, {"ca.pem"}, {}},
+      {"a key that does not match is refused", Proxy::haproxy,
+       {sni::file("odd.pem", {"odd.example.test"}, false, false, "its private key does not match its certificate")},
+       {bind + "\n"}, {"odd.pem"}, {"\"odd.pem\" its private key does not match its certificate; it is not offered by SNI"}},
+      {"nginx: a server per certificate, names checked and lower-cased", Proxy::nginx,
+       {sni::file("default.pem", {"pool.example.test"}, false, true),
+        sni::file("one.pem", {"ONE.example.test", "*.wild.example.test", "bad name", "x;y"}, true, false),
+        sni::file("two.pem", {"two.example.test", "one.example.test"}, false, true),
+        sni::file("ip-only.pem", {}, true, false)},
+       {"    listen 192.0.2.10:443 ssl;\n    ssl_certificate /etc/certs/default.pem;\n",
+        "    server_name one.example.test *.wild.example.test;\n    ssl_certificate /etc/certs/one.pem;\n"
+        "    ssl_certificate_key /etc/certs/one.pem;\n",
+        "    server_name two.example.test;\n    ssl_certificate /etc/certs/two.pem;\n"
+        "    ssl_certificate_key /etc/certs/two.key;\n"},
+       {"pool.example.test", "bad name", "x;y", "ip-only", "server_names_hash_bucket_size"},
+       {"\"one.pem\" names \"bad name\", which is not a DNS name", "\"one.pem\" names \"x;y\", which is not a DNS name"}},
+      {"nginx: a long name sizes server_names_hash_bucket_size", Proxy::nginx,
+       {sni::file("long.pem", {std::string(60, 'a') + ".example.test"})}, {"  server_names_hash_bucket_size 128;\n"}, {}, {}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    auto input = input_with({service({port("https", 443, 8080)}, {{"loadbalancer/sslredirect", "false"}})}, c.proxy);
+    input.certificate_files = c.files;
+    auto output = render_proxy(input);
+    const auto& text = output.files.at(c.proxy == Proxy::nginx ? "nginx.conf" : "haproxy.cfg");
+    for (const auto& wanted : c.present) EXPECT_NE(text.find(wanted), std::string::npos) << wanted << "\n" << text;
+    for (const auto& unwanted : c.absent) EXPECT_EQ(text.find(unwanted), std::string::npos) << unwanted << "\n" << text;
+    ASSERT_EQ(output.problems.size(), c.problems.size());
+    for (std::size_t i = 0; i < c.problems.size(); ++i) {
+      EXPECT_NE(output.problems[i].to_string().find(c.problems[i]), std::string::npos) << output.problems[i].to_string();
+      EXPECT_EQ(output.problems[i].reason, "InvalidCertificate");
+    }
+  }
+}
+
+TEST(Decisions, SniCertificatesFitOnAHaproxyBindLine) {
+  auto input = input_with({service({port("https", 443, 8080)}, {{"loadbalancer/sslredirect", "false"}})});
+  for (int i = 0; i < 40; ++i) input.certificate_files.push_back(sni::file(fmt::format("c{:02}.pem", i), {}));
+  auto output = render_proxy(input);
+  const auto& text = output.files.at("haproxy.cfg");
+  auto at = text.find("  bind ");
+  std::istringstream line(text.substr(at, text.find('\n', at) - at));
+  int words = 0;
+  for (std::string word; line >> word;) ++words;
+  EXPECT_EQ(words, 6 + 2 * static_cast<int>(kMaxSniCertificates)); // HAProxy reads 64 at most
+  EXPECT_EQ(output.problems.size(), 40 - kMaxSniCertificates);
 }
 
 } // namespace
