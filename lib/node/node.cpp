@@ -140,7 +140,9 @@ std::unique_ptr<EVP_PKEY, KeyFree> first_key(std::string_view text) {
   if (text.empty()) return nullptr;
   auto bio = memory_bio(text);
   // PEM_read_bio_PrivateKey skips PEM blocks of other kinds (certificates) to the first key.
-  return std::unique_ptr<EVP_PKEY, KeyFree>(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  // No passphrase: an encrypted key is not read (OpenSSL's default would ask on the terminal).
+  auto no_passphrase = [](char*, int, int, void*) { return 0; };
+  return std::unique_ptr<EVP_PKEY, KeyFree>(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr));
 }
 
 std::string read_head(const std::filesystem::path& path, std::size_t max) {
@@ -180,17 +182,20 @@ CertificateFile parse_certificate_file(std::string file, std::string_view pem, s
       found.names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)), ASN1_STRING_length(cn));
     }
   }
-  if (auto key = first_key(pem)) {
-    found.has_key = true;
-    found.key_in_file = X509_check_private_key(cert.get(), key.get()) == 1;
-  }
-  if (auto key = first_key(key_pem)) {
-    found.has_key = true;
-    found.key_file = X509_check_private_key(cert.get(), key.get()) == 1;
+  bool unreadable_key = false;
+  for (auto [text, matches] : {std::pair{pem, &found.key_in_file}, std::pair{key_pem, &found.key_file}}) {
+    if (auto key = first_key(text)) {
+      found.has_key = true;
+      *matches = X509_check_private_key(cert.get(), key.get()) == 1;
+    } else if (text.find("PRIVATE KEY-----") != std::string_view::npos) {
+      found.has_key = true;
+      unreadable_key = true;
+    }
   }
   ERR_clear_error();
   if (found.has_key && !found.key_in_file && !found.key_file)
-    found.error = "its private key does not match its certificate";
+    found.error = unreadable_key ? "holds a private key that cannot be read (encrypted, or not PEM)"
+                                 : "holds a private key that does not match its certificate";
   return found;
 }
 
