@@ -108,6 +108,18 @@ std::vector<Interface> interfaces_from_ip_json(const nlohmann::json& document) {
   return interfaces;
 }
 
+namespace {
+
+std::string read_head(const std::filesystem::path& path, std::size_t max) {
+  std::ifstream file(path, std::ios::binary); // follows symlinks (Secret volumes)
+  std::string text(max, '\0');
+  file.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(std::max<std::streamsize>(0, file.gcount())));
+  return text;
+}
+
+} // namespace
+
 std::set<std::string> readable_certificates(const std::string& dir) {
   namespace fs = std::filesystem;
   std::set<std::string> found;
@@ -116,11 +128,7 @@ std::set<std::string> readable_certificates(const std::string& dir) {
   for (int count = 0; !error && entries != end && count < 10000; entries.increment(error), ++count) {
     const auto name = entries->path().filename().string();
     if (!name.ends_with(".pem") && !name.ends_with(".key")) continue;
-    std::ifstream file(entries->path(), std::ios::binary); // follows symlinks (Secret volumes)
-    std::string head(65536, '\0');
-    file.read(head.data(), static_cast<std::streamsize>(head.size()));
-    head.resize(static_cast<std::size_t>(std::max<std::streamsize>(0, file.gcount())));
-    if (head.find("-----BEGIN ") != std::string::npos) found.insert(name);
+    if (read_head(entries->path(), 65536).find("-----BEGIN ") != std::string::npos) found.insert(name);
   }
   return found;
 }
@@ -143,14 +151,6 @@ std::unique_ptr<EVP_PKEY, KeyFree> first_key(std::string_view text) {
   // No passphrase: an encrypted key is not read (OpenSSL's default would ask on the terminal).
   auto no_passphrase = [](char*, int, int, void*) { return 0; };
   return std::unique_ptr<EVP_PKEY, KeyFree>(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr));
-}
-
-std::string read_head(const std::filesystem::path& path, std::size_t max) {
-  std::ifstream file(path, std::ios::binary); // follows symlinks (Secret volumes)
-  std::string text(max, '\0');
-  file.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<std::size_t>(std::max<std::streamsize>(0, file.gcount())));
-  return text;
 }
 
 } // namespace
