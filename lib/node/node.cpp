@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 
 #include <fmt/format.h>
 #include <openssl/err.h>
@@ -201,6 +202,12 @@ CertificateFile parse_certificate_file(std::string file, std::string_view pem, s
 
 std::vector<CertificateFile> read_certificate_files(const std::string& dir) {
   namespace fs = std::filesystem;
+  // Parsing a key costs about a millisecond (OpenSSL 3); a long-running k8slb-render reads the
+  // dir at every rendering, so files whose bytes did not change are not parsed again.
+  static std::mutex cache_mutex;
+  static std::map<std::string, CertificateFile> cache; // name, pem, key -> parsed
+  std::lock_guard lock(cache_mutex);
+  std::map<std::string, CertificateFile> used;
   std::vector<CertificateFile> found;
   std::error_code error;
   fs::directory_iterator entries(dir, error), end;
@@ -212,8 +219,14 @@ std::vector<CertificateFile> read_certificate_files(const std::string& dir) {
     if (!fs::is_regular_file(path, type_error)) continue;
     auto key_path = path.parent_path() / (name.substr(0, name.size() - 4) + ".key");
     std::string key_pem = fs::is_regular_file(key_path, type_error) ? read_head(key_path, 1 << 20) : "";
-    found.push_back(parse_certificate_file(name, read_head(path, 1 << 20), key_pem));
+    std::string pem = read_head(path, 1 << 20);
+    std::string cache_key = name + '\0' + pem + '\0' + key_pem;
+    auto cached = cache.find(cache_key);
+    CertificateFile parsed = cached != cache.end() ? cached->second : parse_certificate_file(name, pem, key_pem);
+    found.push_back(parsed);
+    used.emplace(std::move(cache_key), std::move(parsed));
   }
+  cache = std::move(used); // only what the dir holds now
   std::sort(found.begin(), found.end(),
             [](const CertificateFile& a, const CertificateFile& b) { return a.file < b.file; });
   return found;
