@@ -110,6 +110,9 @@ class TlsHttpCase(VipTestCase):
         # Item 2: port 80 of a TLS Service redirects; with sslredirect "false" it is served.
         self.wait_for_body(f"http://{plain}/", "pod web-", timeout=60)
         self.wait_for_body(f"https://{secure}/", "pod web-", *cacert, timeout=30)
+        # Each VIP settled on its first-choice node (not moving while the client connects).
+        self.assert_held_by_first_choice(secure)
+        self.assert_held_by_first_choice(plain)
         status, code, location, output = self.fetch(f"http://{secure}/some/path?q=1")
         self.assertEqual((status, code, location), (0, 301, f"https://{secure}/some/path?q=1"), output)
         self.assertNotIn("pod web-", output)
