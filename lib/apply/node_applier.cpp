@@ -217,7 +217,9 @@ std::vector<std::string> start_argv(const NodeOptions& options, Daemon daemon, c
   std::vector<std::string> argv;
   switch (daemon) {
   case Daemon::haproxy:
-    argv = {bin, "-W", "-S", paths.master_socket, "-f", paths.cfg, "-p", paths.pid};
+    // -db: the master stays in the foreground even when haproxy.global says `daemon`, as the
+    // original's shipped document does (the master would fork away and look like it exited).
+    argv = {bin, "-W", "-db", "-S", paths.master_socket, "-f", paths.cfg, "-p", paths.pid};
     argv.insert(argv.end(), options.haproxy_options.begin(), options.haproxy_options.end());
     break;
   case Daemon::nginx:

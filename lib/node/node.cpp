@@ -10,8 +10,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <mutex>
 
 #include <fmt/format.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include "k8slb/error.hpp"
 
@@ -104,6 +109,18 @@ std::vector<Interface> interfaces_from_ip_json(const nlohmann::json& document) {
   return interfaces;
 }
 
+namespace {
+
+std::string read_head(const std::filesystem::path& path, std::size_t max) {
+  std::ifstream file(path, std::ios::binary); // follows symlinks (Secret volumes)
+  std::string text(max, '\0');
+  file.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(std::max<std::streamsize>(0, file.gcount())));
+  return text;
+}
+
+} // namespace
+
 std::set<std::string> readable_certificates(const std::string& dir) {
   namespace fs = std::filesystem;
   std::set<std::string> found;
@@ -112,12 +129,106 @@ std::set<std::string> readable_certificates(const std::string& dir) {
   for (int count = 0; !error && entries != end && count < 10000; entries.increment(error), ++count) {
     const auto name = entries->path().filename().string();
     if (!name.ends_with(".pem") && !name.ends_with(".key")) continue;
-    std::ifstream file(entries->path(), std::ios::binary); // follows symlinks (Secret volumes)
-    std::string head(65536, '\0');
-    file.read(head.data(), static_cast<std::streamsize>(head.size()));
-    head.resize(static_cast<std::size_t>(std::max<std::streamsize>(0, file.gcount())));
-    if (head.find("-----BEGIN ") != std::string::npos) found.insert(name);
+    if (read_head(entries->path(), 65536).find("-----BEGIN ") != std::string::npos) found.insert(name);
   }
+  return found;
+}
+
+namespace {
+
+struct BioFree { void operator()(BIO* bio) const { BIO_free(bio); } };
+struct X509Free { void operator()(X509* cert) const { X509_free(cert); } };
+struct KeyFree { void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); } };
+using Bio = std::unique_ptr<BIO, BioFree>;
+
+Bio memory_bio(std::string_view text) {
+  return Bio(BIO_new_mem_buf(text.data(), static_cast<int>(std::min<std::size_t>(text.size(), 1 << 20))));
+}
+
+std::unique_ptr<EVP_PKEY, KeyFree> first_key(std::string_view text) {
+  if (text.empty()) return nullptr;
+  auto bio = memory_bio(text);
+  // PEM_read_bio_PrivateKey skips PEM blocks of other kinds (certificates) to the first key.
+  // No passphrase: an encrypted key is not read (OpenSSL's default would ask on the terminal).
+  auto no_passphrase = [](char*, int, int, void*) { return 0; };
+  return std::unique_ptr<EVP_PKEY, KeyFree>(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr));
+}
+
+} // namespace
+
+CertificateFile parse_certificate_file(std::string file, std::string_view pem, std::string_view key_pem) {
+  CertificateFile found;
+  found.file = std::move(file);
+  auto bio = memory_bio(pem);
+  std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (!cert) {
+    ERR_clear_error();
+    found.error = "holds no PEM certificate";
+    return found;
+  }
+  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans) && i < 1000; ++i) {
+    const GENERAL_NAME* name = sk_GENERAL_NAME_value(sans, i);
+    if (name->type != GEN_DNS) continue;
+    const auto* data = ASN1_STRING_get0_data(name->d.dNSName);
+    found.names.emplace_back(reinterpret_cast<const char*>(data), ASN1_STRING_length(name->d.dNSName));
+  }
+  const bool had_sans = sans != nullptr;
+  GENERAL_NAMES_free(sans);
+  if (!had_sans) { // RFC 6125: the CN only when there is no subjectAltName
+    X509_NAME* subject = X509_get_subject_name(cert.get());
+    int index = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+    if (index >= 0) {
+      ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, index));
+      found.names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)), ASN1_STRING_length(cn));
+    }
+  }
+  bool unreadable_key = false;
+  for (auto [text, matches] : {std::pair{pem, &found.key_in_file}, std::pair{key_pem, &found.key_file}}) {
+    if (auto key = first_key(text)) {
+      found.has_key = true;
+      *matches = X509_check_private_key(cert.get(), key.get()) == 1;
+    } else if (text.find("PRIVATE KEY-----") != std::string_view::npos) {
+      found.has_key = true;
+      unreadable_key = true;
+    }
+  }
+  ERR_clear_error();
+  if (found.has_key && !found.key_in_file && !found.key_file)
+    found.error = unreadable_key ? "holds a private key that cannot be read (encrypted, or not PEM)"
+                                 : "holds a private key that does not match its certificate";
+  return found;
+}
+
+std::vector<CertificateFile> read_certificate_files(const std::string& dir) {
+  namespace fs = std::filesystem;
+  // Parsing a key costs about a millisecond (OpenSSL 3); a long-running k8slb-render reads the
+  // dir at every rendering, so files whose bytes did not change are not parsed again.
+  static std::mutex cache_mutex;
+  static std::map<std::string, CertificateFile> cache; // name, pem, key -> parsed
+  std::lock_guard lock(cache_mutex);
+  std::map<std::string, CertificateFile> used;
+  std::vector<CertificateFile> found;
+  std::error_code error;
+  fs::directory_iterator entries(dir, error), end;
+  for (int count = 0; !error && entries != end && count < 10000; entries.increment(error), ++count) {
+    const auto path = entries->path();
+    const auto name = path.filename().string();
+    if (!name.ends_with(".pem") || name.size() == 4) continue;
+    std::error_code type_error;
+    if (!fs::is_regular_file(path, type_error)) continue;
+    auto key_path = path.parent_path() / (name.substr(0, name.size() - 4) + ".key");
+    std::string key_pem = fs::is_regular_file(key_path, type_error) ? read_head(key_path, 1 << 20) : "";
+    std::string pem = read_head(path, 1 << 20);
+    std::string cache_key = name + '\0' + pem + '\0' + key_pem;
+    auto cached = cache.find(cache_key);
+    CertificateFile parsed = cached != cache.end() ? cached->second : parse_certificate_file(name, pem, key_pem);
+    found.push_back(parsed);
+    used.emplace(std::move(cache_key), std::move(parsed));
+  }
+  cache = std::move(used); // only what the dir holds now
+  std::sort(found.begin(), found.end(),
+            [](const CertificateFile& a, const CertificateFile& b) { return a.file < b.file; });
   return found;
 }
 

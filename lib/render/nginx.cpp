@@ -1,8 +1,11 @@
 // nginx.conf, printed from the ProxyPlan: stream {} for layer 4, http {} for http mode.
 
 #include <algorithm>
+#include <set>
+#include <sstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "detail.hpp"
 #include "k8slb/render_model.hpp"
@@ -22,6 +25,37 @@ bool opens(const std::string& text, std::string_view word) {
   return start != std::string::npos && text.compare(start, word.size(), word) == 0 &&
          (text.size() == end || text[end] == ' ' || text[end] == '\t' || text[end] == '{' || text[end] == ';');
 }
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
+// Header names (lower case) that `proxy_set_header NAME ...;` statements in `lines` set.
+std::set<std::string> headers_set(const std::vector<std::string>& lines) {
+  std::set<std::string> names;
+  for (const auto& text : lines) {
+    std::size_t start = 0;
+    while (start < text.size()) {
+      auto end = text.find(';', start);
+      if (end == std::string::npos) end = text.size();
+      std::istringstream statement(text.substr(start, end - start));
+      std::string directive, name;
+      if (statement >> directive >> name && directive == "proxy_set_header") names.insert(lower(name));
+      start = end + 1;
+    }
+  }
+  return names;
+}
+
+// The request headers k8slb sets for the pods, unless the document sets them.
+const std::vector<std::pair<std::string, std::string>> kOurHeaders = {
+    {"Host", "$host"},
+    {"X-Forwarded-For", "$proxy_add_x_forwarded_for"},
+    {"X-Forwarded-Proto", "$scheme"},
+};
 
 } // namespace
 
@@ -96,8 +130,22 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
                                     [](const PortPlan& port) { return port.mode == Mode::http; });
   if (!any_http && plan.redirects.empty() && config.nginx.http.empty()) return out;
 
+  // Host, X-Forwarded-For and X-Forwarded-Proto reach the pods once: a header the document
+  // sets (nginx.proxy, or nginx.http) replaces ours. nginx inherits proxy_set_header from http {}
+  // only into a location that sets none itself, so ours go where the document's go: into each
+  // location when nginx.proxy sets headers or nothing sets any, else into http {}.
+  const auto proxy_headers = headers_set(config.nginx.proxy);
+  const auto http_headers = headers_set(config.nginx.http);
+  const bool headers_in_http = proxy_headers.empty() && !http_headers.empty();
+  auto our_headers = [&](const std::set<std::string>& theirs, std::string_view indent) {
+    for (const auto& [name, value] : kOurHeaders)
+      if (!theirs.count(lower(name))) line(fmt::format("{}proxy_set_header {} {};", indent, name, value));
+  };
+
   line("");
   line("http {");
+  if (headers_in_http) our_headers(http_headers, "  ");
+  if (plan.nginx_names_bucket > 0) line(fmt::format("  server_names_hash_bucket_size {};", plan.nginx_names_bucket));
   for (const auto& text : config.nginx.http) line("  " + text);
   for (const auto& port : plan.ports) {
     if (port.mode != Mode::http) continue;
@@ -105,19 +153,36 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
     line(fmt::format("  # {} port {}", port.service(), port.port));
     upstream(port, "  ");
     for (const auto& vip : port.vips) {
-      line("  server {");
-      line(fmt::format("    listen {}{};", host_port(vip.address, port.port), port.tls ? " ssl" : ""));
-      access(port.source_ranges, "    ");
-      if (port.tls) certificate(vip, "    ");
-      line("    location / {");
-      line(fmt::format("      proxy_pass {}://{};", port.tls_backend ? "https" : "http", port.id()));
-      line("      proxy_set_header Host $host;");
-      line("      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
-      line("      proxy_set_header X-Forwarded-Proto $scheme;");
-      if (port.tls_backend) line("      proxy_ssl_verify off;");
-      for (const auto& text : config.nginx.proxy) line("      " + text);
-      line("    }");
-      line("  }");
+      // The first server of a listen address is its default: the one with the pool's
+      // certificate. On a TLS port every other certificate of the cert dir gets a server of its
+      // own, chosen by SNI (server_name); a name an earlier one has is left to that one.
+      std::set<std::string> names_used;
+      for (std::size_t i = 0; i <= (port.tls ? plan.sni.size() : 0); ++i) {
+        const SniCertificate* sni = i == 0 ? nullptr : &plan.sni[i - 1];
+        std::vector<std::string> names;
+        if (sni) {
+          if (sni->file == vip.pool + ".pem") continue;
+          for (const auto& name : sni->names)
+            if (names_used.insert(name).second) names.push_back(name);
+          if (names.empty()) continue;
+        }
+        line("  server {");
+        line(fmt::format("    listen {}{};", host_port(vip.address, port.port), port.tls ? " ssl" : ""));
+        if (sni) {
+          line(fmt::format("    server_name {};", fmt::join(names, " ")));
+          line(fmt::format("    ssl_certificate {}/{};", settings.cert_dir, sni->file));
+          line(fmt::format("    ssl_certificate_key {}/{};", settings.cert_dir, sni->key_file));
+        }
+        access(port.source_ranges, "    ");
+        if (port.tls && !sni) certificate(vip, "    ");
+        line("    location / {");
+        line(fmt::format("      proxy_pass {}://{};", port.tls_backend ? "https" : "http", port.id()));
+        if (!headers_in_http) our_headers(proxy_headers, "      ");
+        if (port.tls_backend) line("      proxy_ssl_verify off;");
+        for (const auto& text : config.nginx.proxy) line("      " + text);
+        line("    }");
+        line("  }");
+      }
     }
   }
   for (const auto& redirect : plan.redirects) {

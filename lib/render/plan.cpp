@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <sstream>
 #include <span>
 #include <tuple>
 
@@ -134,6 +135,99 @@ void check_pool_names(const pool::Config& config) {
            "a pool name must be letters, digits, '.', '_' or '-', starting with a letter or digit");
 }
 
+namespace {
+
+// The value of `server_names_hash_bucket_size N;` in nginx.http lines; 0 when not set.
+int names_bucket_of(const std::vector<std::string>& lines) {
+  for (const auto& text : lines) {
+    std::istringstream in(text);
+    std::string directive, value;
+    if (in >> directive >> value && directive == "server_names_hash_bucket_size") {
+      try {
+        return std::stoi(value);
+      } catch (const std::exception&) {
+        return 0;
+      }
+    }
+  }
+  return 0;
+}
+
+} // namespace
+
+std::vector<SniCertificate> sni_certificates(const Input& input, std::vector<Problem>& problems,
+                                             int* names_bucket) {
+  std::vector<SniCertificate> offered;
+  // nginx keeps a server name in a hash bucket of server_names_hash_bucket_size bytes, with
+  // 18 bytes of its own (64-bit): a name too long for the document's size fails `nginx -t`.
+  const int bucket = input.settings.proxy == Proxy::nginx ? names_bucket_of(input.config.nginx.http) : 0;
+  std::size_t longest = 0;
+  const auto proxy = input.settings.proxy;
+  if (proxy == Proxy::kubeproxy) return offered;
+  const std::string& dir = input.settings.cert_dir;
+  auto refuse = [&](const std::string& file, std::string why) {
+    problems.push_back(Problem{dir, "", "InvalidCertificate",
+                               fmt::format("{} {}", quote(file), why)});
+  };
+  for (const auto& found : input.certificate_files) {
+    const std::string stem = found.file.size() > 4 ? found.file.substr(0, found.file.size() - 4) : "";
+    if (!found.file.ends_with(".pem") || !is_pool_name(stem)) {
+      refuse(found.file, "is not a safe file name (letters, digits, '.', '_', '-', ending in .pem); it is not "
+                           "offered by SNI");
+      continue;
+    }
+    if (!found.error.empty()) {
+      refuse(found.file, found.error + "; it is not offered by SNI");
+      continue;
+    }
+    if (!found.has_key) continue; // a CA or chain file: nothing to offer
+    SniCertificate certificate;
+    certificate.file = found.file;
+    if (proxy == Proxy::haproxy) {
+      if (!found.key_in_file) {
+        refuse(found.file, "does not hold its private key (HAProxy needs certificate and key in one file); "
+                           "it is not offered by SNI");
+        continue;
+      }
+    } else {
+      certificate.key_file = found.key_file ? stem + ".key" : found.file;
+      for (const auto& name : found.names) {
+        std::string lower = name;
+        std::transform(lower.begin(), lower.end(), lower.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        const bool wildcard = lower.starts_with("*.");
+        if (!is_dns_subdomain(wildcard ? std::string_view(lower).substr(2) : std::string_view(lower))) {
+          refuse(found.file, fmt::format("names {}, which is not a DNS name; that name is left out", quote(name)));
+          continue;
+        }
+        if (bucket > 0 && lower.size() + 18 > static_cast<std::size_t>(bucket)) {
+          refuse(found.file, fmt::format("names {}, longer than nginx.http's server_names_hash_bucket_size {} "
+                                         "holds; that name is left out", quote(name), bucket));
+          continue;
+        }
+        longest = std::max(longest, lower.size());
+        if (std::find(certificate.names.begin(), certificate.names.end(), lower) == certificate.names.end())
+          certificate.names.push_back(lower);
+      }
+      if (certificate.names.empty()) continue; // nothing nginx could select it by
+    }
+    if (proxy == Proxy::haproxy && offered.size() == kMaxSniCertificates) {
+      refuse(found.file, fmt::format("is one more than the {} certificates HAProxy takes on a bind line; "
+                                     "it is not offered by SNI", kMaxSniCertificates));
+      continue;
+    }
+    offered.push_back(std::move(certificate));
+  }
+  if (names_bucket) {
+    *names_bucket = 0;
+    if (bucket == 0 && longest + 18 > 64) {
+      *names_bucket = 64;
+      while (static_cast<std::size_t>(*names_bucket) < longest + 18) *names_bucket *= 2;
+    }
+  }
+  return offered;
+}
+
 } // namespace detail
 
 namespace {
@@ -161,6 +255,7 @@ ProxyPlan plan_proxy(const Input& input) {
   detail::check_pool_names(input.config);
   auto services = detail::checked_services(input, plan.problems);
   if (input.settings.proxy == Proxy::kubeproxy) return plan;
+  plan.sni = detail::sni_certificates(input, plan.problems, &plan.nginx_names_bucket);
 
   // (VIP, port, protocol) -> Service using it: two Services on one shared VIP and port conflict.
   std::map<std::tuple<ip::Address, int, Protocol>, std::string> listeners;
@@ -169,6 +264,8 @@ ProxyPlan plan_proxy(const Input& input) {
   std::map<std::pair<std::string, std::string>, std::vector<model::EndpointSlice>> slices_by_service;
   for (const auto& slice : input.slices) slices_by_service[{slice.ns, slice.service_name}].push_back(slice);
   const std::vector<model::EndpointSlice> no_slices;
+  // Service -> its TLS-terminated http-mode ports, which port 80 redirects to.
+  std::map<std::string, std::vector<int>> redirect_targets;
 
   for (const auto& checked : services) {
     const auto& service = *checked.service;
@@ -237,6 +334,10 @@ ProxyPlan plan_proxy(const Input& input) {
                           (ssl_annotation.empty() && (entry.port == 443 || starts_with(port.name, "https"))));
       entry.tls_backend =
           tcp && (backend_annotation == "true" || (backend_annotation.empty() && entry.target_port == 443));
+
+      // A TLS http-mode port makes port 80 redirect, also on a VIP where its certificate is
+      // missing (port 80 never turns into plain http because a certificate went away).
+      if (entry.mode == Mode::http && entry.tls) redirect_targets[key].push_back(entry.port);
 
       // The VIPs this port may listen on: not already taken by another Service, and for a TLS
       // port, whose pool has its certificate (nginx: and key) on this node.
@@ -310,7 +411,9 @@ ProxyPlan plan_proxy(const Input& input) {
   }
 
   // Redirects: a TLS-terminated http-mode port gets http -> https on port 80 of each of its
-  // VIPs, unless the annotation says no or port 80 of that VIP is already in use.
+  // VIPs, unless the annotation says no or another Service uses port 80 of that VIP. The
+  // Service's own plain http port 80 redirects too instead of forwarding (as the original
+  // did); a port 80 of its own that is TLS or layer 4 stays as it is.
   // Ports were appended Service by Service, in the order of `services`.
   std::size_t first_port = 0;
   for (const auto& checked : services) {
@@ -322,21 +425,29 @@ ProxyPlan plan_proxy(const Input& input) {
     const auto own_ports = std::span(plan.ports).subspan(first_port, end_port - first_port);
     first_port = end_port;
     if (service.annotation(model::kAnnotationSslRedirect) == "false") continue;
+    std::optional<int> target;
+    for (int port : redirect_targets[service.key()])
+      if (!target || port == 443 || (*target != 443 && port < *target)) target = port;
+    if (!target) continue;
     for (const auto& vip : checked.vips) {
-      std::optional<int> target;
-      for (const auto& port : own_ports) {
-        if (port.mode != Mode::http || !port.tls) continue;
-        if (std::find(port.vips.begin(), port.vips.end(), vip) == port.vips.end()) continue;
-        if (!target || port.port == 443 || (*target != 443 && port.port < *target)) target = port.port;
-      }
-      if (!target) continue;
       auto listener = std::make_tuple(vip.address, 80, Protocol::tcp);
-      if (listeners.count(listener)) continue; // the Service (or another) has port 80 itself
-      listeners.emplace(listener, service.key());
+      if (auto used = listeners.find(listener); used != listeners.end()) {
+        if (used->second != service.key()) continue; // another Service's port 80
+        auto own = std::find_if(own_ports.begin(), own_ports.end(), [&](const PortPlan& port) {
+          return port.port == 80 && port.protocol == Protocol::tcp && port.mode == Mode::http && !port.tls &&
+                 std::find(port.vips.begin(), port.vips.end(), vip) != port.vips.end();
+        });
+        if (own == own_ports.end()) continue; // its port 80 is TLS or layer 4
+        own->vips.erase(std::find(own->vips.begin(), own->vips.end(), vip));
+      } else {
+        listeners.emplace(listener, service.key());
+      }
       plan.redirects.push_back(Redirect{service.ns, service.name, vip, *target, checked.source_ranges});
     }
   }
 
+  // A port 80 that redirects on every VIP forwards nowhere.
+  std::erase_if(plan.ports, [](const PortPlan& port) { return port.vips.empty(); });
   std::sort(plan.ports.begin(), plan.ports.end(), [](const PortPlan& a, const PortPlan& b) {
     return std::tie(a.ns, a.name, a.port, a.protocol) < std::tie(b.ns, b.name, b.port, b.protocol);
   });

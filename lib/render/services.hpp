@@ -19,6 +19,12 @@ struct CheckedService {
 // namespace/name, with the problems of those left out (or of VIPs left out) appended.
 std::vector<CheckedService> checked_services(const Input& input, std::vector<Problem>& problems);
 
+// The cert dir's certificates to offer by SNI, checked; those refused are named in `problems`.
+// nginx: `names_bucket` gets the server_names_hash_bucket_size the names need when nginx.http
+// does not set one and nginx's default (64) is too small; else 0.
+std::vector<SniCertificate> sni_certificates(const Input& input, std::vector<Problem>& problems,
+                                             int* names_bucket = nullptr);
+
 // Throws Error for settings that would put unsafe text into a config.
 void check_settings(const Settings& settings);
 // Throws Error for a pool name outside [A-Za-z0-9._-].

@@ -2,7 +2,8 @@
 """A pod for the end-to-end tests: HTTP, TCP echo or UDP echo on one address and port.
 
     backend.py http ADDRESS PORT NAME   answers every GET with "pod NAME\n" (+ request headers
-                                         X-Forwarded-Proto / X-Forwarded-For echoed back)
+                                         X-Forwarded-Proto / X-Forwarded-For / Host echoed back,
+                                         and "count <header> N": how many times each came)
     backend.py tcp-echo ADDRESS PORT    echoes each connection's bytes back
     backend.py udp-echo ADDRESS PORT    echoes each datagram back
 
@@ -28,7 +29,12 @@ def serve_http(address, port, name):
         def do_GET(self):
             body = (f"pod {name}\n"
                     f"x-forwarded-proto {self.headers.get('X-Forwarded-Proto', '')}\n"
-                    f"x-forwarded-for {self.headers.get('X-Forwarded-For', '')}\n").encode()
+                    f"x-forwarded-for {self.headers.get('X-Forwarded-For', '')}\n"
+                    f"host {self.headers.get('Host', '')}\n")
+            # How many times each header came: a proxy must send each once.
+            for header in ("Host", "X-Forwarded-For", "X-Forwarded-Proto"):
+                body += f"count {header.lower()} {len(self.headers.get_all(header) or [])}\n"
+            body = body.encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))

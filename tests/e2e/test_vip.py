@@ -17,12 +17,16 @@ from e2e import NetnsTestCase, netns, record_figure
 POD_A, POD_B = "198.51.100.200", "198.51.100.201"
 POD_V6 = "2001:db8:100::200"
 
+# Port 80 is served (not redirected to https, as a TLS Service's port 80 is by default): these
+# tests carry plain http through the VIP; test_tls_http covers the redirect.
 WEB_SERVICE = """
 apiVersion: v1
 kind: Service
 metadata:
   name: web
   namespace: default
+  annotations:
+    loadbalancer/sslredirect: "false"
 spec:
   type: LoadBalancer
   selector:

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "fixture.hpp"
+#include "k8slb/node.hpp"
 #include "k8slb/render.hpp"
 
 namespace {
@@ -54,6 +55,10 @@ int main(int argc, char** argv) {
          input.config.keepalived = {};
        }},
       {"other-node", [](Input& input) { input.node.node_name = "lb-c"; }},
+      // The cert dir's other certificates offered by SNI, as k8slb-render reads them.
+      {"sni", [](Input& input) {
+         input.certificate_files = k8slb::node::read_certificate_files(input.settings.cert_dir);
+       }},
       // keepalived tracks the proxy (any executable will do for the checker).
       {"tracked", [](Input& input) { input.settings.proxy_check = "/usr/bin/true"; }},
       // 600 single-port Services: more listeners than nginx's default 512 worker_connections.

@@ -89,8 +89,10 @@ k8slb::render::Output render_items(k8slb::Objects objects, const Options& option
   input.node.node_name = options.node_name;
   input.node.interfaces = interfaces;
   input.settings = options.settings;
-  if (!options.no_cert_check && input.settings.proxy != k8slb::render::Proxy::kubeproxy && options.what != "keepalived")
+  if (!options.no_cert_check && input.settings.proxy != k8slb::render::Proxy::kubeproxy && options.what != "keepalived") {
     input.certificates = k8slb::node::readable_certificates(options.settings.cert_dir);
+    input.certificate_files = k8slb::node::read_certificate_files(options.settings.cert_dir);
+  }
   input.previous_interfaces = previous_interfaces;
   auto output = options.what == "all"          ? k8slb::render::render_all(input)
                 : options.what == "keepalived" ? k8slb::render::render_keepalived(input)

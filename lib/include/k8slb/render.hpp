@@ -59,6 +59,9 @@ struct Input {
   // found by the caller (I/O at the edge). A TLS port whose pool has none is left out with a
   // MissingCertificate Problem; the other ports and Services render. nullopt: not checked.
   std::optional<std::set<std::string>> certificates;
+  // The "*.pem" files of settings.cert_dir as read by the caller: besides the pool's own (the
+  // default), each is offered by SNI on every TLS port, once checked (see ProxyPlan::sni).
+  std::vector<node::CertificateFile> certificate_files;
   // The interface each pool's instances used in the last good keepalived.conf (see
   // previous_interfaces()): a pool this node cannot place now keeps it.
   std::map<std::string, std::string> previous_interfaces;

@@ -70,9 +70,25 @@ struct Redirect {
   std::string id() const; // "<ns>_<name>_redirect"
 };
 
+// A certificate of the cert dir offered by SNI besides the pool's own, checked: a safe file
+// name, DNS names only, a private key that matches. The pool's `<pool>.pem` stays the default.
+struct SniCertificate {
+  std::string file;               // "<stem>.pem": [A-Za-z0-9][A-Za-z0-9._-]*
+  std::string key_file;           // nginx's ssl_certificate_key: "<stem>.key", or `file` itself
+  std::vector<std::string> names; // lower-case DNS names and "*.<name>" wildcards (nginx server_name)
+  bool operator==(const SniCertificate&) const = default;
+};
+
+// HAProxy reads at most 64 words on a line: a bind line keeps room for this many `crt` pairs.
+inline constexpr std::size_t kMaxSniCertificates = 28;
+
 struct ProxyPlan {
   std::vector<PortPlan> ports;     // sorted by namespace, name, port, protocol
   std::vector<Redirect> redirects; // sorted by namespace, name, VIP
+  // Offered by SNI on TLS ports (sorted by file): haproxy, those holding their key (a bundle),
+  // at most kMaxSniCertificates; nginx, those with a key and DNS names (http-mode ports).
+  std::vector<SniCertificate> sni;
+  int nginx_names_bucket = 0; // server_names_hash_bucket_size to set (names too long for 64); 0: none
   std::vector<Problem> problems;
 };
 

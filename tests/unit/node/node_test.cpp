@@ -1,5 +1,8 @@
 #include "k8slb/node.hpp"
 
+#include <string>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "k8slb/error.hpp"
@@ -100,6 +103,89 @@ TEST(Interfaces, RejectsMalformedIpJson) {
   EXPECT_THROW(interfaces_from_ip_json(json::parse(
                    R"([{"ifname": "eth0", "addr_info": [{"family": "inet", "local": "x", "prefixlen": 24}]}])")),
                Error);
+}
+
+
+// Test certificates (EC P-256, made once with openssl req -x509; only parsed, never trusted).
+const std::string kSanCert = R"(-----BEGIN CERTIFICATE-----
+MIIBxDCCAWqgAwIBAgIUAQXZI2HbJKQR88QxOZyrilmt3UgwCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQb25lLmV4YW1wbGUudGVzdDAeFw0yNjExMjgxMDExMjBaFw0z
+NjExMjUxMDExMjBaMBsxGTAXBgNVBAMMEG9uZS5leGFtcGxlLnRlc3QwWTATBgcq
+hkjOPQIBBggqhkjOPQMBBwNCAAQHd3IS/euOg9yQ52k4+JDh0pv+V/zY8RrGbhdi
+8rxtqinciA+7XezrRbC+zXGgUl5IGERZ99MlRJMu7pFuAnMCo4GLMIGIMB0GA1Ud
+DgQWBBSpiIxyWf7wxBz/VV1fNxE0cotsVTAfBgNVHSMEGDAWgBSpiIxyWf7wxBz/
+VV1fNxE0cotsVTAPBgNVHRMBAf8EBTADAQH/MDUGA1UdEQQuMCyCEG9uZS5leGFt
+cGxlLnRlc3SCEiouT25lLmV4YW1wbGUudGVzdIcEwAACATAKBggqhkjOPQQDAgNI
+ADBFAiBNzWi7y0gaNWz4QrWI05hYLLOn0JcpUw84BP/sFdwKlwIhAOwc0gCXaHMb
+QzFaPoiJFwI1GpQ4nN6OLrTVkBHRMJz4
+-----END CERTIFICATE-----
+)";
+const std::string kSanKey = R"(-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgprRbwJUqELrShk5f
+ZhsnVpkyozeqtgCzRssVUxY+zmChRANCAAQHd3IS/euOg9yQ52k4+JDh0pv+V/zY
+8RrGbhdi8rxtqinciA+7XezrRbC+zXGgUl5IGERZ99MlRJMu7pFuAnMC
+-----END PRIVATE KEY-----
+)";
+const std::string kCnCert = R"(-----BEGIN CERTIFICATE-----
+MIIBiDCCAS+gAwIBAgIUA8JO+AzmB++5LbF6oeSxtrkLTCswCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPY24gb25seS5leGFtcGxlMB4XDTI2MTEyODEwMTEyMFoXDTM2
+MTEyNTEwMTEyMFowGjEYMBYGA1UEAwwPY24gb25seS5leGFtcGxlMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAE5YjOKHectSpZKM56ncl/R0zsNQqOrLgXijLAfI1c
+38/3wwIIKG1Qn5li08Cx3T4nLVQIBkHSkJkDaHMlYkydVqNTMFEwHQYDVR0OBBYE
+FClt8Fjzpf6aKzjbyEQRMjStqYnoMB8GA1UdIwQYMBaAFClt8Fjzpf6aKzjbyEQR
+MjStqYnoMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgc3Z8GZgR
+mcz2ikssvjY9i8/qqD+nGCud6ZeHvXkFlzgCIFoXobJtQpivP9MR3JlOiVxevnkm
+ohICBV/ZOyrwx0Y7
+-----END CERTIFICATE-----
+)";
+const std::string kCnKey = R"(-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgutE3+P3psa5XvuhH
+LETlV0oIdwMC4AfWah3zsZhcc5ahRANCAATliM4od5y1KlkoznqdyX9HTOw1Co6s
+uBeKMsB8jVzfz/fDAggobVCfmWLTwLHdPictVAgGQdKQmQNocyViTJ1W
+-----END PRIVATE KEY-----
+)";
+const std::string kEncryptedSanKey = R"(-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAh8g85EkECE5wICCAAw
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEAQIEEDP9Z8rk/5JjAsBjSmFUAuQEgZDS
+X5hOHbatd78JazJGIN2LuKjKPyuB9uFUTc+27iAHRUWcetFcJLzKX3xIPSGHDk3d
+iYAgzjya7nXLY968Y4KRX1ZqAI32T/9Uczvoh37bPoou+dXwfqoHPVIf/PdmxpjV
+jzy0XmI3YdYe1d1FARqKYTADEvru7OifgQmK98Pz81k7UTfj+vHwotL+czCKpi4=
+-----END ENCRYPTED PRIVATE KEY-----
+)";
+
+TEST(CertificateFiles, NamesAndKeysAsOpenSslReadsThem) {
+  struct Case {
+    std::string description;
+    std::string pem, key_pem;
+    std::vector<std::string> names;
+    bool key_in_file, key_file, has_key;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {"bundle: subjectAltName DNS names (not the IP, not the CN)", kSanCert + kSanKey, "",
+       {"one.example.test", "*.One.example.test"}, true, false, true, ""},
+      {"key first, then the certificate", kSanKey + kSanCert, "", {"one.example.test", "*.One.example.test"}, true,
+       false, true, ""},
+      {"pair: the key in <stem>.key", kSanCert, kSanKey, {"one.example.test", "*.One.example.test"}, false, true, true, ""},
+      {"no subjectAltName: the CN, as it is", kCnCert + kCnKey, "", {"cn only.example"}, true, false, true, ""},
+      {"a CA or chain file: no key", kCnCert + kSanCert, "", {"cn only.example"}, false, false, false, ""},
+      {"another certificate's key", kSanCert + kCnKey, "", {"one.example.test", "*.One.example.test"}, false, false,
+       true, "holds a private key that does not match its certificate"},
+      {"an encrypted key", kSanCert + kEncryptedSanKey, "", {"one.example.test", "*.One.example.test"}, false, false,
+       true, "holds a private key that cannot be read (encrypted, or not PEM)"},
+      {"no certificate", kSanKey, "", {}, false, false, false, "holds no PEM certificate"},
+      {"not PEM", "hello\n", "", {}, false, false, false, "holds no PEM certificate"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    auto found = parse_certificate_file("x.pem", c.pem, c.key_pem);
+    EXPECT_EQ(found.file, "x.pem");
+    EXPECT_EQ(found.names, c.names);
+    EXPECT_EQ(found.key_in_file, c.key_in_file);
+    EXPECT_EQ(found.key_file, c.key_file);
+    EXPECT_EQ(found.has_key, c.has_key);
+    EXPECT_EQ(found.error, c.error);
+  }
 }
 
 } // namespace

@@ -5,6 +5,7 @@
 #include <functional>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -72,11 +73,11 @@ TEST(Decisions, MissingCertificateLeavesOutOnlyThatTlsPort) {
       "default/app: spec.ports[1]: port 443: no readable certificate /etc/certs/default.pem (pool default); "
       "this TLS port is not rendered on 192.0.2.10";
   const std::vector<Case> cases = {
-      {"not checked (offline)", Proxy::haproxy, std::nullopt, {80, 443}, {}},
-      {"haproxy: the pem is there", Proxy::haproxy, std::set<std::string>{"default.pem"}, {80, 443}, {}},
-      {"haproxy: no pem", Proxy::haproxy, std::set<std::string>{"other.pem"}, {80}, {missing_pem}},
-      {"nginx: pem and key", Proxy::nginx, std::set<std::string>{"default.pem", "default.key"}, {80, 443}, {}},
-      {"nginx: no key", Proxy::nginx, std::set<std::string>{"default.pem"}, {80},
+      {"not checked (offline)", Proxy::haproxy, std::nullopt, {443}, {}},
+      {"haproxy: the pem is there", Proxy::haproxy, std::set<std::string>{"default.pem"}, {443}, {}},
+      {"haproxy: no pem", Proxy::haproxy, std::set<std::string>{"other.pem"}, {}, {missing_pem}},
+      {"nginx: pem and key", Proxy::nginx, std::set<std::string>{"default.pem", "default.key"}, {443}, {}},
+      {"nginx: no key", Proxy::nginx, std::set<std::string>{"default.pem"}, {},
        {"default/app: spec.ports[1]: port 443: no readable certificate /etc/certs/default.key (pool default); "
         "this TLS port is not rendered on 192.0.2.10"}},
   };
@@ -91,6 +92,9 @@ TEST(Decisions, MissingCertificateLeavesOutOnlyThatTlsPort) {
     for (const auto& p : plan.ports)
       if (p.name == "app") ports.push_back(p.port);
     EXPECT_EQ(ports, c.rendered_ports);
+    // Port 80 redirects in every case: a missing certificate never turns it into plain http.
+    ASSERT_EQ(plan.redirects.size(), 1u);
+    EXPECT_EQ(plan.redirects.front().name, "app");
     EXPECT_TRUE(std::any_of(plan.ports.begin(), plan.ports.end(), [](const PortPlan& p) { return p.name == "other"; }))
         << "every other Service still renders";
     std::vector<std::string> problems;
@@ -171,14 +175,26 @@ TEST(Decisions, Redirects) {
     std::vector<model::ServicePort> ports;
     std::map<std::string, std::string> annotations;
     std::vector<int> redirect_to; // one per redirect
+    std::vector<int> forwarded;   // the ports proxied to the pods
   };
   const std::vector<Case> cases = {
-      {"TLS http-mode 443 gets a redirect", {port("https", 443, 8080)}, {}, {443}},
-      {"not with sslredirect false", {port("https", 443, 8080)}, {{"loadbalancer/sslredirect", "false"}}, {}},
-      {"not when the Service has port 80", {port("http", 80, 8080), port("https", 443, 8080)}, {}, {}},
-      {"not for TLS at layer 4", {port("https", 443, 8080)}, {{"loadbalancer/mode", "false"}}, {}},
-      {"to the TLS port when it is not 443", {port("https-admin", 8443, 9000)}, {{"loadbalancer/mode", "http"}}, {8443}},
-      {"443 preferred over other TLS ports", {port("https-admin", 8443, 9000), port("https", 443, 8080)}, {}, {443}},
+      {"TLS http-mode 443 gets a redirect", {port("https", 443, 8080)}, {}, {443}, {443}},
+      {"not with sslredirect false", {port("https", 443, 8080)}, {{"loadbalancer/sslredirect", "false"}}, {}, {443}},
+      {"the Service's own port 80 redirects (the original's behaviour)",
+       {port("http", 80, 8080), port("https", 443, 8080)}, {}, {443}, {443}},
+      {"its own port 80 forwards with sslredirect false",
+       {port("http", 80, 8080), port("https", 443, 8080)}, {{"loadbalancer/sslredirect", "false"}}, {}, {80, 443}},
+      {"its own port 80 at layer 4 stays", {port("http", 80, 8080), port("https", 443, 8080)},
+       {{"loadbalancer/mode", "false"}}, {}, {80, 443}},
+      {"its own port 80 with TLS stays", {port("http", 80, 8080), port("https", 443, 8080)},
+       {{"loadbalancer/ssl", "true"}}, {}, {80, 443}},
+      {"port 80 and 8443 (not 443): redirect to 8443", {port("http", 80, 8080), port("https-admin", 8443, 9000)},
+       {{"loadbalancer/mode", "http"}}, {8443}, {8443}},
+      {"port 80 alone is forwarded", {port("http", 80, 8080)}, {}, {}, {80}},
+      {"not for TLS at layer 4", {port("https", 443, 8080)}, {{"loadbalancer/mode", "false"}}, {}, {443}},
+      {"to the TLS port when it is not 443", {port("https-admin", 8443, 9000)}, {{"loadbalancer/mode", "http"}}, {8443}, {8443}},
+      {"443 preferred over other TLS ports", {port("https-admin", 8443, 9000), port("https", 443, 8080)}, {}, {443},
+       {443, 8443}},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.description);
@@ -186,6 +202,10 @@ TEST(Decisions, Redirects) {
     std::vector<int> to;
     for (const auto& r : plan.redirects) to.push_back(r.to_port);
     EXPECT_EQ(to, c.redirect_to);
+    std::vector<int> forwarded;
+    for (const auto& p : plan.ports) forwarded.push_back(p.port);
+    EXPECT_EQ(forwarded, c.forwarded);
+    EXPECT_TRUE(plan.problems.empty());
   }
 }
 
@@ -425,6 +445,166 @@ TEST(Decisions, IdsKeepPartsApart) {
   b.name = "b-c";
   EXPECT_EQ(a.id(), "a-b_c_53_udp");
   EXPECT_NE(a.id(), b.id());
+}
+
+
+namespace headers {
+
+int count(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+} // namespace headers
+
+// A header the config document sets replaces ours: each reaches the pods once. One http-mode
+// port (one location, one frontend) per case; the counts are the statements setting each header.
+TEST(Decisions, DocumentHeadersReplaceOurs) {
+  struct Case {
+    std::string description;
+    Proxy proxy;
+    std::vector<std::string> front_or_proxy; // haproxy.httpfront / nginx.proxy
+    std::vector<std::string> back_or_http;   // haproxy.httpback / nginx.http
+    std::vector<std::pair<std::string, int>> counts; // statement -> times in the config
+  };
+  const std::vector<Case> cases = {
+      {"nginx: ours alone", Proxy::nginx, {}, {},
+       {{"proxy_set_header Host $host;", 1}, {"proxy_set_header X-Forwarded-For ", 1},
+        {"proxy_set_header X-Forwarded-Proto ", 1}}},
+      {"nginx: the original's proxy lines replace all three", Proxy::nginx,
+       {"proxy_set_header Host $best_http_host;", "proxy_set_header x-forwarded-for $the_real_ip;",
+        "proxy_set_header X-Forwarded-Proto  $pass_access_scheme;", "proxy_set_header Proxy \"\";"},
+       {},
+       {{"proxy_set_header Host", 1}, {"proxy_set_header Host $best_http_host;", 1},
+        {"proxy_set_header X-Forwarded-For ", 0}, {"proxy_set_header x-forwarded-for", 1},
+        {"proxy_set_header X-Forwarded-Proto", 1}}},
+      {"nginx: one replaced, two statements on a line", Proxy::nginx,
+       {"proxy_http_version 1.1; proxy_set_header Host $http_host;"}, {},
+       {{"proxy_set_header Host", 1}, {"proxy_set_header X-Forwarded-For ", 1},
+        {"proxy_set_header X-Forwarded-Proto ", 1}}},
+      {"nginx: headers in http {} (none in the location): ours go there too, or the location would "
+       "hide theirs",
+       Proxy::nginx, {}, {"proxy_set_header X-Forwarded-Proto https;"},
+       {{"  proxy_set_header Host $host;", 1}, {"      proxy_set_header", 0},
+        {"proxy_set_header X-Forwarded-Proto", 1}}},
+      {"haproxy: ours alone", Proxy::haproxy, {}, {},
+       {{"option forwardfor", 1}, {"http-request set-header X-Forwarded-Proto http\n", 1}}},
+      {"haproxy: the original's httpfront", Proxy::haproxy,
+       {"option forwardfor", "http-request set-header X-Forwarded-Proto https if { ssl_fc }"}, {},
+       {{"option forwardfor", 1}, {"http-request set-header X-Forwarded-Proto http\n", 1},
+        {"http-request set-header X-Forwarded-Proto https if { ssl_fc }", 1}}},
+      {"haproxy: forwardfor in the backend", Proxy::haproxy, {}, {"option forwardfor except 127.0.0.0/8"},
+       {{"option forwardfor", 1}}},
+      {"haproxy: the document adds X-Forwarded-Proto", Proxy::haproxy,
+       {"http-request add-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]"}, {},
+       {{"X-Forwarded-Proto", 1}}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    auto input = input_with({service({port("http", 80, 8080)})}, c.proxy);
+    if (c.proxy == Proxy::nginx) {
+      input.config.nginx.proxy = c.front_or_proxy;
+      input.config.nginx.http = c.back_or_http;
+    } else {
+      input.config.haproxy.httpfront = c.front_or_proxy;
+      input.config.haproxy.httpback = c.back_or_http;
+    }
+    auto output = render_proxy(input);
+    const auto& text = output.files.at(c.proxy == Proxy::nginx ? "nginx.conf" : "haproxy.cfg");
+    for (const auto& [statement, times] : c.counts)
+      EXPECT_EQ(headers::count(text, statement), times) << statement << "\n" << text;
+  }
+}
+
+namespace sni {
+
+node::CertificateFile file(std::string name, std::vector<std::string> names, bool in_file = true, bool pair = false,
+                           std::string error = "") {
+  node::CertificateFile f;
+  f.file = std::move(name);
+  f.names = std::move(names);
+  f.key_in_file = in_file;
+  f.key_file = pair;
+  f.has_key = in_file || pair || !error.empty();
+  f.error = std::move(error);
+  return f;
+}
+
+} // namespace sni
+
+// The cert dir's other certificates are offered by SNI, the pool's own first (the default);
+// nothing from a file name or a certificate reaches the config unchecked.
+TEST(Decisions, SniCertificates) {
+  struct Case {
+    std::string description;
+    Proxy proxy;
+    std::vector<node::CertificateFile> files;
+    std::vector<std::string> present; // in the config
+    std::vector<std::string> absent;
+    std::vector<std::string> problems; // substrings, one per problem, in order
+  };
+  const std::string bind = "bind 192.0.2.10:443 transparent ssl crt /etc/certs/default.pem";
+  const std::vector<Case> cases = {
+      {"haproxy: the pool's first, then the others", Proxy::haproxy,
+       {sni::file("default.pem", {}), sni::file("one.pem", {"one.example.test"}), sni::file("two.pem", {})},
+       {bind + " crt /etc/certs/one.pem crt /etc/certs/two.pem\n"}, {"crt /etc/certs/default.pem crt /etc/certs/default.pem"}, {}},
+      {"haproxy: a pair without the key in the pem is refused", Proxy::haproxy,
+       {sni::file("pair.pem", {"pair.example.test"}, false, true)}, {bind + "\n"}, {"pair.pem"},
+       {"/etc/certs: \"pair.pem\" does not hold its private key"}},
+      {"unsafe file names are refused", Proxy::haproxy,
+       {sni::file("bad name.pem", {}), sni::file("a\nb.pem", {}), sni::file("q\"uote.pem", {}), sni::file(".pem", {}),
+        sni::file("one.crt", {})},
+       {bind + "\n"}, {"bad name", "uote"},
+       {"\"bad name.pem\" is not a safe file name", "\"a\\nb.pem\" is not a safe file name",
+        "\"q\\\"uote.pem\" is not a safe file name", "\".pem\" is not a safe file name", "\"one.crt\" is not a safe file name"}},
+      {"a CA or chain file (no key) is not offered, silently", Proxy::haproxy,
+       {sni::file("ca.pem", {"ca"}, false, false)}, {bind + "\n"}, {"ca.pem"}, {}},
+      {"a key that does not match is refused", Proxy::haproxy,
+       {sni::file("odd.pem", {"odd.example.test"}, false, false, "holds a private key that does not match its certificate")},
+       {bind + "\n"}, {"odd.pem"}, {"\"odd.pem\" holds a private key that does not match its certificate; it is not offered by SNI"}},
+      {"nginx: a server per certificate, names checked and lower-cased", Proxy::nginx,
+       {sni::file("default.pem", {"pool.example.test"}, false, true),
+        sni::file("one.pem", {"ONE.example.test", "*.wild.example.test", "bad name", "x;y"}, true, false),
+        sni::file("two.pem", {"two.example.test", "one.example.test"}, false, true),
+        sni::file("ip-only.pem", {}, true, false)},
+       {"    listen 192.0.2.10:443 ssl;\n    ssl_certificate /etc/certs/default.pem;\n",
+        "    server_name one.example.test *.wild.example.test;\n    ssl_certificate /etc/certs/one.pem;\n"
+        "    ssl_certificate_key /etc/certs/one.pem;\n",
+        "    server_name two.example.test;\n    ssl_certificate /etc/certs/two.pem;\n"
+        "    ssl_certificate_key /etc/certs/two.key;\n"},
+       {"pool.example.test", "bad name", "x;y", "ip-only", "server_names_hash_bucket_size"},
+       {"\"one.pem\" names \"bad name\", which is not a DNS name", "\"one.pem\" names \"x;y\", which is not a DNS name"}},
+      {"nginx: a long name sizes server_names_hash_bucket_size", Proxy::nginx,
+       {sni::file("long.pem", {std::string(60, 'a') + ".example.test"})}, {"  server_names_hash_bucket_size 128;\n"}, {}, {}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    auto input = input_with({service({port("https", 443, 8080)}, {{"loadbalancer/sslredirect", "false"}})}, c.proxy);
+    input.certificate_files = c.files;
+    auto output = render_proxy(input);
+    const auto& text = output.files.at(c.proxy == Proxy::nginx ? "nginx.conf" : "haproxy.cfg");
+    for (const auto& wanted : c.present) EXPECT_NE(text.find(wanted), std::string::npos) << wanted << "\n" << text;
+    for (const auto& unwanted : c.absent) EXPECT_EQ(text.find(unwanted), std::string::npos) << unwanted << "\n" << text;
+    ASSERT_EQ(output.problems.size(), c.problems.size());
+    for (std::size_t i = 0; i < c.problems.size(); ++i) {
+      EXPECT_NE(output.problems[i].to_string().find(c.problems[i]), std::string::npos) << output.problems[i].to_string();
+      EXPECT_EQ(output.problems[i].reason, "InvalidCertificate");
+    }
+  }
+}
+
+TEST(Decisions, SniCertificatesFitOnAHaproxyBindLine) {
+  auto input = input_with({service({port("https", 443, 8080)}, {{"loadbalancer/sslredirect", "false"}})});
+  for (int i = 0; i < 40; ++i) input.certificate_files.push_back(sni::file(fmt::format("c{:02}.pem", i), {}));
+  auto output = render_proxy(input);
+  const auto& text = output.files.at("haproxy.cfg");
+  auto at = text.find("  bind ");
+  std::istringstream line(text.substr(at, text.find('\n', at) - at));
+  int words = 0;
+  for (std::string word; line >> word;) ++words;
+  EXPECT_EQ(words, 6 + 2 * static_cast<int>(kMaxSniCertificates)); // HAProxy reads 64 at most
+  EXPECT_EQ(output.problems.size(), 40 - kMaxSniCertificates);
 }
 
 } // namespace
