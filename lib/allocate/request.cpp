@@ -235,6 +235,16 @@ Request make_request(const model::Service& service, const pool::Config& config,
       choice.known.push_back(pool);
     }
   }
+  // A static IP without a pool annotation comes from the pool whose network holds it (as
+  // MetalLB does), whatever its autoAssign.
+  if (!choice.annotated) {
+    for (const ip::Address& address : requested.addresses) {
+      const pool::Pool* holder = pool_holding(config, address);
+      if (!holder) continue;
+      std::erase_if(choice.known, [&](const pool::Pool* pool) { return pool->family() == holder->family(); });
+      choice.known.push_back(holder);
+    }
+  }
   auto no_pool_message = [&]() {
     if (!choice.unknown.empty())
       return fmt::format("pool '{}' is not configured", fmt::join(choice.unknown, "', '"));

@@ -38,7 +38,8 @@ struct Result {
   // More to tell, each an Event of its own (publish()): the Service moved to a new IP because
   // the old one no longer fits what it asks for (reason IPMoved, Normal, naming both), an
   // annotation read as a k8slb one (AnnotationMapped, Normal), an unknown annotation key
-  // (UnknownAnnotation, Warning). Empty for Services that are not ours.
+  // (UnknownAnnotation, Warning). Empty for Services that are not ours. publish() posts the
+  // Normal ones only with a change of status, the Warnings on every run (as `problem`).
   struct Note {
     std::string type; // "Normal" or "Warning"
     Problem problem;  // object, field, reason, message
