@@ -3,8 +3,9 @@
 #
 #   actor.sh          run the pipeline until SIGTERM / SIGINT:
 #                       k8slb-watch services endpointslices nodes configmap/$CONFIG_MAP
-#                         | k8slb-render all --stream --node "$NODE_NAME" ...
+#                         | k8slb-render all --stream --events --node "$NODE_NAME" ...
 #                         | k8slb-apply node ...
+#                         | k8slb-apply events   (Events on the Services: what this node leaves out)
 #   actor.sh health   liveness: the actor and the daemons it started are running
 #   actor.sh ready    readiness: health, a config has been applied (keepalived runs), and the
 #                     proxy answers (k8slb-apply health; not with kubeproxy)
@@ -30,13 +31,17 @@
 #   RUN_DIR         sockets, pid files, the actor's own state (default /run/k8slb)
 #   CONFIG_DIR      where the daemons' configs are installed (default /etc/k8slb)
 #   K8SLB_BIN       directory of the k8slb tools (default: found on PATH)
-#   KUBECONFIG      kubeconfig for k8slb-watch (default: in-cluster ServiceAccount)
+#   KUBECONFIG      kubeconfig for k8slb-watch and k8slb-apply events (default: in-cluster ServiceAccount)
+#   EVENTS          true (default): post Warning Events on the Services for what this node
+#                   leaves out (a missing certificate, a pool it cannot place, a port its proxy
+#                   cannot carry); one Event however many nodes report it. false: none
 #   RESTART_MAX_DELAY  longest wait before restarting a dead pipeline, seconds (default 30; the
 #                   watcher's name; RESTART_DELAY_MAX, the actor's old name, is still read)
 #
-# A part of the pipeline that dies takes the others down with it and the pipeline starts again
-# after a delay that doubles up to RESTART_MAX_DELAY; the daemons keep running meanwhile, with
-# the last good config. SIGTERM stops the pipeline, then keepalived gracefully (it sends
+# When k8slb-watch or k8slb-render exits (the API unreachable or refusing the credentials, say)
+# only those two start again, after a delay that doubles up to RESTART_MAX_DELAY: k8slb-apply
+# node and its daemons keep running meanwhile with the last good config, and the VIPs stay.
+# Only when k8slb-apply node itself exits does the whole pipeline start again. SIGTERM stops the pipeline, then keepalived gracefully (it sends
 # priority 0, so a backup takes the VIPs over at once), then the proxy.
 set -euo pipefail
 
@@ -55,6 +60,7 @@ RESTART_MAX_DELAY=${RESTART_MAX_DELAY:-${RESTART_DELAY_MAX:-30}}
 KA_OPTIONS=${KA_OPTIONS:-}
 HP_OPTIONS=${HP_OPTIONS:-}
 NX_OPTIONS=${NX_OPTIONS:-}
+EVENTS=${EVENTS:-true}
 STATE_DIR="$RUN_DIR/actor"
 
 log() { printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$PROGRAM" "$*" >&2; }
@@ -83,6 +89,7 @@ validate_options() {
   [[ $ADVERT_INT =~ ^[0-9]{1,4}$ ]] && ((ADVERT_INT >= 1 && ADVERT_INT <= 4095)) \
     || die "ADVERT_INT: '$ADVERT_INT' is not 1-4095 centiseconds"
   case $UNICAST in true | false) ;; *) die "UNICAST: '$UNICAST' is not true or false" ;; esac
+  case $EVENTS in true | false) ;; *) die "EVENTS: '$EVENTS' is not true or false" ;; esac
   [[ $RESTART_MAX_DELAY =~ ^[0-9]{1,4}$ ]] && ((RESTART_MAX_DELAY >= 1)) \
     || die "RESTART_MAX_DELAY: '$RESTART_MAX_DELAY' is not a number of seconds"
 }
@@ -190,18 +197,49 @@ pipeline_args() {
   WATCH_ARGS=("${watch_args[@]}") RENDER_ARGS=("${render_args[@]}") APPLY_ARGS=("${apply_args[@]}")
 }
 
+# The pipeline runs in two halves joined by a FIFO the actor holds open (fd 3):
+#   reader: k8slb-watch | k8slb-render      restarted alone when a part exits (API errors,
+#                                           credentials): the node keeps what it serves
+#   node:   k8slb-apply node | k8slb-apply events
+#                                           its daemons live as long as k8slb-apply node
+# so a failed watch never takes the daemons, and the VIPs they hold, down with it.
+READER_PIDS=() APPLY_PID='' EVENTS_PID=''
+
+start_reader() {
+  "$WATCH" "${WATCH_ARGS[@]}" >"$STATE_DIR/watch.fifo" &
+  READER_PIDS=($!)
+  local events=()
+  [[ $EVENTS == true ]] && events=(--events)
+  "$RENDER" "${RENDER_ARGS[@]}" --stream "${events[@]}" <"$STATE_DIR/watch.fifo" >&3 &
+  READER_PIDS+=($!)
+  log "reader started: watch ${READER_PIDS[0]}, render ${READER_PIDS[1]}"
+}
+
+start_events() {
+  "$APPLY" events <"$STATE_DIR/apply.fifo" &
+  EVENTS_PID=$!
+}
+
 start_pipeline() {
   pipeline_args
-  rm -f "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo"
-  mkfifo -m 600 "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo"
-  # Each part is started on its own so that the actor knows every PID.
-  "$WATCH" "${WATCH_ARGS[@]}" >"$STATE_DIR/watch.fifo" &
-  PIDS=($!)
-  "$RENDER" "${RENDER_ARGS[@]}" --stream <"$STATE_DIR/watch.fifo" >"$STATE_DIR/render.fifo" &
-  PIDS+=($!)
-  "$APPLY" "${APPLY_ARGS[@]}" <"$STATE_DIR/render.fifo" &
-  PIDS+=($!)
-  log "pipeline started: watch ${PIDS[0]}, render ${PIDS[1]}, apply ${PIDS[2]}"
+  rm -f "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo" "$STATE_DIR/apply.fifo"
+  mkfifo -m 600 "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo" "$STATE_DIR/apply.fifo"
+  # Held open read-write: k8slb-apply never sees the end of its input while the reader
+  # restarts, and a line a dying render left half-written can be ended (see restart_reader).
+  exec 3<>"$STATE_DIR/render.fifo"
+  if [[ $EVENTS == true ]]; then
+    exec 4<>"$STATE_DIR/apply.fifo"
+    "$APPLY" "${APPLY_ARGS[@]}" <"$STATE_DIR/render.fifo" >&4 &
+    APPLY_PID=$!
+    start_events
+    exec 4>&-
+  else
+    "$APPLY" "${APPLY_ARGS[@]}" <"$STATE_DIR/render.fifo" &
+    APPLY_PID=$!
+    EVENTS_PID=''
+  fi
+  start_reader
+  log "pipeline started: apply $APPLY_PID${EVENTS_PID:+, events $EVENTS_PID}"
 }
 
 # Stops the given PIDs: SIGTERM, a bounded wait (tenths of a second), then SIGKILL.
@@ -220,12 +258,20 @@ stop_pids() {
   for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
 }
 
+# The reader's parts stopped; a newline ends any line the render left half-written, so that
+# k8slb-apply drops that line alone and takes the next render's first line whole.
+stop_reader() {
+  stop_pids 50 "${READER_PIDS[@]}"
+  READER_PIDS=()
+  { printf '\n' >&3; } 2>/dev/null || true
+}
+
 stop_pipeline() {
-  ((${#PIDS[@]} == 3)) || { stop_pids 50 "${PIDS[@]}"; PIDS=(); return 0; }
   # k8slb-apply first: on SIGTERM it stops keepalived (VIPs hand over at once), then the proxy.
-  stop_pids 200 "${PIDS[2]}"
-  stop_pids 50 "${PIDS[0]}" "${PIDS[1]}"
-  PIDS=()
+  [[ -n $APPLY_PID ]] && stop_pids 200 "$APPLY_PID"
+  stop_pids 50 "${READER_PIDS[@]}" ${EVENTS_PID:+"$EVENTS_PID"}
+  APPLY_PID='' EVENTS_PID='' READER_PIDS=()
+  exec 3>&- 2>/dev/null || true
 }
 
 on_stop() {
@@ -234,7 +280,8 @@ on_stop() {
   log "stopping"
   stop_pipeline
   stop_daemons # whatever k8slb-apply left running (it was killed, or never stopped them)
-  rm -f "$STATE_DIR/actor.pid" "$STATE_DIR/vrrp-password" "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo"
+  rm -f "$STATE_DIR/actor.pid" "$STATE_DIR/vrrp-password" "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo" \
+    "$STATE_DIR/apply.fifo"
   log "stopped"
   exit 0
 }
@@ -261,21 +308,36 @@ run() {
   trap on_stop TERM INT
   log "node $NODE_NAME, proxy $PROXY, selector $NODE_SELECTOR, advert ${ADVERT_INT}cs, unicast $UNICAST"
 
-  local delay=1 started status pid
+  local delay=1 started status pid exited
+  start_pipeline
+  started=$SECONDS
   while ((!STOPPING)); do
-    started=$SECONDS
-    start_pipeline
-    status=0
-    wait -n "${PIDS[@]}" || status=$?
+    status=0 exited=''
+    wait -n -p exited "${READER_PIDS[@]}" "$APPLY_PID" ${EVENTS_PID:+"$EVENTS_PID"} || status=$?
     ((STOPPING)) && break
-    log "a pipeline part exited (status $status); stopping the others"
-    stop_pipeline
+    [[ -n $exited ]] || continue # a signal, not a child
+    if [[ $exited == "$EVENTS_PID" ]]; then
+      # Events are reports: their loss costs no traffic. k8slb-apply node goes on meanwhile.
+      log "k8slb-apply events exited (status $status); starting it again"
+      start_events
+      continue
+    fi
     ((SECONDS - started > 60)) && delay=1 # it ran a while: a fresh failure
-    log "restarting the pipeline in $delay s"
+    if [[ $exited == "$APPLY_PID" ]]; then
+      log "k8slb-apply node exited (status $status); restarting the pipeline in $delay s"
+      stop_pipeline
+      stop_daemons # whatever it left running
+    else
+      log "a reader part exited (status $status); restarting the reader in $delay s (the daemons keep their config)"
+      stop_reader
+    fi
     sleep "$delay" &
     pid=$!
     wait "$pid" || true
+    ((STOPPING)) && break
     delay=$((delay * 2 > RESTART_MAX_DELAY ? RESTART_MAX_DELAY : delay * 2))
+    started=$SECONDS
+    if [[ -z $APPLY_PID ]]; then start_pipeline; else start_reader; fi
   done
 }
 

@@ -3,7 +3,10 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -37,6 +40,7 @@ void warning(std::string_view message) { print("warning: ", message); }
 void info(std::string_view message) { print("", message); }
 
 bool write_line(std::string_view line) {
+  std::cout.clear(); // a reader that went away may have come back (a FIFO reopened)
   std::cout.write(line.data(), static_cast<std::streamsize>(line.size()));
   std::cout.put('\n');
   std::cout.flush();
@@ -78,6 +82,13 @@ int run_main(CLI::App& app, int argc, char** argv, const std::function<int()>& r
   std::cout.flush();
   if (!std::cout && errno == EPIPE) return code == kExitOk ? kExitOk : code;
   return code;
+}
+
+std::string instance_name() {
+  if (const char* pod = std::getenv("POD_NAME"); pod != nullptr && *pod != '\0') return pod;
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) == 0 && host[0] != '\0') return host;
+  return "k8slb";
 }
 
 } // namespace k8slb::tool

@@ -1,6 +1,7 @@
 // Writing k8slb-allocate's decisions to the API: the plan of a document, Events and their rate
 // limit, and the writer that sends them. See k8slb/cluster.hpp.
 #include "k8slb/cluster.hpp"
+#include "k8slb/hash.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -293,6 +294,15 @@ std::string event_key(const json& event) {
                      string_field(event, {"reason"}), string_field(event, {"message"}));
 }
 
+std::string shared_event_name(const json& event) {
+  std::string name = string_field(event, {"involvedObject", "name"});
+  std::string identity = fmt::format("{}\n{}\n{}", string_field(event, {"involvedObject", "uid"}), event_key(event),
+                                     string_field(event, {"type"}));
+  // Object names are at most 253 characters; keep the Event's name within that too.
+  return fmt::format("{}.k8slb-{:016x}", name.empty() ? std::string("k8slb") : name.substr(0, 200),
+                     static_cast<unsigned long long>(stable_hash(identity)));
+}
+
 TokenBucket::TokenBucket(double burst, double per_second)
     : burst_(burst), per_second_(per_second), tokens_(burst) {}
 
@@ -496,6 +506,7 @@ void ClusterWriter::write_event(const json& incoming, WriteSummary& summary) {
     }
     for (int attempt = 0; attempt < 2; ++attempt) {
       json event = complete_event(incoming, wall + std::chrono::nanoseconds(attempt), options_.instance);
+      if (options_.shared_event_names) event["metadata"]["name"] = shared_event_name(incoming);
       std::string ns = string_field(event, {"metadata", "namespace"});
       send("POST", kube::collection_path(events, ns), event, "application/json", status);
       if (status >= 200 && status < 300) {
@@ -504,6 +515,13 @@ void ClusterWriter::write_event(const json& incoming, WriteSummary& summary) {
         ++summary.events_created;
         log_(fmt::format("{}: Event {} {}: {}", object, string_field(event, {"type"}), reason,
                          string_field(event, {"message"})));
+        return;
+      }
+      if (status == 409 && options_.shared_event_names) {
+        // Another node reported the same: its Event stands for ours; updates go to it.
+        limiter_.created(key, event["metadata"]["name"].get<std::string>(),
+                         event["firstTimestamp"].get<std::string>(), now);
+        ++summary.events_shared;
         return;
       }
       if (status != 409) break; // 409: the name was taken; once more with another

@@ -295,6 +295,11 @@ bool Elector::last_round_failed() const {
   return last_round_failed_;
 }
 
+Seconds Elector::next_round_in() const {
+  if (!last_round_failed()) return config_.retry_period;
+  return std::min(config_.retry_period, std::max(config_.retry_period / 4, Seconds(0.25)));
+}
+
 std::optional<Action> Elector::resume(const std::atomic<bool>& cancelled) {
   const TimePoint deadline =
       Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.renew_deadline);
@@ -302,7 +307,7 @@ std::optional<Action> Elector::resume(const std::atomic<bool>& cancelled) {
     Action action = try_acquire_or_renew();
     if (!last_round_failed()) return action;
     auto until = std::min(deadline, Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                                       config_.retry_period));
+                                                       next_round_in()));
     if (until >= deadline) break;
     while (!cancelled && Clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -1,4 +1,5 @@
 #include "detail.hpp"
+#include "k8slb/hash.hpp"
 
 #include <algorithm>
 #include <cstdint>
@@ -55,17 +56,7 @@ std::string host_port(const ip::Address& address, int port) {
 
 std::string_view family_suffix(ip::Family family) { return family == ip::Family::v4 ? "v4" : "v6"; }
 
-std::uint64_t stable_hash(std::string_view text) {
-  std::uint64_t hash = 14695981039346656037ull;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  hash += 0x9e3779b97f4a7c15ull;
-  hash = (hash ^ (hash >> 30)) * 0xbf58476d1ce4e5b9ull;
-  hash = (hash ^ (hash >> 27)) * 0x94d049bb133111ebull;
-  return hash ^ (hash >> 31);
-}
+std::uint64_t stable_hash(std::string_view text) { return k8slb::stable_hash(text); }
 
 std::vector<std::string> rendezvous_order(std::string_view key,
                                           const std::vector<std::string>& node_names) {

@@ -2,6 +2,7 @@
 // Event completion and the Event rate limit; and the writer itself in dry-run mode.
 #include "k8slb/cluster.hpp"
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -221,6 +222,35 @@ TEST(CompleteEvent, FieldsTheApiWants) {
   EXPECT_LE(cut["message"].get<std::string>().size(), 1024u);
   EXPECT_EQ(cut["action"], "Allocate");
   EXPECT_EQ(complete_event(event("d", "w", "IPReleased", "m"), now, "w")["action"], "Release");
+}
+
+TEST(SharedEventName, SameForEveryNodeDifferentPerFact) {
+  json base = event("default", "web", "MissingCertificate", "spec.ports[1]: no readable certificate", "Warning");
+  const std::string name = shared_event_name(base);
+  EXPECT_EQ(name.rfind("web.k8slb-", 0), 0u) << name;
+  EXPECT_EQ(name.size(), std::string("web.k8slb-").size() + 16);
+  json other_node = base;
+  other_node["source"]["host"] = "lb-b"; // who reports it does not name it
+  EXPECT_EQ(shared_event_name(other_node), name);
+  struct Case {
+    std::string description;
+    std::function<void(json&)> change;
+  };
+  const std::vector<Case> different = {
+      {"another message", [](json& e) { e["message"] = "spec.ports[2]: no readable certificate"; }},
+      {"another reason", [](json& e) { e["reason"] = "NoInterface"; }},
+      {"another Service", [](json& e) { e["involvedObject"]["name"] = "api"; }},
+      {"the Service made again (new uid)", [](json& e) { e["involvedObject"]["uid"] = "uid-web-2"; }},
+      {"another namespace", [](json& e) { e["involvedObject"]["namespace"] = "prod"; }},
+  };
+  for (const auto& c : different) {
+    SCOPED_TRACE(c.description);
+    json changed = base;
+    c.change(changed);
+    EXPECT_NE(shared_event_name(changed), name);
+  }
+  json long_name = event("default", std::string(253, 'a'), "NotRendered", "m", "Warning");
+  EXPECT_LE(shared_event_name(long_name).size(), 253u);
 }
 
 TEST(TokenBucket, BurstThenRate) {

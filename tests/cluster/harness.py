@@ -107,12 +107,14 @@ class ClusterTestCase(unittest.TestCase):
 
     pools = POOLS
     keep_state = False  # True: the simulator keeps its state across restart_sim()
+    ip_families = None  # the simulated cluster's service IP families; None: single-stack IPv4
 
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="k8slb-cluster-")
         self.workdir = self.tmp.name
         self.state_dir = os.path.join(self.workdir, "state") if self.keep_state else None
-        self.sim = kubesim_client.start(os.path.join(self.workdir, "sim"), state_dir=self.state_dir)
+        self.sim = kubesim_client.start(os.path.join(self.workdir, "sim"), state_dir=self.state_dir,
+                                        ip_families=self.ip_families)
         self.sim.exempt = True
         self.watchers = []
         self.addCleanup(self.tmp.cleanup)
@@ -132,7 +134,8 @@ class ClusterTestCase(unittest.TestCase):
             self.sim.process.wait(timeout=10)
         else:
             self.sim.stop()
-        self.sim = kubesim_client.start(os.path.join(self.workdir, "sim"), state_dir=self.state_dir)
+        self.sim = kubesim_client.start(os.path.join(self.workdir, "sim"), state_dir=self.state_dir,
+                                        ip_families=self.ip_families)
         self.sim.exempt = True
 
     def stop_watchers(self):

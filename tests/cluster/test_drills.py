@@ -51,6 +51,7 @@ def replay(audit):
 class DrillTest(ClusterTestCase):
     pools = DRILL_POOLS
     keep_state = True
+    ip_families = "IPv4,IPv6"  # the "six" Services ask for ipFamilies: [IPv6]
 
     def make_service(self, name, kind):
         spec = {"type": "LoadBalancer", "selector": {"app": name},

@@ -80,7 +80,7 @@ class WatcherImageTest(unittest.TestCase):
 
     def kubectl_apply(self, documents):
         text = yaml.safe_dump_all(documents)
-        result = subprocess.run(["kubectl", "--kubeconfig", self.sim.kubeconfig, "apply", "--validate=false",
+        result = subprocess.run(["kubectl", "--kubeconfig", self.sim.kubeconfig, "apply",
                                  "-f", "-"], input=text, text=True, capture_output=True, timeout=60)
         self.assertEqual(result.returncode, 0, result.stderr)
 

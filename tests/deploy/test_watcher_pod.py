@@ -57,7 +57,7 @@ class WatcherPodTest(unittest.TestCase):
         path = os.path.join(self.workdir, "install.yml")
         with open(path, "w") as f:
             yaml.safe_dump_all(served, f)
-        subprocess.run(["kubectl", "--kubeconfig", self.sim.kubeconfig, "apply", "--validate=false",
+        subprocess.run(["kubectl", "--kubeconfig", self.sim.kubeconfig, "apply",
                         "-f", path], check=True, capture_output=True, timeout=60)
 
     def start_replicas(self, documents):
@@ -76,7 +76,7 @@ class WatcherPodTest(unittest.TestCase):
                     "metadata": {"name": name, "namespace": "default"},
                     "spec": {"type": "LoadBalancer", "selector": {"app": name},
                              "ports": [{"port": 80, "targetPort": 8080}]}}
-        subprocess.run(["kubectl", "--kubeconfig", self.sim.kubeconfig, "apply", "--validate=false",
+        subprocess.run(["kubectl", "--kubeconfig", self.sim.kubeconfig, "apply",
                         "-f", "-"], input=json.dumps(manifest), text=True, check=True,
                        capture_output=True, timeout=60)
 

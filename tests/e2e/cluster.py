@@ -123,8 +123,11 @@ class Cluster:
 
     def __init__(self, topology, workdir, proxy="haproxy", pools=None, keepalived=None,
                  proxy_settings=None, advert_int=20, unicast=False, vrrp_password="",
-                 start_actors=True, cert_ips=(), settings=None):
+                 start_actors=True, cert_ips=(), settings=None, ip_families="IPv4"):
         self.topology = topology
+        # The simulated cluster's service IP families (kubesim --ip-families): single-stack
+        # IPv4 as a default cluster is; a test with IPv6 Services says "IPv4,IPv6".
+        self.ip_families = ip_families
         # What the watcher and every actor share (CONFIG_MAP, LB_CLASS), as the manifests set it.
         self.settings = dict(settings or {})
         config_ns, config_name = self.settings.get("CONFIG_MAP", "k8slb-system/global").split("/")
@@ -162,7 +165,8 @@ class Cluster:
     def _start_simulator(self):
         os.makedirs(self.kube_dir, exist_ok=True)
         self.simulator = self.topology.spawn(
-            None, [sys.executable, KUBESIM, "--workdir", self.kube_dir], "kubesim")
+            None, [sys.executable, KUBESIM, "--workdir", self.kube_dir,
+                   "--ip-families", self.ip_families], "kubesim")
         port_file = os.path.join(self.kube_dir, "port")
 
         def ready():

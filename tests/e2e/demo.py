@@ -141,7 +141,7 @@ def main(argv):
         say(f"Starting the cluster (API simulator), the watcher and two actors ({options.proxy})")
         pools = dict(cluster_module.DEFAULT_POOLS)
         c = cluster_module.Cluster(topology, workdir, proxy=options.proxy, pools=pools,
-                                   cert_ips=[RANCHER_IP])
+                                   cert_ips=[RANCHER_IP], ip_families="IPv4,IPv6")
         show("kubectl get nodes -L type", c.kubectl("get", "nodes", "-L", "type").stdout)
         config = c.get("configmap", "-n", "k8slb-system", "global")["data"]["config"]
         show("kubectl -n k8slb-system get configmap global -o jsonpath='{.data.config}'", config)

@@ -47,6 +47,7 @@ EXPECTED_RULES = {
         ("", "services"): {"get", "list", "watch"},
         ("", "nodes"): {"get", "list", "watch"},
         ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
+        ("", "events"): {"create", "patch"},  # k8slb-apply events: what the node leaves out
     },
     ("Role", "k8slb-actor"): {
         ("", "configmaps"): {"get", "list", "watch"},

@@ -7,7 +7,11 @@ figures (FIGURE lines, $K8SLB_E2E_FIGURES), never asserted as timings.
     master's proxy is down, and the master takes it back when its proxy is healthy again;
   * a pool the nodes cannot place (`interface: eth9`): no VIP is lost;
   * a missing certificate: only that Service's TLS ports are left out; its other ports and
-    every other Service are served.
+    every other Service are served;
+  * the last two also reach `kubectl describe`: one Warning Event on the Service per problem,
+    however many nodes report it (k8slb-apply events);
+  * k8slb-watch dies (the API refusing the actor, say): only the reader restarts; the daemons
+    keep running with their config and no VIP moves.
 """
 
 import json
@@ -67,6 +71,24 @@ class NodeFaultCase(VipTestCase):
 
     def node(self, role):
         return self.topology.hosts[role]
+
+    def service_events(self, namespace, name, reason):
+        """The Events on a Service with this reason, as `kubectl describe` finds them."""
+        service = self.cluster.get("service", "-n", namespace, name)
+        events = self.cluster.get("events", "-n", namespace)["items"]
+        return [e for e in events if e["involvedObject"].get("kind") == "Service"
+                and e["involvedObject"].get("name") == name
+                and e["involvedObject"].get("uid") == service["metadata"]["uid"] and e["reason"] == reason]
+
+    def assert_one_event_each(self, events, messages):
+        """Each message in exactly one Warning Event, from one of the load-balancer nodes."""
+        nodes = {n.role for n in self.topology.lb_nodes}
+        for message in messages:
+            found = [e for e in events if message in e["message"]]
+            self.assertEqual(len(found), 1, f"Events with {message!r}: {json.dumps(events, indent=1)}")
+            self.assertEqual(found[0]["type"], "Warning")
+            self.assertIn(found[0]["source"].get("host"), nodes)
+            self.assertEqual(found[0]["reportingComponent"], "k8slb")
 
 
 class ProxyTrackedTest(NodeFaultCase):
@@ -182,6 +204,12 @@ class PoolInterfaceTest(NodeFaultCase):
         self.assertFalse(report["failing_now"])
         for node in self.topology.lb_nodes:
             self.assertIn("keeping the last good interface eth0", self.actor_log(node))
+        # kubectl describe service web: one Warning Event, though both nodes report it.
+        message = "pools.default: interface: no interface named 'eth9'"
+        netns.wait_until(lambda: self.service_events("default", "web", "NoInterface"), 30,
+                         what="a NoInterface Event on default/web")
+        time.sleep(2)  # the other node's report, if it were to make a second Event
+        self.assert_one_event_each(self.service_events("default", "web", "NoInterface"), [message])
         self.stop_probe(probe)
 
 
@@ -208,6 +236,48 @@ class MissingCertificateTest(NodeFaultCase):
             cfg = open(os.path.join(self.workdir, node.role, "etc", "haproxy.cfg")).read()
             self.assertNotIn("ssl crt", cfg)
             self.assertIn(f"bind {vip}:80 ", cfg)
+        # kubectl describe service web: a Warning Event per left-out port, once for both nodes;
+        # the Service that is served has none.
+        messages = [f"spec.ports[1]: port 443: no readable certificate {self.cluster.cert_dir}/default.pem",
+                    "spec.ports[2]: port 8443: no readable certificate"]
+        netns.wait_until(lambda: len(self.service_events("default", "web", "MissingCertificate")) >= 2, 30,
+                         what="MissingCertificate Events on default/web")
+        time.sleep(2)
+        self.assert_one_event_each(self.service_events("default", "web", "MissingCertificate"), messages)
+        self.assertEqual(self.service_events("default", "other", "MissingCertificate"), [])
+
+
+class ReaderRestartTest(NodeFaultCase):
+    proxy = "haproxy"
+
+    def test_watch_killed_keeps_daemons(self):
+        vip, _ = self.create_web()
+        owner = self.assert_held_by_first_choice(vip)
+        owner_node = self.node(owner)
+        probe = self.start_probe(f"http://{vip}/", duration=60)
+        netns.wait_until(lambda: self.probe_report(probe)["last_ok"], 10, what="first probe")
+        daemons = {name: self.cluster.daemon_pid(owner_node, name) for name in ("keepalived", "haproxy")}
+        actor = self.cluster.actors[owner].pid
+        watches = [pid for pid in children(actor) if comm(pid) == "k8slb-watch"]
+        self.assertEqual(len(watches), 1, f"k8slb-watch among the actor's children: {children(actor)}")
+        killed_at = time.time()
+        failures_before = self.probe_report(probe)["failures"]
+        os.kill(watches[0], signal.SIGKILL)
+        netns.wait_until(lambda: [p for p in children(actor) if comm(p) == "k8slb-watch"
+                                  and p != watches[0]], 20, what="a new k8slb-watch")
+        # The restarted reader still drives the node: a new Service is served.
+        self.cluster.create_endpoints("default", "other", [POD_A], [("http", 8080, "TCP")])
+        self.cluster.apply_yaml(OTHER_SERVICE)
+        other = self.cluster.wait_for_ip("default", "other")
+        self.wait_for_body(f"http://{other}:8080/", "pod web-", timeout=60)
+        gaps, report = self.gaps_since(probe, killed_at)
+        record_figure("node_faults.watch_killed_failed_probes", report["failures"] - failures_before,
+                      unit="probes of 20 ms")
+        self.assertEqual({name: self.cluster.daemon_pid(owner_node, name) for name in daemons}, daemons,
+                         "the daemons were restarted when only k8slb-watch died")
+        self.assertEqual(self.holder_of(vip), [owner], "the VIP left its node")
+        self.assertEqual(gaps, [], "the VIP stopped serving when k8slb-watch died")
+        self.stop_probe(probe)
 
 
 if __name__ == "__main__":

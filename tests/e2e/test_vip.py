@@ -90,8 +90,10 @@ class VipTestCase(NetnsTestCase):
         self.start_backend("http", POD_A, 8080, "web-a")
         self.start_backend("http", POD_B, 8080, "web-b")
         self.start_backend("http", POD_V6, 8080, "web6")
+        # Dual-stack: web6 asks for ipFamilies: [IPv6], which a single-stack IPv4 cluster refuses.
+        options = dict({"ip_families": "IPv4,IPv6"}, **self.cluster_options)
         self.cluster = cluster_module.Cluster(self.topology, self.workdir, proxy=self.proxy,
-                                              keepalived=self.keepalived, **self.cluster_options)
+                                              keepalived=self.keepalived, **options)
 
     def create_web(self):
         """Endpoints first (the simulator has no endpoint controller), then the Service; returns

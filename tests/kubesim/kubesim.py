@@ -109,6 +109,11 @@ RESOURCES = [
                            "reason", "reportingComponent", "source", "type")),
     Resource("", "v1", "nodes", "Node", False, ["no"], status=True,
              field_labels=("spec.unschedulable",)),
+    # Field labels: pkg/registry/core/pod/strategy.go, ToSelectableFields.
+    Resource("", "v1", "pods", "Pod", True, ["po"], status=True, categories=["all"],
+             field_labels=("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
+                           "spec.serviceAccountName", "spec.hostNetwork", "status.phase",
+                           "status.podIP", "status.nominatedNodeName")),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True,
              generation=("endpoints", "ports", "addressType"),
              field_labels=("addressType",)),
@@ -200,13 +205,17 @@ class FieldError:
     def cause_type(self):
         return {"Required": "FieldValueRequired", "Invalid": "FieldValueInvalid",
                 "Unsupported": "FieldValueNotSupported", "Duplicate": "FieldValueDuplicate",
-                "Forbidden": "FieldValueForbidden"}[self.kind]
+                "Forbidden": "FieldValueForbidden", "TooLong": "FieldValueTooLong"}[self.kind]
 
     def text(self):
+        # k8s.io/apimachinery/pkg/util/validation/field/errors.go, Error.ErrorBody: Required,
+        # Forbidden and TooLong print no value.
         if self.kind == "Required":
             head = "Required value"
         elif self.kind == "Forbidden":
             head = "Forbidden"
+        elif self.kind == "TooLong":
+            head = "Too long"
         else:
             head = f"{self.kind} value: {json.dumps(self.value)}"
         return f"{head}: {self.detail}" if self.detail else head
@@ -231,6 +240,11 @@ DNS_1123_SUBDOMAIN = re.compile(
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+TOTAL_ANNOTATION_SIZE_LIMIT = 256 * 1024  # apimachinery api/validation TotalAnnotationSizeLimitB
+MAX_CONFIGMAP_SIZE = 1024 * 1024  # k8s.io/kubernetes pkg/apis/core/types.go, MaxSecretSize
+CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
 def label_key_problem(key):
@@ -672,7 +686,28 @@ def _node_row(o):
             info.get("containerRuntimeVersion", "<unknown>")]
 
 
+def _pod_row(o):
+    """Columns of pkg/printers/internalversion/printers.go, printPod (simplified: no
+    container states beyond ready and restart counts)."""
+    spec, status = o.get("spec", {}), o.get("status", {})
+    containers = spec.get("containers") or []
+    statuses = status.get("containerStatuses") or []
+    ready = sum(1 for c in statuses if c.get("ready"))
+    restarts = sum(int(c.get("restartCount", 0)) for c in statuses)
+    phase = status.get("reason") or status.get("phase") or "Pending"
+    if o["metadata"].get("deletionTimestamp"):
+        phase = "Terminating"
+    return [o["metadata"]["name"], f"{ready}/{len(containers)}", phase, restarts,
+            human_age(o["metadata"].get("creationTimestamp")), status.get("podIP") or "<none>",
+            spec.get("nodeName") or "<none>", status.get("nominatedNodeName") or "<none>",
+            "<none>"]
+
+
 TABLES = {
+    "Pod": ([_col("Name", fmt="name"), _col("Ready"), _col("Status"), _col("Restarts",
+             "string"), _col("Age"), _col("IP", priority=1), _col("Node", priority=1),
+             _col("Nominated Node", priority=1), _col("Readiness Gates", priority=1)],
+            _pod_row),
     "Service": ([_col("Name", fmt="name"), _col("Type"), _col("Cluster-IP"), _col("External-IP"),
                  _col("Port(s)"), _col("Age"), _col("Selector", priority=1)], _service_row),
     "Node": ([_col("Name", fmt="name"), _col("Status"), _col("Roles"), _col("Age"),
@@ -764,21 +799,35 @@ def validate_metadata(resource, obj, errors):
         errors.append(FieldError("metadata.annotations", "Invalid", annotations,
                                  "must be a map of strings"))
     else:
+        # k8s.io/apimachinery/pkg/api/validation/objectmeta.go, ValidateAnnotations: "The rule
+        # is QualifiedName except that case doesn't matter, so convert to lowercase before
+        # checking" (so `loadBalancer/pool` is a valid key); the error names the key as given.
         for k in annotations:
-            problem = label_key_problem(k)
+            problem = label_key_problem(k.lower())
             if problem:
                 errors.append(FieldError("metadata.annotations", "Invalid", k, problem))
-        if sum(len(k) + len(v) for k, v in annotations.items()) > 256 * 1024:
-            errors.append(FieldError("metadata.annotations", "Invalid", "",
-                                     "Too long: must have at most 262144 bytes"))
+        # ValidateAnnotationsSize: keys and values together at most TotalAnnotationSizeLimitB
+        # (256 KiB), reported as field.TooLong(fldPath, "", TotalAnnotationSizeLimitB).
+        if sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items()) > \
+                TOTAL_ANNOTATION_SIZE_LIMIT:
+            errors.append(FieldError("metadata.annotations", "TooLong", "",
+                                     f"must have at most {TOTAL_ANNOTATION_SIZE_LIMIT} bytes"))
 
 
 def _is_ip(text):
+    """Whether the API server's validation takes `text` as an IP address. It parses with
+    k8s.io/utils/net ParseIPSloppy (Go's net.ParseIP before Go 1.17), which also accepts IPv4
+    octets with leading zeros ("010.0.0.1"); Python's ipaddress refuses those."""
+    if not isinstance(text, str):
+        return False
     try:
         ipaddress.ip_address(text)
         return True
-    except (TypeError, ValueError):
-        return False
+    except ValueError:
+        pass
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isdigit() and p.isascii() and len(p) <= 3 and
+                                   int(p) <= 255 for p in parts)
 
 
 def validate_service(obj, errors):
@@ -862,30 +911,223 @@ def validate_service(obj, errors):
         if v is not None and v not in ("Cluster", "Local"):
             errors.append(FieldError(f"spec.{key}", "Unsupported", v,
                                      'supported values: "Cluster", "Local"'))
-    validate_load_balancer_status(obj, errors)
+
+
+DNS_1123_SUBDOMAIN_MESSAGE = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
+    "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+
+
+def dns_1123_subdomain_problems(value):
+    """k8s.io/apimachinery/pkg/util/validation/validation.go, IsDNS1123Subdomain."""
+    problems = []
+    if len(value) > 253:
+        problems.append("must be no more than 253 characters")
+    if not DNS_1123_SUBDOMAIN.match(value):
+        problems.append(DNS_1123_SUBDOMAIN_MESSAGE)
+    return problems
+
+
+def default_load_balancer_status(obj):
+    """pkg/apis/core/v1/defaults.go, SetDefaults_Service: with the LoadBalancerIPMode feature
+    (GA and locked on since 1.32), an ingress entry of a LoadBalancer Service that has an `ip`
+    and no `ipMode` gets `ipMode: VIP`."""
+    if (obj.get("spec") or {}).get("type") != "LoadBalancer":
+        return
+    ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+    for entry in ingress if isinstance(ingress, list) else []:
+        if isinstance(entry, dict) and entry.get("ip") and entry.get("ipMode") is None:
+            entry["ipMode"] = "VIP"
 
 
 def validate_load_balancer_status(obj, errors):
+    """pkg/apis/core/validation/validation.go, ValidateLoadBalancerStatus (features at their
+    1.32 defaults: LoadBalancerIPMode on, AllowServiceLBStatusOnNonLB off)."""
     ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     if not isinstance(ingress, list):
         errors.append(FieldError("status.loadBalancer.ingress", "Invalid", ingress,
                                  "must be a list"))
+        return
+    if ingress and (obj.get("spec") or {}).get("type", "ClusterIP") != "LoadBalancer":
+        errors.append(FieldError("status.loadBalancer.ingress", "Forbidden",
+                                 detail="may only be used when `spec.type` is 'LoadBalancer'"))
         return
     for i, entry in enumerate(ingress):
         field = f"status.loadBalancer.ingress[{i}]"
         if not isinstance(entry, dict):
             errors.append(FieldError(field, "Invalid", entry, "must be an object"))
             continue
-        if entry.get("ip") and not _is_ip(entry["ip"]):
-            errors.append(FieldError(f"{field}.ip", "Invalid", entry["ip"],
-                                     "must be a valid IP address"))
-        if entry.get("hostname") and _is_ip(entry["hostname"]):
-            errors.append(FieldError(f"{field}.hostname", "Invalid", entry["hostname"],
-                                     "must be a DNS name, not an IP address"))
-        mode = entry.get("ipMode")
-        if mode is not None and mode not in ("VIP", "Proxy"):
+        ip, hostname, mode = entry.get("ip") or "", entry.get("hostname") or "", \
+            entry.get("ipMode")
+        if ip and not _is_ip(ip):
+            errors.append(FieldError(f"{field}.ip", "Invalid", ip, "must be a valid IP address"))
+        # Defaulting (above) gives every entry with an ip its ipMode, so "Required" is never
+        # reached through the API; ipMode without ip is forbidden, and only VIP or Proxy.
+        if mode is None and ip:
+            errors.append(FieldError(f"{field}.ipMode", "Required",
+                                     detail="must be specified when `ip` is set"))
+        elif mode is not None and not ip:
+            errors.append(FieldError(f"{field}.ipMode", "Forbidden",
+                                     detail="may not be specified when `ip` is not set"))
+        elif mode is not None and mode not in ("VIP", "Proxy"):
             errors.append(FieldError(f"{field}.ipMode", "Unsupported", mode,
                                      'supported values: "Proxy", "VIP"'))
+        if hostname:
+            for problem in dns_1123_subdomain_problems(hostname):
+                errors.append(FieldError(f"{field}.hostname", "Invalid", hostname, problem))
+            if _is_ip(hostname):
+                errors.append(FieldError(f"{field}.hostname", "Invalid", hostname,
+                                         "must be a DNS name, not an IP address"))
+
+
+def validate_pod(obj, errors):
+    """The parts of pkg/apis/core/validation/validation.go ValidatePodCreate/ValidatePodSpec
+    that cost little: containers required, each with a DNS-1123 label name (unique) and an
+    image, ports in range, known restartPolicy and dnsPolicy."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        errors.append(FieldError("spec.containers", "Required"))
+        return
+    containers = spec.get("containers")
+    if not containers:
+        errors.append(FieldError("spec.containers", "Required"))
+    names = set()
+    for kind in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(kind) or []):
+            field = f"spec.{kind}[{i}]"
+            if not isinstance(c, dict):
+                errors.append(FieldError(field, "Invalid", c, "must be an object"))
+                continue
+            name = c.get("name") or ""
+            if not name:
+                errors.append(FieldError(f"{field}.name", "Required"))
+            elif name in names:
+                errors.append(FieldError(f"{field}.name", "Duplicate", name))
+            elif not DNS_1123_LABEL.match(name) or len(name) > 63:
+                errors.append(FieldError(f"{field}.name", "Invalid", name,
+                                         "a lowercase RFC 1123 label must consist of lower case "
+                                         "alphanumeric characters or '-', and must start and end "
+                                         "with an alphanumeric character (e.g. 'my-name',  or "
+                                         "'123-abc', regex used for validation is "
+                                         "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')"))
+            names.add(name)
+            if not (c.get("image") or "").strip():
+                errors.append(FieldError(f"{field}.image", "Required"))
+            for j, port in enumerate(c.get("ports") or []):
+                number = port.get("containerPort") if isinstance(port, dict) else None
+                if not isinstance(number, int) or not 1 <= number <= 65535:
+                    errors.append(FieldError(f"{field}.ports[{j}].containerPort", "Invalid",
+                                             number, "must be between 1 and 65535, inclusive"))
+    for key, allowed in (("restartPolicy", ("Always", "OnFailure", "Never")),
+                         ("dnsPolicy", ("ClusterFirst", "ClusterFirstWithHostNet", "Default",
+                                        "None"))):
+        value = spec.get(key)
+        if value is not None and value not in allowed:
+            errors.append(FieldError(f"spec.{key}", "Unsupported", value, "supported values: " +
+                                     ", ".join(f'"{a}"' for a in sorted(allowed))))
+
+
+def default_pod(obj):
+    """pkg/apis/core/v1/defaults.go (SetDefaults_PodSpec, SetDefaults_Container,
+    SetDefaults_ContainerPort) and pkg/registry/core/pod/strategy.go PrepareForCreate: the
+    status a client sends on create is replaced by phase Pending and the QoS class (kubelet
+    sets the rest through /status)."""
+    spec = obj.setdefault("spec", {})
+    for key, value in (("restartPolicy", "Always"), ("dnsPolicy", "ClusterFirst"),
+                       ("terminationGracePeriodSeconds", 30),
+                       ("schedulerName", "default-scheduler"), ("securityContext", {}),
+                       ("enableServiceLinks", True), ("preemptionPolicy", "PreemptLowerPriority"),
+                       ("priority", 0)):
+        spec.setdefault(key, value)
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        if isinstance(c, dict):
+            image = c.get("image") or ""
+            tag = image.rsplit("/", 1)[-1].partition("@")[0].partition(":")[2]
+            c.setdefault("imagePullPolicy", "Always" if "@" not in image and
+                         tag in ("", "latest") else "IfNotPresent")
+            c.setdefault("terminationMessagePath", "/dev/termination-log")
+            c.setdefault("terminationMessagePolicy", "File")
+            c.setdefault("resources", {})
+            for port in c.get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+    obj["status"] = {"phase": "Pending", "qosClass": pod_qos_class(spec)}
+
+
+def pod_grace_period(pod, options):
+    """pkg/registry/core/pod/strategy.go, CheckGracefulDelete: the request's
+    gracePeriodSeconds, else the pod's terminationGracePeriodSeconds; 0 for a pod never
+    scheduled or already finished."""
+    grace = (options or {}).get("gracePeriodSeconds")
+    if grace is None:
+        grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+    if not (pod.get("spec") or {}).get("nodeName") or \
+            (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+        grace = 0
+    return max(0, int(grace or 0))
+
+
+def pod_qos_class(spec):
+    """pkg/apis/core/helper/qos/qos.go, GetPodQOS, for cpu and memory."""
+    containers = [c for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
+                  if isinstance(c, dict)]
+    requests = [c.get("resources", {}).get("requests") or {} for c in containers]
+    limits = [c.get("resources", {}).get("limits") or {} for c in containers]
+    if not any(r.get(k) for r in requests + limits for k in ("cpu", "memory")):
+        return "BestEffort"
+    guaranteed = all(l.get(k) and (r.get(k) in (None, l.get(k)))
+                     for r, l in zip(requests, limits) for k in ("cpu", "memory"))
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def validate_configmap(obj, errors):
+    """pkg/apis/core/validation/validation.go, ValidateConfigMap: keys as IsConfigMapKey
+    (apimachinery util/validation), no key in both data and binaryData, and the values
+    together (binaryData decoded) at most core.MaxSecretSize, 1 MiB, reported as
+    field.TooLong(field.NewPath(""), ...), which prints its field as "[]"."""
+    total = 0
+    data = obj.get("data") or {}
+    binary = obj.get("binaryData") or {}
+    for bag, values in (("data", data), ("binaryData", binary)):
+        if not isinstance(values, dict):
+            errors.append(FieldError(bag, "Invalid", values, "must be a map"))
+            continue
+        for key, value in values.items():
+            for problem in configmap_key_problems(key):
+                errors.append(FieldError(f"{bag}[{key}]", "Invalid", key, problem))
+            if bag == "data" and isinstance(binary, dict) and key in binary:
+                errors.append(FieldError(f"data[{key}]", "Invalid", key,
+                                         "duplicate of key present in binaryData"))
+            if bag == "data":
+                total += len(value.encode()) if isinstance(value, str) else 0
+            else:
+                try:
+                    total += len(base64.b64decode(value or "", validate=True))
+                except (TypeError, ValueError):
+                    errors.append(FieldError(f"binaryData[{key}]", "Invalid", "",
+                                             "illegal base64 data"))
+    if total > MAX_CONFIGMAP_SIZE:
+        errors.append(FieldError("[]", "TooLong", "",
+                                 f"must have at most {MAX_CONFIGMAP_SIZE} bytes"))
+
+
+def configmap_key_problems(key):
+    """k8s.io/apimachinery/pkg/util/validation/validation.go, IsConfigMapKey."""
+    problems = []
+    if len(key) > 253:
+        problems.append("must be no more than 253 characters")
+    if not CONFIGMAP_KEY.match(key):
+        problems.append("a valid config key must consist of alphanumeric characters, '-', '_' "
+                        "or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used "
+                        "for validation is '[-._a-zA-Z0-9]+')")
+    if key == ".":
+        problems.append("must not be '.'")
+    elif key == "..":
+        problems.append("must not be '..'")
+    elif key.startswith(".."):
+        problems.append("must not start with '..'")
+    return problems
 
 
 def validate_lease(obj, errors):
@@ -959,6 +1201,17 @@ SCHEMAS = {
     },
     "ConfigMap": {"apiVersion": None, "kind": None, "metadata": OBJECT_META, "data": None,
                   "binaryData": None, "immutable": None},
+    # Top-level fields only (k8s.io/api core/v1 and discovery/v1 types.go); what is below
+    # them is kept as given.
+    "Pod": {"apiVersion": None, "kind": None, "metadata": OBJECT_META, "spec": None,
+            "status": None},
+    "Namespace": {"apiVersion": None, "kind": None, "metadata": OBJECT_META, "spec": None,
+                  "status": None},
+    "Node": {"apiVersion": None, "kind": None, "metadata": OBJECT_META, "spec": None,
+             "status": None},
+    "Endpoints": {"apiVersion": None, "kind": None, "metadata": OBJECT_META, "subsets": None},
+    "EndpointSlice": {"apiVersion": None, "kind": None, "metadata": OBJECT_META,
+                      "addressType": None, "endpoints": None, "ports": None},
 }
 
 
@@ -990,15 +1243,22 @@ def _prune(value, schema, path, unknown):
             _prune(value[key], schema[key], sub, unknown)
 
 
-def check_unknown_fields(resource, obj, strict):
+def check_unknown_fields(resource, obj, validation, warnings=None):
+    """Server-side field validation (the fieldValidation query parameter; KEP 2885, GA in
+    1.27; staging/src/k8s.io/apiserver/pkg/endpoints/handlers/rest.go, fieldValidation):
+    Strict answers 400 naming every unknown field, Warn (the default) drops them and says so
+    in `Warning` headers, Ignore drops them silently."""
     unknown = prune_unknown_fields(resource.kind, obj)
-    if unknown and strict:
+    if unknown and validation == "Warn" and warnings is not None:
+        warnings.extend(f'unknown field "{u}"' for u in unknown)
+    if unknown and validation == "Strict":
         listing = ", ".join(f'unknown field "{u}"' for u in unknown)
         raise bad_request(f'{resource.kind} in version "{resource.version}" cannot be handled as '
                           f'a {resource.kind}: strict decoding error: {listing}')
 
 
 VALIDATORS = {"Service": validate_service, "Lease": validate_lease, "Event": validate_event,
+              "ConfigMap": validate_configmap, "Pod": validate_pod,
               "EndpointSlice": validate_endpointslice}
 
 
@@ -1060,6 +1320,7 @@ class Store:
         self.watch_queue_size = watch_queue_size
         self.allocated_cluster_ips = set()
         self.allocated_node_ports = set()
+        self.ip_families = ["IPv4"]  # the cluster's service IP families, primary first
         self.random = random.Random()
         self.audit = []       # every change of a Service's status.loadBalancer.ingress
         self.journal = None   # with --state-dir: every change, appended (see save / load)
@@ -1293,9 +1554,157 @@ class Store:
 
     def _release_service(self, svc):
         spec = svc.get("spec", {})
-        self.allocated_cluster_ips.discard(spec.get("clusterIP"))
+        for ip in spec.get("clusterIPs") or [spec.get("clusterIP")]:
+            self.allocated_cluster_ips.discard(ip)
         for p in spec.get("ports", []) or []:
             self.allocated_node_ports.discard(p.get("nodePort"))
+
+    def _default_cluster_ips(self, spec, old_spec, errors):
+        """spec.clusterIP(s), ipFamilies and ipFamilyPolicy as the API server sets them, from
+        the cluster's families (--ip-families): pkg/registry/core/service/storage/alloc.go
+        (initIPFamilyFields, allocClusterIPs) and storage.go (patchAllocatedValues),
+        pkg/apis/core/v1/defaults.go (SetDefaults_Service: clusterIPs from clusterIP) and
+        pkg/apis/core/validation/validation.go (validateIPFamilyInfo,
+        validateServiceClusterIPsRelatedFields). Returns False after adding errors."""
+        cluster = self.ip_families
+        policies = ("SingleStack", "PreferDualStack", "RequireDualStack")
+        if old_spec is not None and old_spec.get("clusterIP"):
+            # patchAllocatedValues: an update that omits them keeps the allocated cluster IPs.
+            if not spec.get("clusterIP"):
+                spec["clusterIP"] = old_spec["clusterIP"]
+            if not spec.get("clusterIPs") and old_spec.get("clusterIPs"):
+                spec["clusterIPs"] = list(old_spec["clusterIPs"])
+            # A client that PUTs back what it read sends these too; one that leaves them out
+            # (a merge or strategic patch never does) keeps them, as kubectl users expect.
+            if "ipFamilies" not in spec and old_spec.get("ipFamilies"):
+                spec["ipFamilies"] = list(old_spec["ipFamilies"])
+            if "ipFamilyPolicy" not in spec and old_spec.get("ipFamilyPolicy"):
+                spec["ipFamilyPolicy"] = old_spec["ipFamilyPolicy"]
+        ips = list(spec.get("clusterIPs") or [])
+        if spec.get("clusterIP") and not ips:
+            ips = [spec["clusterIP"]]
+        if ips and spec.get("clusterIP") and ips[0] != spec["clusterIP"]:
+            errors.append(FieldError("spec.clusterIPs[0]", "Invalid", ips[0],
+                                     "must match `clusterIP` if specified"))
+            return False
+        families = list(spec.get("ipFamilies") or [])
+        policy = spec.get("ipFamilyPolicy")
+        if not isinstance(families, list) or not all(isinstance(f, str) for f in families):
+            errors.append(FieldError("spec.ipFamilies", "Invalid", families, "must be a list"))
+            return False
+        if policy is not None and policy not in policies:
+            errors.append(FieldError("spec.ipFamilyPolicy", "Unsupported", policy,
+                                     "supported values: " + ", ".join(f'"{p}"' for p in policies)))
+        for i, family in enumerate(families):
+            if family not in ("IPv4", "IPv6"):
+                errors.append(FieldError(f"spec.ipFamilies[{i}]", "Unsupported", family,
+                                         'supported values: "IPv4", "IPv6"'))
+            elif family in families[:i]:
+                errors.append(FieldError(f"spec.ipFamilies[{i}]", "Duplicate", family))
+        if len(families) > 2:
+            errors.append(FieldError("spec.ipFamilies", "Invalid", families,
+                                     "may specify no more than one IP for each IP family"))
+        if len(ips) > 2:
+            errors.append(FieldError("spec.clusterIPs", "Invalid", ips,
+                                     "may specify no more than one IP for each IP family"))
+        for i, ip in enumerate(ips):
+            if ip == "None" and i == 0 and len(ips) == 1:
+                continue
+            if ip == "None" or not _is_ip(ip):
+                errors.append(FieldError(f"spec.clusterIPs[{i}]", "Invalid", ip,
+                                         "must be empty, 'None', or a valid IP address"))
+        if errors:
+            return False
+        # Update only: SingleStack with the same clusterIPs / ipFamilies drops the secondary.
+        if old_spec is not None and (policy or "SingleStack") == "SingleStack":
+            if ips == (old_spec.get("clusterIPs") or []) and len(ips) > 1:
+                ips = ips[:1]
+            if families == (old_spec.get("ipFamilies") or []) and len(families) > 1:
+                families = families[:1]
+        # The families of the given cluster IPs, in order.
+        for i, ip in enumerate(ips):
+            if ip == "None":
+                break
+            family = "IPv6" if ":" in ip else "IPv4"
+            if i >= len(families):
+                if family not in cluster:
+                    errors.append(FieldError(f"spec.clusterIPs[{i}]", "Invalid", ips,
+                                             f"{family} is not configured on this cluster"))
+                    return False
+                families.append(family)
+            elif families[i] != family:
+                errors.append(FieldError(f"spec.clusterIPs[{i}]", "Invalid", ip,
+                                         f"expected an {families[i]} value as indicated by "
+                                         f"`ipFamilies[{i}]`"))
+                return False
+        if len(ips) == 2 and families[0] == families[1]:
+            errors.append(FieldError("spec.clusterIPs[1]", "Invalid", ips[1],
+                                     "may specify no more than one IP for each IP family"))
+            return False
+        headless = ips[:1] == ["None"]
+        if headless and not spec.get("selector"):
+            # The headless, selectorless special case: any families, no cluster IP.
+            if policy is None:
+                policy = "PreferDualStack" if len(cluster) > 1 else "SingleStack"
+            if not families:
+                families = [cluster[0]]
+            if len(families) < 2 and policy != "SingleStack":
+                families.append("IPv6" if families[0] == "IPv4" else "IPv4")
+            spec.update(clusterIP="None", clusterIPs=["None"], ipFamilies=families,
+                        ipFamilyPolicy=policy)
+            return True
+        if policy == "RequireDualStack" and len(cluster) < 2:
+            errors.append(FieldError("spec.ipFamilyPolicy", "Invalid", policy,
+                                     "this cluster is not configured for dual-stack services"))
+        for i, family in enumerate(families):
+            if family not in cluster:
+                errors.append(FieldError(f"spec.ipFamilies[{i}]", "Invalid", family,
+                                         "not configured on this cluster"))
+        if errors:
+            return False
+        policy = policy or "SingleStack"
+        if not families:
+            families = [cluster[0]]
+        if policy != "SingleStack" and len(families) == 1 and len(cluster) == 2:
+            families.append("IPv6" if families[0] == "IPv4" else "IPv4")
+        if policy == "SingleStack" and len(families) > 1:
+            errors.append(FieldError("spec.ipFamilyPolicy", "Invalid", policy,
+                                     "must be 'RequireDualStack' or 'PreferDualStack' when "
+                                     "multiple IP families are specified"))
+            return False
+        if policy == "SingleStack" and len(ips) > 1:
+            errors.append(FieldError("spec.ipFamilyPolicy", "Invalid", policy,
+                                     "must be 'RequireDualStack' or 'PreferDualStack' when "
+                                     "multiple cluster IPs are specified"))
+            return False
+        old_ips = list((old_spec or {}).get("clusterIPs") or
+                       ([old_spec["clusterIP"]] if (old_spec or {}).get("clusterIP") else []))
+        if old_ips and ips[:1] != old_ips[:1]:
+            errors.append(FieldError("spec.clusterIPs[0]", "Invalid", ips[:1] or "",
+                                     "may not change once set"))
+            return False
+        if headless:
+            new_ips = ["None"]
+        else:
+            new_ips = []
+            for i, family in enumerate(families):
+                requested = ips[i] if i < len(ips) else ""
+                if requested and requested in old_ips:
+                    new_ips.append(requested)
+                    continue
+                ip = self._allocate_cluster_ip(requested, errors, family)
+                if ip is None:
+                    for taken in new_ips:
+                        if taken not in old_ips:
+                            self.allocated_cluster_ips.discard(taken)
+                    return False
+                new_ips.append(ip)
+        for ip in old_ips:
+            if ip not in new_ips:
+                self.allocated_cluster_ips.discard(ip)
+        spec.update(clusterIP=new_ips[0], clusterIPs=new_ips, ipFamilies=families,
+                    ipFamilyPolicy=policy)
+        return True
 
     def _default_service(self, svc, old, errors):
         """Defaults a Service's spec and allocates its cluster IP and node ports."""
@@ -1306,29 +1715,30 @@ class Store:
             p.setdefault("protocol", "TCP")
             p.setdefault("targetPort", p.get("port"))
         if stype == "ExternalName":
+            # pkg/apis/core/validation/validation.go (ValidateService): no cluster IPs and no
+            # families on an ExternalName Service; pkg/registry/core/service/strategy.go
+            # (dropTypeDependentFields): those kept unchanged from before a type change to
+            # ExternalName are dropped instead.
+            carried = old is not None and old_spec.get("type", "ClusterIP") != "ExternalName"
+            forbidden = set()
+            for key, field in (("clusterIP", "spec.clusterIPs"), ("clusterIPs", "spec.clusterIPs"),
+                               ("ipFamilies", "spec.ipFamilies"),
+                               ("ipFamilyPolicy", "spec.ipFamilyPolicy")):
+                if spec.get(key) and not (carried and spec[key] == old_spec.get(key)) and \
+                        field not in forbidden:
+                    forbidden.add(field)
+                    errors.append(FieldError(field, "Forbidden",
+                                             detail="may not be set for ExternalName services"))
+            if errors:
+                return
             for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
                 spec.pop(key, None)
-            if old_spec.get("clusterIP") and old_spec.get("clusterIP") != "None":
-                self.allocated_cluster_ips.discard(old_spec["clusterIP"])
+            for ip in old_spec.get("clusterIPs") or [old_spec.get("clusterIP")]:
+                self.allocated_cluster_ips.discard(ip)
         else:
-            if old is not None and not spec.get("clusterIP") and old_spec.get("clusterIP"):
-                spec["clusterIP"] = old_spec["clusterIP"]
-            if old is not None and old_spec.get("clusterIP") and \
-                    spec.get("clusterIP") != old_spec.get("clusterIP"):
-                errors.append(FieldError("spec.clusterIPs[0]", "Invalid", spec.get("clusterIP"),
-                                         "may not change once set"))
+            if not self._default_cluster_ips(spec, old_spec if old is not None else None,
+                                             errors):
                 return
-            if old is None or not old_spec.get("clusterIP"):
-                families = spec.get("ipFamilies") or ["IPv4"]
-                family = families[0] if families[0] in CLUSTER_IP_NETWORKS else "IPv4"
-                ip = self._allocate_cluster_ip(spec.get("clusterIP"), errors, family)
-                if ip is None:
-                    return
-                spec["clusterIP"] = ip
-            spec["clusterIPs"] = [spec["clusterIP"]]
-            if spec["clusterIP"] != "None" or old is None:
-                spec.setdefault("ipFamilies", ["IPv4"])
-                spec.setdefault("ipFamilyPolicy", "SingleStack")
             spec.setdefault("internalTrafficPolicy", "Cluster")
         spec.setdefault("sessionAffinity", "None")
         wants_node_ports = stype == "NodePort" or (
@@ -1370,8 +1780,8 @@ class Store:
             raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
                            {"name": namespace, "kind": "namespaces"})
 
-    def _validate(self, resource, obj, name):
-        errors = []
+    def _validate(self, resource, obj, name, errors=None):
+        errors = list(errors or [])
         validate_metadata(resource, obj, errors)
         validator = VALIDATORS.get(resource.kind)
         if validator:
@@ -1414,6 +1824,8 @@ class Store:
                     self.allocated_cluster_ips, self.allocated_node_ports = saved
                 if errors:
                     raise invalid(resource, name, errors)
+            if resource.kind == "Pod":
+                default_pod(obj)
             if resource.kind == "Namespace":
                 obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
                 obj["status"] = {"phase": "Active"}
@@ -1547,7 +1959,13 @@ class Store:
                 new["metadata"].pop("managedFields", None)
             new["apiVersion"] = resource.api_version
             new["kind"] = resource.kind
-            self._validate(resource, new, name)
+            status_errors = []
+            if resource.kind == "Service" and subresource == "status":
+                # pkg/registry/core/service/strategy.go: the status is validated on status
+                # writes only (ValidateServiceStatusUpdate), after defaulting.
+                default_load_balancer_status(new)
+                validate_load_balancer_status(new, status_errors)
+            self._validate(resource, new, name, status_errors)
             errors = []
             if resource.kind == "Service" and subresource is None:
                 saved = (set(self.allocated_cluster_ips), set(self.allocated_node_ports))
@@ -1574,7 +1992,7 @@ class Store:
             return copy.deepcopy(new), False
 
     def patch(self, resource, namespace, name, patch_type, body, subresource=None,
-              dry_run=False, strict=False):
+              dry_run=False, validation="Warn", warnings=None):
         with self.lock:
             current = self.get(resource, namespace, name)
             if patch_type == "merge":
@@ -1591,7 +2009,7 @@ class Store:
                 raise AssertionError(patch_type)
             if not isinstance(patched, dict):
                 raise bad_request("the patched object is not a JSON object")
-            check_unknown_fields(resource, patched, strict)
+            check_unknown_fields(resource, patched, validation, warnings)
             patched.setdefault("metadata", {})
             # A resourceVersion in the patch is a precondition, as on the real server.
             if patched["metadata"].get("resourceVersion") is None:
@@ -1626,6 +2044,23 @@ class Store:
                                _details(resource, name))
             if dry_run:
                 return copy.deepcopy(current)
+            grace = pod_grace_period(current, options) if resource.kind == "Pod" else 0
+            if grace > 0:
+                # pkg/registry/core/pod/strategy.go, CheckGracefulDelete: a pod bound to a node
+                # and not finished is only marked; its kubelet deletes it (with
+                # gracePeriodSeconds=0) once its containers stopped. kubesim runs no kubelet:
+                # `kubectl delete --grace-period=0 --force` (or the test) removes it.
+                if current["metadata"].get("deletionTimestamp"):
+                    return copy.deepcopy(current)
+                new = copy.deepcopy(current)
+                new["metadata"]["deletionTimestamp"] = (
+                    datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+                        seconds=grace)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                new["metadata"]["deletionGracePeriodSeconds"] = grace
+                new["metadata"]["resourceVersion"] = self.next_rv()
+                self.objects[resource.key][ref] = new
+                self._record(resource, "MODIFIED", current, new)
+                return copy.deepcopy(new)
             if current["metadata"].get("finalizers") and resource.kind != "Namespace":
                 if current["metadata"].get("deletionTimestamp"):
                     return copy.deepcopy(current)
@@ -1874,6 +2309,123 @@ def openapi_v3_group_version(group, version):
             "components": {"schemas": {}}}
 
 
+# ----------------------------------------------------------------------------------------------
+# OpenAPI v2 (/openapi/v2): kubectl validates a `kind: List` file on the client against these
+# definitions (k8s.io/kubectl/pkg/validation: a List's GVK has no endpoint declaring the
+# fieldValidation parameter, so kubectl falls back to the v2 schema and validates each item;
+# a kind it finds no definition for is skipped). The definitions are made from SCHEMAS, the
+# fields the simulator itself knows, so client and server agree; named as the real server
+# names them so kubectl's messages read the same ("unknown field "x" in
+# io.k8s.api.core.v1.ServiceSpec"). No paths: kubectl then computes apply's strategic merge
+# patches from its built-in types, the same patches the real server's paths would give.
+
+OPENAPI_NAMES = {
+    "Service": "io.k8s.api.core.v1.Service",
+    "Service.spec": "io.k8s.api.core.v1.ServiceSpec",
+    "Service.spec.ports": "io.k8s.api.core.v1.ServicePort",
+    "Service.status": "io.k8s.api.core.v1.ServiceStatus",
+    "Service.status.loadBalancer": "io.k8s.api.core.v1.LoadBalancerStatus",
+    "Service.status.loadBalancer.ingress": "io.k8s.api.core.v1.LoadBalancerIngress",
+    "Lease": "io.k8s.api.coordination.v1.Lease",
+    "Lease.spec": "io.k8s.api.coordination.v1.LeaseSpec",
+    "ConfigMap": "io.k8s.api.core.v1.ConfigMap",
+    "Pod": "io.k8s.api.core.v1.Pod",
+    "Namespace": "io.k8s.api.core.v1.Namespace",
+    "Node": "io.k8s.api.core.v1.Node",
+    "Endpoints": "io.k8s.api.core.v1.Endpoints",
+    "EndpointSlice": "io.k8s.api.discovery.v1.EndpointSlice",
+    "metadata": "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+}
+OPENAPI_REQUIRED = {"io.k8s.api.core.v1.ServicePort": ["port"]}
+
+
+def openapi_v2_document():
+    """Swagger 2.0, as a dict, with a definition for each kind in SCHEMAS."""
+    definitions = {}
+
+    def schema_for(value, path):
+        if value is None:
+            return {}  # any value (an arbitrary schema to kubectl)
+        if isinstance(value, list):
+            return {"type": "array", "items": schema_for(value[0], path)}
+        name = OPENAPI_NAMES.get(path.rsplit(".", 1)[-1] if path.endswith(".metadata") else
+                                 path) or OPENAPI_NAMES.get(path)
+        body = {"type": "object", "properties": {
+            key: schema_for(sub, f"{path}.{key}") for key, sub in value.items()}}
+        if name is None:
+            return body
+        if name not in definitions:
+            if name in OPENAPI_REQUIRED:
+                body["required"] = OPENAPI_REQUIRED[name]
+            definitions[name] = body
+        return {"$ref": f"#/definitions/{name}"}
+
+    for kind, schema in SCHEMAS.items():
+        schema_for(schema, kind)
+        resource = next(r for r in RESOURCES if r.kind == kind)
+        definitions[OPENAPI_NAMES[kind]]["x-kubernetes-group-version-kind"] = [
+            {"group": resource.group, "kind": kind, "version": resource.version}]
+    return {"swagger": "2.0", "info": {"title": "Kubernetes",
+                                       "version": SERVER_VERSION["gitVersion"]},
+            "paths": {}, "definitions": definitions}
+
+
+def _pb_varint(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb_field(number, payload):
+    """A length-delimited field (wire type 2): strings and embedded messages."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return _pb_varint(number << 3 | 2) + _pb_varint(len(payload)) + payload
+
+
+def _pb_schema(schema):
+    """gnostic openapi_v2.Schema (github.com/google/gnostic-models openapiv2/OpenAPIv2.proto):
+    _ref 1, required 19, type 22 (TypeItem: value 1), items 23 (ItemsItem: schema 1),
+    properties 25 (Properties: additional_properties 1 of NamedSchema: name 1, value 2),
+    vendor_extension 31 (NamedAny: name 1, value 2 = Any: yaml 2)."""
+    out = b""
+    if "$ref" in schema:
+        out += _pb_field(1, schema["$ref"])
+    for name in schema.get("required", []):
+        out += _pb_field(19, name)
+    if "type" in schema:
+        out += _pb_field(22, _pb_field(1, schema["type"]))
+    if "items" in schema:
+        out += _pb_field(23, _pb_field(1, _pb_schema(schema["items"])))
+    if "properties" in schema:
+        out += _pb_field(25, b"".join(
+            _pb_field(1, _pb_field(1, key) + _pb_field(2, _pb_schema(sub)))
+            for key, sub in schema["properties"].items()))
+    for key, value in schema.items():
+        if key.startswith("x-"):
+            out += _pb_field(31, _pb_field(1, key) + _pb_field(2, _pb_field(2, json.dumps(value))))
+    return out
+
+
+def openapi_v2_protobuf(document):
+    """gnostic openapi_v2.Document: swagger 1, info 2 (title 1, version 2), paths 8,
+    definitions 9 (additional_properties 1 of NamedSchema). kubectl asks for this encoding
+    (client-go discovery OpenAPISchema: Accept application/com.github.proto-openapi.spec.v2
+    @v1.0+protobuf) and accepts no other."""
+    info = document["info"]
+    return (_pb_field(1, document["swagger"]) +
+            _pb_field(2, _pb_field(1, info["title"]) + _pb_field(2, info["version"])) +
+            _pb_field(8, b"") +
+            _pb_field(9, b"".join(_pb_field(1, _pb_field(1, name) + _pb_field(2, _pb_schema(s)))
+                                  for name, s in document["definitions"].items())))
+
+
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+
+
 def api_groups():
     groups = collections.OrderedDict()
     for group, version in GROUP_VERSIONS:
@@ -1916,12 +2468,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_json(self, code, body, content_type="application/json", headers=None):
         data = json.dumps(body, separators=(",", ":")).encode() + b"\n"
+        self.send_bytes(code, data, content_type, headers)
+
+    def send_bytes(self, code, data, content_type, headers=None):
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache, private")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        # RFC 7234 warn-code 299, as the API server sends warnings (apiserver/pkg/warning).
+        for text in getattr(self, "warnings", None) or []:
+            self.send_header("Warning", "299 - " + json.dumps(text))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -1979,6 +2537,7 @@ class Handler(BaseHTTPRequestHandler):
         path = url.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True)
                  .items()}
+        self.warnings = []
         try:
             auth = self.headers.get("Authorization", "")
             if not secrets.compare_digest(auth.encode(), f"Bearer {sim.token}".encode()):
@@ -2081,6 +2640,12 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send_json(200, api_groups())
             if path == "/api/v1":
                 return self.send_json(200, discovery_resources("", "v1"))
+            if path == "/openapi/v2":
+                document = openapi_v2_document()
+                if "protobuf" in self.headers.get("Accept", ""):
+                    return self.send_bytes(200, openapi_v2_protobuf(document),
+                                           OPENAPI_V2_PROTOBUF)
+                return self.send_json(200, document)
             if path == "/openapi/v3":
                 return self.send_json(200, openapi_v3_root())
             if parts[:2] == ["openapi", "v3"]:
@@ -2133,7 +2698,9 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource",
                            {})
         dry_run = query.get("dryRun") == "All"
-        self.strict = query.get("fieldValidation") == "Strict"
+        self.field_validation = query.get("fieldValidation") or "Warn"
+        if self.field_validation not in ("Ignore", "Warn", "Strict"):
+            raise bad_request(f"invalid fieldValidation directive: {self.field_validation}")
         if "dryRun" in query and query["dryRun"] not in ("All", ""):
             raise bad_request(f'dryRun: Unsupported value: "{query["dryRun"]}": supported '
                               'values: "All"')
@@ -2184,11 +2751,14 @@ class Handler(BaseHTTPRequestHandler):
             if body is None:
                 raise bad_request("the body of the request was empty")
             obj = self.sim.store.patch(resource, namespace, name, kinds[content_type], body,
-                                       subresource, dry_run, self.strict)
+                                       subresource, dry_run, self.field_validation,
+                                       self.warnings)
             return self.send_json(200, obj)
         if method == "DELETE" and name is not None and subresource is None:
             self.sim.stats.count(method, "delete", label)
             options = self.read_body() or {}
+            if query.get("gracePeriodSeconds", "").lstrip("-").isdigit():
+                options.setdefault("gracePeriodSeconds", int(query["gracePeriodSeconds"]))
             obj = self.sim.store.delete(resource, namespace, name, options, dry_run)
             return self.send_json(200, obj)
         if method == "DELETE" and name is None:
@@ -2225,7 +2795,7 @@ class Handler(BaseHTTPRequestHandler):
                               f"({resource.kind})")
         if not isinstance(body.get("metadata", {}), dict):
             raise bad_request("metadata must be an object")
-        check_unknown_fields(resource, body, self.strict)
+        check_unknown_fields(resource, body, self.field_validation, self.warnings)
         return body
 
     def serve_list(self, resource, namespace, query):
@@ -2515,6 +3085,10 @@ def main(argv=None):
                         help="keep the objects, the audit log, the CA and certificates, the "
                         "token and the port here across restarts (like etcd behind a real "
                         "API server)")
+    parser.add_argument("--ip-families", default="IPv4",
+                        choices=["IPv4", "IPv6", "IPv4,IPv6", "IPv6,IPv4"],
+                        help="the cluster's service IP families, primary first: single-stack "
+                        "IPv4 (default), single-stack IPv6, or dual-stack")
     args = parser.parse_args(argv)
 
     workdir = os.path.abspath(args.workdir)
@@ -2544,6 +3118,7 @@ def main(argv=None):
 
     sim = Simulator(token, max(1, args.window), args.bookmark_interval, max(1, args.watch_queue),
                     state_dir or None)
+    sim.store.ip_families = args.ip_families.split(",")
     if not sim.restored:
         for path in args.seed:
             load_seed(sim, path)

@@ -207,10 +207,11 @@ class WatchStream:
 
 
 def start(workdir, token=None, window=None, bookmark_interval=None, extra_args=(),
-          timeout=30, state_dir=None):
+          timeout=30, state_dir=None, ip_families=None):
     """Starts kubesim with files in `workdir`; returns a Simulator once it printed `ready`.
     With `state_dir`, a simulator started again on the same directory comes back with the
-    same objects, CA, token and port."""
+    same objects, CA, token and port. `ip_families`: the cluster's service IP families,
+    "IPv4" (the default), "IPv6", "IPv4,IPv6" or "IPv6,IPv4"."""
     os.makedirs(workdir, exist_ok=True)
     args = [sys.executable, KUBESIM, "--workdir", workdir, "--port", "0"]
     if state_dir:
@@ -221,6 +222,8 @@ def start(workdir, token=None, window=None, bookmark_interval=None, extra_args=(
         args += ["--window", str(window)]
     if bookmark_interval is not None:
         args += ["--bookmark-interval", str(bookmark_interval)]
+    if ip_families:
+        args += ["--ip-families", ip_families]
     args += list(extra_args)
     log = open(os.path.join(workdir, "kubesim.log"), "ab")
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)

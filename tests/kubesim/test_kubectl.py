@@ -86,6 +86,78 @@ status:
 """
 
 
+# A `kind: List` file, as `kubectl get -o yaml` writes one: kubectl validates it on the client
+# against the server's /openapi/v2 (a List has no endpoint of its own).
+LIST_FILE = """\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: listed-cm, namespace: checks}
+  data: {key: value}
+- apiVersion: v1
+  kind: Service
+  metadata:
+    name: listed-svc
+    namespace: checks
+    annotations: {loadBalancer/pool: external}
+  spec:
+    type: LoadBalancer
+    selector: {app: listed}
+    ports: [{name: http, port: 80, targetPort: 8080}]
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: listed-pod, namespace: checks, labels: {app: listed}}
+  spec:
+    containers: [{name: web, image: "registry.example/web:1.0"}]
+"""
+
+MULTI_DOC_FILE = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: multi-cm, namespace: checks}
+data: {key: value}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: multi-svc, namespace: checks}
+spec:
+  type: LoadBalancer
+  ports: [{port: 443}]
+"""
+
+# loadbalancerIP and nodeport are typos (loadBalancerIP, nodePort).
+LIST_WITH_TYPOS = """\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: typo-list, namespace: checks}
+  spec:
+    type: LoadBalancer
+    loadbalancerIP: 203.0.113.5
+    ports: [{port: 80, nodeport: 31000}]
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: typo-pod, namespace: checks}
+  spec:
+    containers: [{name: web, image: "registry.example/web:1.0"}]
+  satus: {phase: Running}
+"""
+
+SERVICE_WITH_TYPO = """\
+apiVersion: v1
+kind: Service
+metadata: {name: typo-svc, namespace: checks}
+spec:
+  type: LoadBalancer
+  loadbalancerIP: 203.0.113.5
+  ports: [{port: 80}]
+"""
+
+
 class KubectlTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -150,7 +222,7 @@ class KubectlTest(unittest.TestCase):
         self.assertEqual(wide[1].split()[-1], "app=myapp")
         all_ns = self.kubectl("get", "svc", "-A").stdout.splitlines()
         self.assertEqual(all_ns[0].split()[:2], ["NAMESPACE", "NAME"])
-        self.assertEqual(all_ns[1].split()[:2], ["default", "myapp-loadbalancer"])
+        self.assertIn(["default", "myapp-loadbalancer"], [row.split()[:2] for row in all_ns[1:]])
 
         # apply -f the same manifest (adds last-applied), then a changed one
         self.kubectl("apply", "-f", basic)
@@ -199,6 +271,49 @@ class KubectlTest(unittest.TestCase):
         self.assertEqual(raw.status, 422)
         self.assertEqual(raw.body["reason"], "Invalid")
         self.assertEqual(raw.body["details"]["causes"][0]["field"], "spec.ports")
+
+    def checks_namespace(self):
+        """A namespace of their own, apart from the Services the other tests list."""
+        self.sim.request("POST", "/api/v1/namespaces", {"metadata": {"name": "checks"}})
+
+    def test_apply_validates_without_validate_false(self):
+        self.checks_namespace()
+        # A List file and a multi-document file, with kubectl's default validation (Strict).
+        out = self.kubectl("apply", "-f", self.manifest("list.yml", LIST_FILE)).stdout
+        for created in ("configmap/listed-cm created", "service/listed-svc created",
+                        "pod/listed-pod created"):
+            self.assertIn(created, out)
+        svc = json.loads(self.kubectl("get", "svc", "listed-svc", "-n", "checks",
+                                      "-o", "json").stdout)
+        self.assertEqual(svc["metadata"]["annotations"]["loadBalancer/pool"], "external")
+        pods = self.kubectl("get", "pods", "-n", "checks", "-l", "app=listed").stdout.splitlines()
+        self.assertEqual(pods[1].split()[:3], ["listed-pod", "0/1", "Pending"])
+        out = self.kubectl("apply", "-f", self.manifest("multi.yml", MULTI_DOC_FILE)).stdout
+        self.assertIn("service/multi-svc created", out)
+
+    def test_unknown_fields_are_refused_as_a_real_cluster_refuses_them(self):
+        self.checks_namespace()
+        # In a List: kubectl's client-side check against /openapi/v2; nothing is created.
+        result = self.kubectl("apply", "-f", self.manifest("typos.yml", LIST_WITH_TYPOS),
+                              check=False)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn('unknown field "loadbalancerIP" in io.k8s.api.core.v1.ServiceSpec',
+                      result.stderr)
+        self.assertIn('unknown field "nodeport" in io.k8s.api.core.v1.ServicePort', result.stderr)
+        self.assertIn('unknown field "satus" in io.k8s.api.core.v1.Pod', result.stderr)
+        missing = self.kubectl("get", "svc", "typo-list", "-n", "checks", check=False)
+        self.assertNotEqual(missing.returncode, 0)
+        # One object: the server's field validation (fieldValidation=Strict, kubectl's default).
+        typo = self.manifest("typo.yml", SERVICE_WITH_TYPO)
+        result = self.kubectl("apply", "-f", typo, check=False)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn('strict decoding error: unknown field "spec.loadbalancerIP"', result.stderr)
+        # --validate=warn: the server drops the field and says so in a Warning header.
+        result = self.kubectl("apply", "--validate=warn", "-f", typo)
+        self.assertIn('Warning: unknown field "spec.loadbalancerIP"', result.stderr)
+        svc = json.loads(self.kubectl("get", "svc", "typo-svc", "-n", "checks",
+                                      "-o", "json").stdout)
+        self.assertNotIn("loadbalancerIP", svc["spec"])
 
     def test_explicit_server_token_and_ca(self):
         connection = ["--server", self.sim.url, "--token", self.sim.token,

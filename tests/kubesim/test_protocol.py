@@ -109,7 +109,16 @@ class AuthAndDiscoveryTest(SimulatorTestCase):
             self.assertIn(gv, versions)
             self.assertEqual(self.sim.must("GET", f"/apis/{gv}")["groupVersion"], gv)
         self.assertEqual(self.sim.must("GET", "/version")["major"], "1")
-        for path in ("/openapi/v2", "/no/such/path", "/api/v1/nosuchresources"):
+        v2 = self.sim.must("GET", "/openapi/v2")["definitions"]
+        self.assertEqual(v2["io.k8s.api.core.v1.Service"]["x-kubernetes-group-version-kind"],
+                         [{"group": "", "kind": "Service", "version": "v1"}])
+        self.assertEqual(v2["io.k8s.api.core.v1.ServiceSpec"]["properties"]["ports"]["items"],
+                         {"$ref": "#/definitions/io.k8s.api.core.v1.ServicePort"})
+        proto = self.sim.request("GET", "/openapi/v2", headers={
+            "Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
+        self.assertEqual(proto.headers["Content-Type"],
+                         "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+        for path in ("/no/such/path", "/api/v1/nosuchresources"):
             with self.subTest(path):
                 self.assertEqual(self.sim.request("GET", path).status, 404)
 
@@ -218,6 +227,20 @@ class CrudTest(SimulatorTestCase):
             "application/merge-patch+json")
         self.assertEqual(patched["status"], {"loadBalancer": {}})
 
+    def test_unknown_fields_are_warned_about_by_default(self):
+        body = service("warned")
+        body["spec"]["loadbalancerIP"] = "203.0.113.5"
+        for validation, warned in (("", True), ("Warn", True), ("Ignore", False)):
+            with self.subTest(validation or "default"):
+                query = {"fieldValidation": validation} if validation else None
+                resp = self.sim.request("POST", self.path("services", query=query), body)
+                self.assertEqual(resp.status, 201, resp.body)
+                self.assertNotIn("loadbalancerIP", resp.body["spec"])
+                self.assertEqual(resp.headers.get("Warning"),
+                                 '299 - "unknown field \\"spec.loadbalancerIP\\""' if warned
+                                 else None)
+                self.sim.must("DELETE", self.path("services", "warned"))
+
     def test_missing_namespace_and_mismatched_namespace(self):
         resp = self.sim.request("POST", "/api/v1/namespaces/nope/configmaps", configmap("a"))
         self.assertEqual((resp.status, resp.body["message"]), (404,
@@ -284,7 +307,7 @@ class UpdatePatchTest(SimulatorTestCase):
     def test_status_subresource_changes_only_status(self):
         svc = self.create("services", service("web"))
         self.assertEqual(svc["status"], {"loadBalancer": {}})
-        ingress = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
+        ingress = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10", "ipMode": "Proxy"}]}}
 
         # PUT on the main resource ignores status
         svc["status"] = ingress
@@ -303,10 +326,12 @@ class UpdatePatchTest(SimulatorTestCase):
 
         # PUT on /status with a changed spec: only the status is taken
         patched["spec"]["selector"] = {"app": "ignored"}
+        # no ipMode: the server defaults it to VIP
         patched["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.11"}]}}
         put = self.sim.must("PUT", self.path("services", "web", "status"), patched)
         self.assertEqual(put["spec"]["selector"], {"app": "web"})
-        self.assertEqual(put["status"]["loadBalancer"]["ingress"], [{"ip": "203.0.113.11"}])
+        self.assertEqual(put["status"]["loadBalancer"]["ingress"],
+                         [{"ip": "203.0.113.11", "ipMode": "VIP"}])
 
         bad = self.sim.request("PATCH", self.path("services", "web", "status"),
                                {"status": {"loadBalancer": {"ingress": [{"ip": "not-an-ip"}]}}},
@@ -777,7 +802,278 @@ class AuditTest(SimulatorTestCase):
         self.assertEqual([e["seq"] for e in entries], list(range(entries[0]["seq"], entries[0]["seq"] + 5)))
 
 
+class RealServerRulesTest(SimulatorTestCase):
+    """Rules of the real API server, each from the Kubernetes source cited in kubesim.py:
+    neither more lenient nor stricter."""
+
+    def expect_invalid(self, resp, message):
+        self.assertEqual(resp.status, 422, resp.body)
+        self.assertEqual(resp.body["reason"], "Invalid")
+        self.assertIn(message, resp.body["message"])
+
+    def test_annotation_keys_are_checked_lower_cased_and_their_size_is_limited(self):
+        # apimachinery ValidateAnnotations lower-cases a key before the qualified-name check.
+        cases = [("the original's spelling", {"loadBalancer/pool": "external"}, None),
+                 ("upper-case prefix", {"LoadBalancer.Example.COM/Pool": "x"}, None),
+                 ("space in the key", {"loadbalancer/my pool": "x"},
+                  'metadata.annotations: Invalid value: "loadbalancer/my pool": name part'),
+                 ("empty prefix", {"/pool": "x"}, 'Invalid value: "/pool": prefix part'),
+                 ("256 KiB exactly", {"k": "v" * (262144 - 1)}, None),
+                 ("one byte more", {"k": "v" * 262144},
+                  "metadata.annotations: Too long: must have at most 262144 bytes")]
+        for i, (description, annotations, message) in enumerate(cases):
+            with self.subTest(description):
+                body = configmap(f"a{i}")
+                body["metadata"]["annotations"] = annotations
+                resp = self.sim.request("POST", self.path("configmaps"), body)
+                if message is None:
+                    self.assertEqual(resp.status, 201, resp.body)
+                    self.assertEqual(resp.body["metadata"]["annotations"], annotations)
+                else:
+                    self.expect_invalid(resp, message)
+
+    def test_configmaps_over_one_mebibyte_are_refused(self):
+        mib = 1024 * 1024
+        b64 = __import__("base64").b64encode
+        cases = [("1 MiB of data", {"data": {"a": "x" * (mib - 10), "b": "y" * 10}}, None),
+                 ("1 MiB + 1", {"data": {"a": "x" * (mib - 10), "b": "y" * 11}},
+                  'ConfigMap "c1" is invalid: []: Too long: must have at most 1048576 bytes'),
+                 ("binaryData counts decoded", {"data": {"a": "x" * (mib - 3)},
+                                                "binaryData": {"b": b64(b"abc").decode()}}, None),
+                 ("data and binaryData together", {"data": {"a": "x" * (mib - 3)},
+                                                   "binaryData": {"b": b64(b"abcd").decode()}},
+                  "[]: Too long: must have at most 1048576 bytes"),
+                 ("bad key", {"data": {"a/b": "x"}}, 'data[a/b]: Invalid value: "a/b"'),
+                 ("key in both", {"data": {"k": "x"}, "binaryData": {"k": ""}},
+                  "duplicate of key present in binaryData")]
+        for i, (description, content, message) in enumerate(cases):
+            with self.subTest(description):
+                body = dict({"apiVersion": "v1", "kind": "ConfigMap",
+                             "metadata": {"name": f"c{i}"}}, **content)
+                resp = self.sim.request("POST", self.path("configmaps"), body)
+                if message is None:
+                    self.assertEqual(resp.status, 201, resp.body.get("message"))
+                else:
+                    self.expect_invalid(resp, message)
+        # An update is held to the same limit.
+        grow = self.sim.request("PATCH", self.path("configmaps", "c0"),
+                                {"data": {"c": "z"}}, "application/merge-patch+json")
+        self.expect_invalid(grow, "[]: Too long: must have at most 1048576 bytes")
+
+    def test_load_balancer_ingress_is_validated_and_defaulted_as_the_real_server_does(self):
+        self.create("services", service("lb"))
+        cases = [
+            ("ip gets ipMode VIP", [{"ip": "203.0.113.5"}],
+             [{"ip": "203.0.113.5", "ipMode": "VIP"}]),
+            ("ipMode Proxy kept", [{"ip": "2001:db8::5", "ipMode": "Proxy"}],
+             [{"ip": "2001:db8::5", "ipMode": "Proxy"}]),
+            ("leading zeros parse, as ParseIPSloppy does", [{"ip": "203.0.113.05"}],
+             [{"ip": "203.0.113.05", "ipMode": "VIP"}]),
+            ("hostname", [{"hostname": "lb.example.com"}], [{"hostname": "lb.example.com"}]),
+            ("bad ip", [{"ip": "203.0.113"}],
+             'status.loadBalancer.ingress[0].ip: Invalid value: "203.0.113": must be a valid '
+             "IP address"),
+            ("ipMode without ip", [{"hostname": "lb.example.com", "ipMode": "VIP"}],
+             "status.loadBalancer.ingress[0].ipMode: Forbidden: may not be specified when `ip` "
+             "is not set"),
+            ("unknown ipMode", [{"ip": "203.0.113.5", "ipMode": "Direct"}],
+             'status.loadBalancer.ingress[0].ipMode: Unsupported value: "Direct": supported '
+             'values: "Proxy", "VIP"'),
+            ("hostname not DNS-1123", [{"hostname": "LB_1.example.com"}],
+             'status.loadBalancer.ingress[0].hostname: Invalid value: "LB_1.example.com": a '
+             "lowercase RFC 1123 subdomain"),
+            ("IP as hostname", [{"hostname": "203.0.113.5"}],
+             'status.loadBalancer.ingress[0].hostname: Invalid value: "203.0.113.5": must be a '
+             "DNS name, not an IP address"),
+        ]
+        for description, ingress, expected in cases:
+            with self.subTest(description):
+                resp = self.sim.request("PATCH", self.path("services", "lb", "status"),
+                                        {"status": {"loadBalancer": {"ingress": ingress}}},
+                                        "application/merge-patch+json")
+                if isinstance(expected, list):
+                    self.assertEqual(resp.status, 200, resp.body)
+                    self.assertEqual(resp.body["status"]["loadBalancer"]["ingress"], expected)
+                else:
+                    self.expect_invalid(resp, expected)
+        # Only a LoadBalancer Service may have an ingress (AllowServiceLBStatusOnNonLB is off).
+        self.create("services", service("cip", type="ClusterIP"))
+        resp = self.sim.request("PATCH", self.path("services", "cip", "status"),
+                                {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}},
+                                "application/merge-patch+json")
+        self.expect_invalid(resp, "status.loadBalancer.ingress: Forbidden: may only be used when "
+                                  "`spec.type` is 'LoadBalancer'")
+
+
+def pod(name, **spec):
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
+            "spec": dict({"containers": [{"name": "web", "image": "registry.example/web:1.0",
+                                          "ports": [{"containerPort": 8080}]}]}, **spec),
+            "status": {"phase": "Running"}}
+
+
+class PodTest(SimulatorTestCase):
+    def test_pods_are_served_like_the_other_kinds(self):
+        rv = self.list_rv("pods")
+        created = self.create("pods", pod("web"))
+        meta = created["metadata"]
+        self.assertTrue(meta["uid"] and meta["resourceVersion"] and meta["creationTimestamp"])
+        # The status sent on create is replaced, as pod strategy's PrepareForCreate does.
+        self.assertEqual(created["status"], {"phase": "Pending", "qosClass": "BestEffort"})
+        container = created["spec"]["containers"][0]
+        self.assertEqual((container["imagePullPolicy"], container["ports"][0]["protocol"],
+                          created["spec"]["restartPolicy"]), ("IfNotPresent", "TCP", "Always"))
+        self.assertEqual(self.sim.must("GET", self.path("pods", "web"))["metadata"]["uid"],
+                         meta["uid"])
+        with self.sim.watch(self.path("pods", query={"watch": "1", "resourceVersion": rv,
+                                                      "timeoutSeconds": "5"})) as w:
+            event = w.next_event()
+            self.assertEqual((event["type"], event["object"]["metadata"]["name"]),
+                             ("ADDED", "web"))
+        # kubelet's part, through /status: Running with an IP; field selectors on it.
+        self.sim.must("PATCH", self.path("pods", "web", "status"),
+                      {"status": {"phase": "Running", "podIP": "198.51.100.7"}},
+                      "application/merge-patch+json")
+        self.create("pods", pod("idle"))
+        running = self.sim.must("GET", self.path("pods", query={
+            "fieldSelector": "status.phase=Running"}))["items"]
+        self.assertEqual([p["metadata"]["name"] for p in running], ["web"])
+        # A pod never scheduled goes at once; one bound to a node waits for its kubelet
+        # (graceful deletion) unless the grace period is 0.
+        self.sim.must("DELETE", self.path("pods", "idle"))
+        self.assertEqual(self.sim.request("GET", self.path("pods", "idle")).status, 404)
+        self.create("pods", pod("bound", nodeName="lb-1"))
+        marked = self.sim.must("DELETE", self.path("pods", "bound"))
+        self.assertEqual(marked["metadata"]["deletionGracePeriodSeconds"], 30)
+        self.assertEqual(self.sim.request("GET", self.path("pods", "bound")).status, 200)
+        self.sim.must("DELETE", self.path("pods", "bound"), {"gracePeriodSeconds": 0})
+        self.assertEqual(self.sim.request("GET", self.path("pods", "bound")).status, 404)
+
+    def test_pod_validation(self):
+        cases = [("no containers", pod("a", containers=[]), "spec.containers: Required value"),
+                 ("no image", pod("b", containers=[{"name": "c"}]),
+                  "spec.containers[0].image: Required value"),
+                 ("bad port", pod("c", containers=[{"name": "c", "image": "i",
+                                                     "ports": [{"containerPort": 0}]}]),
+                  "spec.containers[0].ports[0].containerPort: Invalid value: 0")]
+        for description, body, message in cases:
+            with self.subTest(description):
+                resp = self.sim.request("POST", self.path("pods"), body)
+                self.assertEqual(resp.status, 422, resp.body)
+                self.assertIn(message, resp.body["message"])
+
+
+class IpFamilyTest(unittest.TestCase):
+    """spec.ipFamilies, ipFamilyPolicy and clusterIPs as the API server sets them from the
+    cluster's families (pkg/registry/core/service/storage/alloc.go, initIPFamilyFields)."""
+
+    V4, V6 = ipaddress.ip_network("10.96.0.0/12"), ipaddress.ip_network("fd00:10:96::/108")
+    CASES = {
+        "IPv4": [
+            ("defaults", {}, (["IPv4"], "SingleStack")),
+            ("PreferDualStack stays single", {"ipFamilyPolicy": "PreferDualStack"},
+             (["IPv4"], "PreferDualStack")),
+            ("IPv6 asked", {"ipFamilies": ["IPv6"]},
+             'spec.ipFamilies[0]: Invalid value: "IPv6": not configured on this cluster'),
+            ("dual stack required", {"ipFamilyPolicy": "RequireDualStack"},
+             'spec.ipFamilyPolicy: Invalid value: "RequireDualStack": this cluster is not '
+             "configured for dual-stack services"),
+            ("IPv6 cluster IP", {"clusterIP": "fd00:10:96::5"},
+             "IPv6 is not configured on this cluster"),
+            ("unknown family", {"ipFamilies": ["IPv5"]},
+             'spec.ipFamilies[0]: Unsupported value: "IPv5"'),
+            ("families on an ExternalName Service",
+             {"type": "ExternalName", "externalName": "db.example.com", "ipFamilies": ["IPv4"],
+              "ipFamilyPolicy": "SingleStack"},
+             "[spec.ipFamilies: Forbidden: may not be set for ExternalName services, "
+             "spec.ipFamilyPolicy: Forbidden: may not be set for ExternalName services]"),
+        ],
+        "IPv6": [
+            ("defaults", {}, (["IPv6"], "SingleStack")),
+            ("IPv4 asked", {"ipFamilies": ["IPv4"]},
+             'spec.ipFamilies[0]: Invalid value: "IPv4": not configured on this cluster'),
+        ],
+        "IPv4,IPv6": [
+            ("defaults", {}, (["IPv4"], "SingleStack")),
+            ("IPv6 single stack", {"ipFamilies": ["IPv6"]}, (["IPv6"], "SingleStack")),
+            ("PreferDualStack", {"ipFamilyPolicy": "PreferDualStack"},
+             (["IPv4", "IPv6"], "PreferDualStack")),
+            ("RequireDualStack, IPv6 first",
+             {"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv6"]},
+             (["IPv6", "IPv4"], "RequireDualStack")),
+            ("two families need a dual-stack policy", {"ipFamilies": ["IPv4", "IPv6"]},
+             'spec.ipFamilyPolicy: Invalid value: "SingleStack": must be \'RequireDualStack\' '
+             "or 'PreferDualStack' when multiple IP families are specified"),
+            ("cluster IP of another family than ipFamilies[0]",
+             {"ipFamilies": ["IPv4"], "clusterIP": "fd00:10:96::7"},
+             "expected an IPv4 value as indicated by `ipFamilies[0]`"),
+        ],
+        "IPv6,IPv4": [
+            ("defaults", {}, (["IPv6"], "SingleStack")),
+            ("PreferDualStack", {"ipFamilyPolicy": "PreferDualStack"},
+             (["IPv6", "IPv4"], "PreferDualStack")),
+        ],
+    }
+
+    def test_defaults_and_errors_for_each_kind_of_cluster(self):
+        for cluster, cases in self.CASES.items():
+            workdir = tempfile.mkdtemp(prefix="kubesim-families-")
+            self.addCleanup(shutil.rmtree, workdir, True)
+            sim = kubesim_client.start(workdir, ip_families=cluster)
+            self.addCleanup(sim.stop)
+            for i, (description, spec, expected) in enumerate(cases):
+                with self.subTest(cluster=cluster, case=description):
+                    body = service(f"s{i}")
+                    body["spec"].update(spec)
+                    resp = sim.request("POST", "/api/v1/namespaces/default/services", body)
+                    if isinstance(expected, str):
+                        self.assertEqual(resp.status, 422, resp.body)
+                        self.assertIn(expected, resp.body["message"])
+                        continue
+                    self.assertEqual(resp.status, 201, resp.body)
+                    got = resp.body["spec"]
+                    self.assertEqual((got["ipFamilies"], got["ipFamilyPolicy"]), expected)
+                    self.assertEqual(got["clusterIP"], got["clusterIPs"][0])
+                    self.assertEqual([self.family(ip) for ip in got["clusterIPs"]],
+                                     got["ipFamilies"])
+
+    def family(self, ip):
+        address = ipaddress.ip_address(ip)
+        self.assertIn(address, self.V4 if address.version == 4 else self.V6)
+        return f"IPv{address.version}"
+
+    def test_dual_stack_upgrade_and_downgrade(self):
+        workdir = tempfile.mkdtemp(prefix="kubesim-families-")
+        self.addCleanup(shutil.rmtree, workdir, True)
+        sim = kubesim_client.start(workdir, ip_families="IPv4,IPv6")
+        self.addCleanup(sim.stop)
+        path = "/api/v1/namespaces/default/services"
+        svc = sim.must("POST", path, service("web"))
+        first = svc["spec"]["clusterIP"]
+        up = sim.must("PATCH", f"{path}/web", {"spec": {"ipFamilyPolicy": "PreferDualStack"}},
+                      "application/merge-patch+json")
+        self.assertEqual(up["spec"]["ipFamilies"], ["IPv4", "IPv6"])
+        self.assertEqual(up["spec"]["clusterIPs"][0], first)
+        self.assertEqual(self.family(up["spec"]["clusterIPs"][1]), "IPv6")
+        down = sim.must("PATCH", f"{path}/web", {"spec": {"ipFamilyPolicy": "SingleStack"}},
+                        "application/merge-patch+json")
+        self.assertEqual((down["spec"]["ipFamilies"], down["spec"]["clusterIPs"]),
+                         (["IPv4"], [first]))
+        # The released IPv6 cluster IP can be asked for again.
+        again = service("again")
+        again["spec"].update(ipFamilies=["IPv6"], clusterIP=up["spec"]["clusterIPs"][1])
+        self.assertEqual(sim.request("POST", path, again).status, 201)
+        # Headless without a selector: every family of the cluster, no cluster IP.
+        headless = service("headless", clusterIP="None", type="ClusterIP")
+        del headless["spec"]["selector"]
+        got = sim.must("POST", path, headless)["spec"]
+        self.assertEqual((got["clusterIPs"], got["ipFamilies"], got["ipFamilyPolicy"]),
+                         (["None"], ["IPv4", "IPv6"], "PreferDualStack"))
+
+
 class ServiceCidrTest(SimulatorTestCase):
+    sim_options = {"ip_families": "IPv4,IPv6"}  # dual-stack: both ranges are in use
+
     def test_cluster_ips_come_from_a_realistic_service_cidr(self):
         ips = []
         for i in range(300):  # more than a /24 holds
@@ -819,7 +1115,8 @@ class StateDirTest(unittest.TestCase):
         self.addCleanup(lambda: sim.stop())
         svc = sim.must("POST", "/api/v1/namespaces/default/services", service("kept"))
         sim.must("PATCH", "/api/v1/namespaces/default/services/kept/status",
-                 {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.5"}]}}},
+                 {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.5",
+                                                           "ipMode": "Proxy"}]}}},
                  "application/merge-patch+json")
         rv = int(sim.must("GET", "/api/v1/services")["metadata"]["resourceVersion"])
         ca, token, port, kubeconfig = read(sim.ca_file), sim.token, sim.port, read(sim.kubeconfig)
@@ -838,7 +1135,8 @@ class StateDirTest(unittest.TestCase):
                 got = sim.must("GET", "/api/v1/namespaces/default/services/kept")
                 self.assertEqual(got["metadata"]["uid"], svc["metadata"]["uid"])
                 self.assertEqual(got["spec"]["clusterIP"], svc["spec"]["clusterIP"])
-                self.assertEqual(got["status"]["loadBalancer"]["ingress"], [{"ip": "203.0.113.5"}])
+                self.assertEqual(got["status"]["loadBalancer"]["ingress"],
+                                 [{"ip": "203.0.113.5", "ipMode": "Proxy"}])
                 # resourceVersions go on from where they were; the watch history does not.
                 listed = sim.must("GET", "/api/v1/services")
                 self.assertGreaterEqual(int(listed["metadata"]["resourceVersion"]), rv)

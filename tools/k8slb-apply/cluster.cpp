@@ -61,14 +61,6 @@ std::string env(const char* name) {
   return value ? value : "";
 }
 
-std::string instance_name() {
-  std::string pod = env("POD_NAME");
-  if (!pod.empty()) return pod;
-  char host[256] = {};
-  if (gethostname(host, sizeof host - 1) == 0 && host[0] != '\0') return host;
-  return "k8slb";
-}
-
 void log_line(const std::string& line) { tool::info(line); }
 
 [[noreturn]] void exit_now(int code) {
@@ -101,7 +93,7 @@ int run_cluster(const ClusterOptions& options) {
   // otherwise fills them, and glibc's consolidation of them costs as much as the parse
   // (measured: docs/cluster.md, "Figures").
   ::mallopt(M_MXFAST, 0);
-  std::string instance = instance_name();
+  std::string instance = tool::instance_name();
   cluster::WriterOptions writer_options;
   writer_options.dry_run = options.dry_run;
   writer_options.instance = instance;
@@ -191,7 +183,7 @@ int run_cluster(const ClusterOptions& options) {
     renewer = std::jthread([&](std::stop_token stop) {
       while (!stop.stop_requested()) {
         auto until = cluster::Clock::now() +
-                     std::chrono::duration_cast<cluster::Clock::duration>(election.retry_period);
+                     std::chrono::duration_cast<cluster::Clock::duration>(elector->next_round_in());
         while (!stop.stop_requested() && cluster::Clock::now() < until) {
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }

@@ -67,14 +67,17 @@ apply::NodeOptions to_node_options(const NodeCommandOptions& options) {
   return node;
 }
 
-// Prints the problems on stderr and the result line on stdout. False when stdout is closed.
-bool report(const apply::ApplyResult& result) {
+// Prints the problems on stderr and the result line on stdout, with the input's Events (from
+// k8slb-render --events) passed on for `k8slb-apply events`. False when stdout is closed.
+bool report(const apply::ApplyResult& result, const k8slb::json& events = nullptr) {
   for (const auto& problem : result.problems) tool::error(problem.to_string());
   for (const auto& daemon : result.daemons)
     if (daemon.ok && daemon.action != apply::Action::none)
       tool::info(std::string(apply::to_string(daemon.daemon)) + ": " + std::string(apply::to_string(daemon.action)) +
                  " (" + daemon.detail + ")");
-  return tool::write_line(result.to_json().dump());
+  auto line = result.to_json();
+  if (events.is_array()) line["events"] = events;
+  return tool::write_line(line.dump(-1, ' ', false, k8slb::json::error_handler_t::replace));
 }
 
 int run_once(const NodeCommandOptions& options) {
@@ -137,8 +140,11 @@ int run_stream(const NodeCommandOptions& options) {
     if (lines == 0) continue;
     document += lines;
     std::map<std::string, std::string> files;
+    k8slb::json events;
     try {
-      files = apply::file_set_from_json(k8slb::json::parse(last));
+      auto set = k8slb::json::parse(last);
+      files = apply::file_set_from_json(set);
+      if (auto found = set.find("events"); found != set.end() && found->is_array()) events = std::move(*found);
     } catch (const std::exception& error) {
       tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
       continue;
@@ -151,7 +157,9 @@ int run_stream(const NodeCommandOptions& options) {
       tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
       continue;
     }
-    if (!report(result)) break;
+    // A closed stdout loses the result lines, not the node: only the end of stdin (or SIGTERM)
+    // stops the daemons.
+    report(result, events);
   }
   for (const auto& line : applier.stop_all()) tool::info(line);
   return tool::kExitOk;

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "k8slb/allocate.hpp"
 #include "k8slb/documents.hpp"
 #include "k8slb/error.hpp"
 #include "k8slb/model.hpp"
@@ -35,6 +36,7 @@ struct Options {
   std::string interfaces_file; // `ip -j addr` JSON; empty: this machine's interfaces
   std::string vrrp_password_file;
   bool no_cert_check = false;
+  bool events = false;       // --stream: each line carries Warning Events for the Services' problems
   std::string previous_file; // the installed keepalived.conf: last good interfaces per pool
   k8slb::render::Settings settings;
 };
@@ -63,7 +65,7 @@ k8slb::render::Output render_items(k8slb::Objects objects, const Options& option
                                    std::optional<k8slb::pool::Config>& config,
                                    std::map<std::string, std::string>& previous_interfaces,
                                    const std::vector<k8slb::node::Interface>& interfaces,
-                                   std::vector<std::string>& errors) {
+                                   std::vector<std::string>& errors, json* events = nullptr) {
   auto snapshot = k8slb::model::make_snapshot(std::move(objects.items), options.config_map);
   errors = std::move(objects.errors);
   errors.insert(errors.end(), snapshot.errors.begin(), snapshot.errors.end());
@@ -90,9 +92,21 @@ k8slb::render::Output render_items(k8slb::Objects objects, const Options& option
   if (!options.no_cert_check && input.settings.proxy != k8slb::render::Proxy::kubeproxy && options.what != "keepalived")
     input.certificates = k8slb::node::readable_certificates(options.settings.cert_dir);
   input.previous_interfaces = previous_interfaces;
-  if (options.what != "keepalived" && options.what != "all") return k8slb::render::render_proxy(input);
-  auto output = options.what == "all" ? k8slb::render::render_all(input) : k8slb::render::render_keepalived(input);
+  auto output = options.what == "all"          ? k8slb::render::render_all(input)
+                : options.what == "keepalived" ? k8slb::render::render_keepalived(input)
+                                               : k8slb::render::render_proxy(input);
   for (const auto& [pool, interface] : output.interfaces) previous_interfaces[pool] = interface;
+  if (events) {
+    // What this node leaves out, as Events on the Services (posted by `k8slb-apply events`).
+    *events = json::array();
+    for (const auto& [index, problem] : k8slb::render::service_problems(input, output)) {
+      const bool pool = problem.object.rfind("pools.", 0) == 0;
+      auto event = k8slb::allocate::make_event(input.services[index], problem.reason, "Warning",
+                                               k8slb::describe(pool ? problem.object : "", problem.field, problem.message));
+      if (!options.node_name.empty()) event["source"]["host"] = options.node_name;
+      events->push_back(std::move(event));
+    }
+  }
   return output;
 }
 
@@ -159,12 +173,15 @@ int run(Options options) {
         if (!document) break;
         auto objects = k8slb::take_objects({std::move(*document)}, reader.name());
         k8slb::require_objects(objects, reader.name());
-        auto output = render_items(std::move(objects), options, config, previous_interfaces, interfaces, errors);
+        json events;
+        auto output = render_items(std::move(objects), options, config, previous_interfaces, interfaces, errors,
+                                   options.events ? &events : nullptr);
         all_ok = report(output, errors) == k8slb::tool::kExitOk && all_ok;
         json problems = json::array();
         for (const auto& error : errors) problems.push_back(error);
         for (const auto& problem : output.problems) problems.push_back(problem.to_string());
         line = json{{"files", output.files}, {"problems", problems}};
+        if (options.events) line["events"] = std::move(events);
       } catch (const k8slb::Error& e) {
         k8slb::tool::error(e.what());
         all_ok = false;
@@ -232,6 +249,10 @@ int main(int argc, char** argv) {
       ->type_name("DIR");
   app.add_flag("--stream", options.stream,
                "Read a stream of documents on stdin; write one JSON line {files, problems} per document");
+  app.add_flag("--events", options.events,
+               "With --stream: each line also carries \"events\", a Warning Event for each problem of a "
+               "Service this node serves (for `k8slb-apply events`)")
+      ->needs("--stream");
   app.add_option("--node", options.node_name, "This node's name (the VRRP owner computation needs it)")
       ->envname("NODE_NAME");
   app.add_option("--node-selector", options.node_selector, "Labels of the load-balancer Nodes (key=value,...)")

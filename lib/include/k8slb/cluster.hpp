@@ -120,6 +120,11 @@ json complete_event(json event, std::chrono::system_clock::time_point now,
 // "namespace/name/reason/message" of the object an Event is about: the key of the rate limit.
 std::string event_key(const json& event);
 
+// The name every node gives the same Event (WriterOptions::shared_event_names):
+// "<object name>.k8slb-<16 hex>", the hash over the object's uid, namespace, name, the reason
+// and the message. Pure.
+std::string shared_event_name(const json& event);
+
 // A token bucket: `burst` tokens, refilled at `per_second`. Pure (time is passed in).
 class TokenBucket {
 public:
@@ -187,6 +192,10 @@ struct WriterOptions {
   bool dry_run = false;     // print the requests on stdout (NDJSON) instead of sending them
   std::string instance;     // reportingInstance: POD_NAME or the host name
   EventLimits event_limits;
+  // Events every node may report alike (k8slb-apply events): each is created under
+  // shared_event_name(), so the first node's POST creates it and the others' answer 409 and
+  // count as written: one Event however many nodes see the problem.
+  bool shared_event_names = false;
 };
 
 struct WriteSummary {
@@ -195,6 +204,7 @@ struct WriteSummary {
   int skipped = 0;   // changed underneath, or gone
   int failed = 0;
   int events_created = 0, events_updated = 0, events_suppressed = 0, events_dropped = 0;
+  int events_shared = 0; // shared_event_names: another node had created it (409)
   std::optional<std::string> stale; // the document predates our writes to this Service: skipped
 };
 
@@ -303,6 +313,10 @@ public:
   // last_round_failed().
   Action try_acquire_or_renew();
   bool last_round_failed() const;
+  // How long to wait before the next round: retry_period, or a quarter of it (at least
+  // 250 ms) after a failed round, so that an error storm (90 % 429s) costs a leader its lease
+  // only when some 20 rounds in a row fail within the renew deadline, not 5.
+  Seconds next_round_in() const;
   // The first round of a process started while this identity may hold the lease (the
   // pipeline after --acquire-only): a failed round is retried every retry_period, as a
   // leader's renewal is, until one gets an answer or renew_deadline has passed. Returns the

@@ -98,6 +98,18 @@ std::map<std::string, std::string> files_of_manifest(
 // interfaces that are not valid names are skipped.
 std::map<std::string, std::string> previous_interfaces(std::string_view keepalived_conf);
 
+// The problems of a rendering that concern a Service this node serves, paired with the
+// Service (an index into input.services), for Events from the node (k8slb-render --events).
+// A Service's own problem (a port left out, a missing certificate) is that Service's; a
+// pool's problem (no interface, a router id collision) is every rendered Service with a VIP
+// in the pool. Problems k8slb-allocate reports too (reason InvalidService) are left out: the
+// watcher already posts them. Sorted by Service, then as in output.problems. Pure.
+struct ServiceProblem {
+  std::size_t service = 0; // index into input.services
+  Problem problem;
+};
+std::vector<ServiceProblem> service_problems(const Input& input, const Output& output);
+
 // Which load-balancer node is first choice for a VIP: rendezvous hashing over node names,
 // so a node joining or leaving moves only the VIPs it gains or loses. Empty when no nodes.
 std::string owner_of(const std::string& vip, const std::vector<std::string>& node_names);

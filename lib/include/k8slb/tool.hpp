@@ -32,6 +32,10 @@ void info(std::string_view message);
 // end. Flushes stdout.
 int run_main(CLI::App& app, int argc, char** argv, const std::function<int()>& run);
 
+// Who reports: $POD_NAME, else the host name, else "k8slb" (an Event's reportingInstance, a
+// Lease's holder).
+std::string instance_name();
+
 // Writes a line to stdout and flushes; returns false when stdout is closed.
 bool write_line(std::string_view line);
 
