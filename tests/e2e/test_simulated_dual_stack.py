@@ -82,7 +82,7 @@ class SimulatedDualStackCase(NetnsTestCase):
         self.start_backend("http", POD_A, 80, "myapp-a")
         self.start_backend("http", POD_B, 80, "myapp-b")
         self.cluster = cluster_module.Cluster(self.topology, self.workdir, proxy=self.proxy,
-                                              pools=SEED_POOLS,
+                                              pools=SEED_POOLS, ip_families="IPv4",
                                               start_actors=self.proxy != "kubeproxy")
         # The endpoint controller of a single-stack IPv4 cluster: IPv4 slices for both.
         for name in ("myapp-loadbalancer", "myapp-loadbalancer6"):
