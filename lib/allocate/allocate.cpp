@@ -38,8 +38,10 @@ std::string describe_pool(const pool::Pool& pool) {
 }
 
 // Phase 1: the addresses Services already hold stay theirs. Two holders of one address that
-// may not share it: the first in namespace/name order keeps it, the other loses it.
-void keep_existing(Allocator& allocator, Request& request) {
+// may not share it: the first in namespace/name order keeps it, the other loses it. An address
+// in another configured pool than the one the Service asks for (its pool annotation changed)
+// is held until phase 3 finds it a new one.
+void keep_existing(Allocator& allocator, Request& request, const pool::Config& config) {
   for (Slot& slot : request.slots) {
     if (!slot.existing) continue;
     const ip::Address& address = *slot.existing;
@@ -57,10 +59,15 @@ void keep_existing(Allocator& allocator, Request& request) {
                              fmt::format("keeping {}: {}", address.to_string(),
                                          slot.pool_problem->message)};
     } else if (!slot.pool->network.contains(address)) {
+      if (detail::pool_holding(config, address) && !slot.requested) {
+        slot.misfit = true;
+        continue;
+      }
+      // In no pool at all: the config changed, not the Service. Never moved for that.
       slot.problem = Problem{
           request.key, detail::kFieldStatus, detail::kReasonOutsidePool,
-          fmt::format("keeping {} although it is outside {}; set spec.loadBalancerIP, or clear "
-                      "the status, to move the Service",
+          fmt::format("keeping {} although it is outside {} and every other pool; set "
+                      "spec.loadBalancerIP, or clear the status, to move the Service",
                       address.to_string(), describe_pool(*slot.pool))};
     }
   }
@@ -92,18 +99,29 @@ int assign_requested(Allocator& allocator, Request& request) {
       continue;
     }
     if (!slot.pool->network.contains(address)) {
-      record(slot, Problem{request.key, detail::kFieldRequested, detail::kReasonFailed,
+      record(slot, Problem{request.key, slot.requested_field, detail::kReasonFailed,
                            fmt::format("{} is outside {}", address.to_string(),
                                        describe_pool(*slot.pool))});
       continue;
     }
+    if (slot.pool->avoid_buggy_ips && detail::is_buggy(address)) {
+      record(slot, Problem{request.key, slot.requested_field, detail::kReasonFailed,
+                           fmt::format("{} ends in .0 or .255, which pool {} avoids (avoidBuggyIPs)",
+                                       address.to_string(), slot.pool->name)});
+      continue;
+    }
     Claim claim = claim_for(request, slot, true);
     if (auto conflict = allocator.conflict(address, claim)) {
-      record(slot, Problem{request.key, detail::kFieldRequested, detail::kReasonFailed, *conflict});
+      record(slot, Problem{request.key, slot.requested_field, detail::kReasonFailed, *conflict});
       continue;
     }
     if (slot.held) { // the user asked for a move
       allocator.unassign(*slot.held, request.key);
+      slot.moved_from = slot.held;
+      slot.move_reason = fmt::format("{} asks for {}",
+                                     slot.requested_field.empty() ? detail::kFieldRequested
+                                                                  : slot.requested_field,
+                                     address.to_string());
       ++moved;
     }
     allocator.assign(address, claim);
@@ -114,10 +132,38 @@ int assign_requested(Allocator& allocator, Request& request) {
   return moved;
 }
 
+// A held address in another pool than the one the Service asks for: a new one from that pool,
+// then the old one goes. Without a free one, the old one is kept, with a warning.
+void move_to_pool(Allocator& allocator, Request& request, Slot& slot) {
+  const ip::Address old = *slot.held;
+  Claim claim = claim_for(request, slot, false);
+  std::optional<ip::Address> address = allocator.shared_address(claim);
+  if (!address) address = allocator.first_free(*slot.pool);
+  if (!address) {
+    slot.problem = Problem{request.key, detail::kFieldPool, detail::kReasonOutsidePool,
+                           fmt::format("keeping {} although it is outside {}: that pool has no "
+                                       "free {} address left in range {}",
+                                       old.to_string(), describe_pool(*slot.pool),
+                                       ip::to_string(slot.family), slot.pool->range.to_string())};
+    return;
+  }
+  allocator.unassign(old, request.key);
+  allocator.assign(*address, claim);
+  slot.held = address;
+  slot.held_is_existing = false;
+  slot.moved_from = old;
+  slot.move_reason = fmt::format("{} is outside {}, the pool the Service asks for", old.to_string(),
+                                 describe_pool(*slot.pool));
+}
+
 // Phase 3: an address from the pool's range: one the Service's sharing group holds and may
 // take its ports, else the lowest free one.
 void assign_dynamic(Allocator& allocator, Request& request) {
   for (Slot& slot : request.slots) {
+    if (slot.misfit) {
+      move_to_pool(allocator, request, slot);
+      continue;
+    }
     if (slot.held || slot.requested || slot.problem) continue;
     if (!slot.pool) {
       slot.problem = slot.pool_problem;
@@ -144,8 +190,9 @@ void undo_partial(Allocator& allocator, Request& request) {
   if (!request.require_every_slot) return;
   bool complete = std::all_of(request.slots.begin(), request.slots.end(),
                               [](const Slot& slot) { return slot.held.has_value(); });
-  bool holds_existing = std::any_of(request.slots.begin(), request.slots.end(),
-                                    [](const Slot& slot) { return slot.held_is_existing; });
+  bool holds_existing = std::any_of(request.slots.begin(), request.slots.end(), [](const Slot& slot) {
+    return slot.held_is_existing || slot.moved_from;
+  });
   if (complete || holds_existing) return;
   for (Slot& slot : request.slots) {
     if (!slot.held) continue;
@@ -161,6 +208,26 @@ std::string pool_of(const pool::Config& config, const Slot& slot, const ip::Addr
   return slot.pool_name();
 }
 
+// A single-stack Service whose family changed (its pool or static IP is of the other family
+// now): the old address is released and a new one assigned; say so, naming both.
+void note_family_change(const Request& request, const pool::Config& config, Result& result) {
+  if (request.problem || request.slots.size() != 1) return;
+  const Slot& slot = request.slots.front();
+  if (!slot.held || slot.held_is_existing || slot.moved_from) return;
+  std::vector<std::string> gone;
+  for (const std::string& text : result.released) {
+    auto address = ip::Address::try_parse(text);
+    if (address && address->family() != slot.family) gone.push_back(address->to_string());
+  }
+  if (gone.size() != 1) return;
+  result.notes.push_back(
+      {"Normal", Problem{request.key, "", detail::kReasonMoved,
+                         fmt::format("moved from {} to {} (pool {}): the Service is {} now, by {}",
+                                     gone.front(), slot.held->to_string(),
+                                     pool_of(config, slot, *slot.held), ip::to_string(slot.family),
+                                     slot.requested ? slot.requested_field : "its pool")}});
+}
+
 Result finish(const Request& request, const pool::Config& config) {
   const model::Service& service = *request.service;
   Result result;
@@ -171,6 +238,16 @@ Result finish(const Request& request, const pool::Config& config) {
     return result;
   }
   result.problem = request.problem;
+  result.notes = request.notes;
+  for (const Slot& slot : request.slots) {
+    if (slot.moved_from && slot.held)
+      result.notes.push_back({"Normal", Problem{request.key, "", detail::kReasonMoved,
+                                                fmt::format("moved from {} to {} (pool {}): {}",
+                                                            slot.moved_from->to_string(),
+                                                            slot.held->to_string(),
+                                                            pool_of(config, slot, *slot.held),
+                                                            slot.move_reason)}});
+  }
   for (const Slot& slot : request.slots) {
     if (!result.problem && slot.problem) result.problem = slot.problem;
     if (!slot.held) continue;
@@ -189,6 +266,7 @@ Result finish(const Request& request, const pool::Config& config) {
       result.problem = Problem{request.key, "", detail::kReasonFailed, "no address assigned"};
     return result;
   }
+  note_family_change(request, config, result);
   bool unchanged = result.released.empty() && result.ips.size() == service.ingress_ips.size();
   result.outcome = unchanged ? Outcome::kept : Outcome::assigned;
   return result;
@@ -213,7 +291,7 @@ std::vector<Result> allocate(const std::vector<model::Service>& services,
 
   Allocator allocator;
   for (Request& request : requests)
-    if (request.ours) keep_existing(allocator, request);
+    if (request.ours) keep_existing(allocator, request, config);
   // Phase 2 runs again over the requests still waiting as long as a pass freed addresses: a
   // Service that moves to its new loadBalancerIP frees its old one, which a Service earlier in
   // namespace/name order may have asked for. Each pass but the last frees at least one address,

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "request.hpp"
+
 namespace k8slb::allocate::detail {
 
 bool may_share(const Claim& a, const Claim& b) {
@@ -77,10 +79,18 @@ std::optional<ip::Address> Allocator::first_free(const pool::Pool& pool) const {
   auto bounds = dynamic_bounds(pool);
   if (!bounds) return std::nullopt;
   auto used = used_.find(pool.family());
-  if (used == used_.end()) return ip::Address(pool.family(), bounds->first);
-  auto value = used->second.first_free(bounds->first, bounds->second);
-  if (!value) return std::nullopt;
-  return ip::Address(pool.family(), *value);
+  ip::u128 low = bounds->first;
+  // avoidBuggyIPs: a free .0 or .255 is stepped over; at most two per /24 of the range.
+  while (low <= bounds->second) {
+    std::optional<ip::u128> value = low;
+    if (used != used_.end()) value = used->second.first_free(low, bounds->second);
+    if (!value) return std::nullopt;
+    ip::Address address(pool.family(), *value);
+    if (!pool.avoid_buggy_ips || !is_buggy(address)) return address;
+    if (*value == bounds->second) return std::nullopt;
+    low = *value + 1;
+  }
+  return std::nullopt;
 }
 
 std::optional<ip::Address> Allocator::shared_address(const Claim& claim) const {

@@ -196,6 +196,11 @@ json publish(std::vector<json>&& items, const std::vector<model::Service>& servi
     if (result.problem)
       events.push_back(
           make_event(service, result.problem->reason, "Warning", result.problem->to_string()));
+    // Warnings stand as long as their cause; what was read how (AnnotationMapped) and moves
+    // are told with the change they explain, not on every run.
+    for (const Result::Note& note : result.notes)
+      if (note.type == "Warning" || current != desired)
+        events.push_back(make_event(service, note.problem.reason, note.type, note.problem.to_string()));
   }
   items.reserve(items.size() + events.size());
   for (json& event : events) items.push_back(std::move(event));

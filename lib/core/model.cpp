@@ -1,6 +1,7 @@
 #include "k8slb/model.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 
 #include <fmt/format.h>
@@ -110,6 +111,127 @@ std::string Service::annotation(const std::string& key) const {
   return it == annotations.end() ? std::string() : it->second;
 }
 
+std::string Service::annotation_field(const std::string& key) const {
+  auto it = annotation_keys.find(key);
+  return fmt::format("metadata.annotations[{}]", it == annotation_keys.end() ? key : it->second);
+}
+
+namespace {
+
+// The settings under loadbalancer/ (the original's keys and k8slb's additions).
+const char* const kKnownSettings[] = {"ips", "mode", "nocheck", "pool", "share",
+                                      "ssl", "sslbackend", "sslredirect"};
+
+// MetalLB's Service annotations and the k8slb setting each is read as.
+struct Foreign {
+  const char* key;
+  const char* setting;
+};
+const Foreign kMetallb[] = {
+    {"metallb.io/address-pool", "pool"},
+    {"metallb.io/loadBalancerIPs", "ips"},
+    {"metallb.io/allow-shared-ip", "share"},
+    {"metallb.universe.tf/address-pool", "pool"},
+    {"metallb.universe.tf/loadBalancerIPs", "ips"},
+    {"metallb.universe.tf/allow-shared-ip", "share"},
+};
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Levenshtein distance, for the nearest known key to a typo. Keys are at most 63 characters
+// after the prefix (Kubernetes' limit for a key's name part), so O(n*m) is small.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string trimmed(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return std::string(text);
+}
+
+std::string shown_value(std::string_view text) {
+  return shorten(json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace), 80);
+}
+
+} // namespace
+
+Annotations read_annotations(const std::map<std::string, std::string>& written) {
+  Annotations out;
+  out.values = written;
+  auto field = [](const std::string& key) { return fmt::format("metadata.annotations[{}]", key); };
+  // canonical key -> the keys that set it, canonical spelling first
+  std::map<std::string, std::vector<std::string>> sources;
+  for (const auto& [key, value] : written) {
+    auto slash = key.find('/');
+    if (slash == std::string::npos) continue;
+    std::string prefix = key.substr(0, slash);
+    std::string name = key.substr(slash + 1);
+    if (lower(prefix) == "loadbalancer") {
+      bool known = std::find(std::begin(kKnownSettings), std::end(kKnownSettings), name) !=
+                   std::end(kKnownSettings);
+      if (known) {
+        std::string canonical = "loadbalancer/" + name;
+        auto& list = sources[canonical];
+        if (key == canonical) list.insert(list.begin(), key);
+        else list.push_back(key);
+        if (key != canonical)
+          out.notes.push_back({"Normal", "AnnotationMapped", field(key),
+                               fmt::format("read as {} (the original's spelling)", canonical)});
+        continue;
+      }
+      const char* nearest = kKnownSettings[0];
+      std::size_t best = edit_distance(lower(name), nearest);
+      for (const char* candidate : kKnownSettings) {
+        std::size_t distance = edit_distance(lower(name), candidate);
+        if (distance < best) best = distance, nearest = candidate;
+      }
+      out.notes.push_back({"Warning", "UnknownAnnotation", field(key),
+                           fmt::format("{} is not a k8slb annotation and is ignored; the nearest "
+                                       "known one is loadbalancer/{}",
+                                       shown_value(key), nearest)});
+      continue;
+    }
+    for (const Foreign& foreign : kMetallb) {
+      if (key != foreign.key) continue;
+      std::string canonical = std::string("loadbalancer/") + foreign.setting;
+      sources[canonical].push_back(key);
+      out.notes.push_back({"Normal", "AnnotationMapped", field(key),
+                           fmt::format("MetalLB's {} is read as {}", key, canonical)});
+    }
+  }
+  for (const auto& [canonical, keys] : sources) {
+    const std::string& first = keys.front();
+    out.values[canonical] = written.at(first);
+    out.written_as[canonical] = first;
+    for (const std::string& other : keys) {
+      if (trimmed(written.at(other)) == trimmed(written.at(first))) continue;
+      out.notes.push_back({"Warning", "InvalidService", field(other),
+                           fmt::format("{} disagrees with {} {}: both set {}; remove one",
+                                       shown_value(written.at(other)), first, shown_value(written.at(first)),
+                                       canonical)});
+    }
+  }
+  std::stable_sort(out.notes.begin(), out.notes.end(),
+                   [](const AnnotationNote& a, const AnnotationNote& b) { return a.field < b.field; });
+  return out;
+}
+
 Service parse_service(const json& object) {
   Reader r = reader_for(object, "Service");
   const json& metadata = member(object, "metadata");
@@ -121,7 +243,10 @@ Service parse_service(const json& object) {
   r = Reader(s.key());
   s.uid = r.string(metadata, "uid", "metadata.uid");
   s.resource_version = r.string(metadata, "resourceVersion", "metadata.resourceVersion");
-  s.annotations = r.string_map(metadata, "annotations", "metadata.annotations");
+  Annotations annotations = read_annotations(r.string_map(metadata, "annotations", "metadata.annotations"));
+  s.annotations = std::move(annotations.values);
+  s.annotation_keys = std::move(annotations.written_as);
+  s.annotation_notes = std::move(annotations.notes);
   s.type = r.string(spec, "type", "spec.type");
   if (s.type.empty()) s.type = "ClusterIP";
   s.lb_class = r.string(spec, "loadBalancerClass", "spec.loadBalancerClass");

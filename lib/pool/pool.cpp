@@ -1,6 +1,7 @@
 #include "k8slb/pool.hpp"
 
 #include <algorithm>
+#include <map>
 #include <regex>
 
 #include <fmt/format.h>
@@ -75,6 +76,32 @@ const Reserved kReserved[] = {
     {"ff00::/8", "multicast"},
 };
 
+bool optional_bool(const json& pool, const char* key, const std::string& field, bool fallback) {
+  if (!pool.contains(key) || pool[key].is_null()) return fallback;
+  if (!pool[key].is_boolean()) fail(field, "", "must be true or false");
+  return pool[key].get<bool>();
+}
+
+// RFC 1123 label, as Kubernetes namespace names are.
+const std::regex kNamespace{"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"};
+
+std::vector<std::string> namespace_list(const json& pool, const std::string& field) {
+  std::vector<std::string> names;
+  if (!pool.contains("namespaces") || pool["namespaces"].is_null()) return names;
+  const json& value = pool["namespaces"];
+  if (!value.is_array()) fail(field, "", "must be a list of namespace names");
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    std::string item_field = fmt::format("{}[{}]", field, i);
+    if (!value[i].is_string() || !std::regex_match(value[i].get<std::string>(), kNamespace))
+      fail(item_field, "", fmt::format("{} is not a namespace name",
+                                       value[i].dump(-1, ' ', false, json::error_handler_t::replace)));
+    names.push_back(value[i].get<std::string>());
+  }
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  return names;
+}
+
 Pool parse_pool(const std::string& name, const json& value) {
   std::string field = "pools." + name;
   if (!std::regex_match(name, kPoolName))
@@ -87,6 +114,9 @@ Pool parse_pool(const std::string& name, const json& value) {
   pool.interface = optional_string(value, "interface", field + ".interface");
   if (!pool.interface.empty() && !std::regex_match(pool.interface, kInterfaceName))
     fail(field + ".interface", "", fmt::format("'{}' is not an interface name", pool.interface));
+  pool.avoid_buggy_ips = optional_bool(value, "avoidBuggyIPs", field + ".avoidBuggyIPs", false);
+  pool.auto_assign = optional_bool(value, "autoAssign", field + ".autoAssign", true);
+  pool.namespaces = namespace_list(value, field + ".namespaces");
   if (pool.network.family() != pool.range.family())
     fail(field, "", fmt::format("network {} is {} but range {} is {}: a pool holds one family",
                                 pool.network.to_string(), ip::to_string(pool.network.family()),
@@ -162,6 +192,18 @@ Config parse_config(const json& document) {
       fail("pools." + b->name + ".network", "",
            fmt::format("{} overlaps pool '{}' ({})", b->network.to_string(), a->name,
                        a->network.to_string()));
+  }
+  // A namespace names one pool per family, so that a Service there knows which to use.
+  std::map<std::pair<std::string, ip::Family>, const Pool*> by_namespace;
+  for (const auto& pool : config.pools) {
+    for (const auto& ns : pool.namespaces) {
+      auto [it, added] = by_namespace.emplace(std::make_pair(ns, pool.family()), &pool);
+      if (!added)
+        fail("pools." + pool.name + ".namespaces", "",
+             fmt::format("namespace {} is listed by pool '{}' too, of the same family ({}): a "
+                         "namespace may name one pool per family",
+                         ns, it->second->name, ip::to_string(pool.family())));
+    }
   }
   config.keepalived = parse_keepalived(section(document, "keepalived"));
   const json& haproxy = section(document, "haproxy");

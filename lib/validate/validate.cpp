@@ -76,10 +76,14 @@ std::vector<Problem> service_problems(const model::Service& service) {
     problem("metadata.name", "not a DNS label");
     return problems;
   }
+  // Two keys for one setting that disagree (loadBalancer/pool and loadbalancer/pool,
+  // metallb.io/address-pool and loadbalancer/pool): which one the user meant is unknown.
+  for (const auto& note : service.annotation_notes)
+    if (note.reason == kInvalidService) problem(note.field, note.message);
   for (const auto& grammar : annotation_grammars()) {
     auto value = service.annotation(grammar.key);
     if (std::find(grammar.values.begin(), grammar.values.end(), value) == grammar.values.end()) {
-      problem(fmt::format("metadata.annotations[{}]", grammar.key),
+      problem(service.annotation_field(grammar.key),
               fmt::format("{} is not one of {}", quote(value), one_of(grammar.values)));
     }
   }

@@ -124,6 +124,63 @@ class AllocateTest(unittest.TestCase):
         result = self.allocate("--config", f"{EXAMPLES}/pools.json", "--proxy", "nginx", stdin=doc)
         self.assertNotIn("warning", result.stderr)
 
+    def test_services_written_for_metallb_run_unchanged(self):
+        # Issue 8 item 8: MetalLB's annotations read as pool, static IPs and sharing key, each
+        # with a Normal Event saying which k8slb annotation it maps to.
+        result = self.allocate("--config", f"{EXAMPLES}/metallb/pools.json", "-f",
+                               f"{EXAMPLES}/metallb/services.yml")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotIn("warning", result.stderr)
+        items = json.loads(result.stdout)["items"]
+        self.assertEqual(ingress({"items": items}), {
+            "default/nginx": ["203.0.113.10"],              # metallb.io/address-pool
+            "default/nginx-static": ["203.0.113.100"],      # metallb.io/loadBalancerIPs
+            "default/dns-service-tcp": ["198.51.100.10"],   # allow-shared-ip: one IP for TCP/53
+            "default/dns-service-udp": ["198.51.100.10"],   # and UDP/53
+        })
+        mapped = sorted((e["involvedObject"]["name"], e["type"], e["message"]) for e in items
+                        if e.get("kind") == "Event" and e["reason"] == "AnnotationMapped")
+        self.assertEqual(mapped, [
+            ("dns-service-tcp", "Normal", "default/dns-service-tcp: metadata.annotations[metallb.universe.tf/address-pool]: "
+             "MetalLB's metallb.universe.tf/address-pool is read as loadbalancer/pool"),
+            ("dns-service-tcp", "Normal", "default/dns-service-tcp: metadata.annotations[metallb.universe.tf/allow-shared-ip]: "
+             "MetalLB's metallb.universe.tf/allow-shared-ip is read as loadbalancer/share"),
+            ("dns-service-udp", "Normal", "default/dns-service-udp: metadata.annotations[metallb.universe.tf/address-pool]: "
+             "MetalLB's metallb.universe.tf/address-pool is read as loadbalancer/pool"),
+            ("dns-service-udp", "Normal", "default/dns-service-udp: metadata.annotations[metallb.universe.tf/allow-shared-ip]: "
+             "MetalLB's metallb.universe.tf/allow-shared-ip is read as loadbalancer/share"),
+            ("nginx", "Normal", "default/nginx: metadata.annotations[metallb.io/address-pool]: "
+             "MetalLB's metallb.io/address-pool is read as loadbalancer/pool"),
+            ("nginx-static", "Normal", "default/nginx-static: metadata.annotations[metallb.io/loadBalancerIPs]: "
+             "MetalLB's metallb.io/loadBalancerIPs is read as loadbalancer/ips"),
+        ])
+        # Fed back in, nothing changes and nothing is said again.
+        again = self.allocate("--config", f"{EXAMPLES}/metallb/pools.json", stdin=result.stdout)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual(ingress(json.loads(again.stdout)), ingress({"items": items}))
+        self.assertEqual([i for i in json.loads(again.stdout)["items"] if i.get("kind") == "Event"], [])
+
+    def test_annotation_spellings_and_typos(self):
+        # Issue 8 item 6: loadBalancer/pool (the seed's prose) is loadbalancer/pool; a typo
+        # under loadbalancer/ is a warning naming the nearest known key, and the Service is served.
+        def service(name, annotations):
+            return {"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+                    "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}
+        doc = json.dumps({"kind": "List", "apiVersion": "v1", "items": [
+            service("camel", {"loadBalancer/pool": "external"}),
+            service("typo", {"loadbalancer/pol": "external"})]})
+        result = self.allocate("--config", f"{EXAMPLES}/pools.json", stdin=doc)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(ingress(json.loads(result.stdout)),
+                         {"default/camel": ["1.2.3.50"], "default/typo": ["192.168.10.200"]})
+        self.assertIn("k8slb-allocate: warning: default/typo: metadata.annotations[loadbalancer/pol]: "
+                      "\"loadbalancer/pol\" is not a k8slb annotation and is ignored; the nearest known "
+                      "one is loadbalancer/pool", result.stderr)
+        warnings = [(e["involvedObject"]["name"], e["reason"]) for e in json.loads(result.stdout)["items"]
+                    if e.get("kind") == "Event" and e["type"] == "Warning"]
+        self.assertEqual(warnings, [("typo", "UnknownAnnotation")])
+
     def test_a_service_migrated_from_the_original_keeps_its_sslip_io_address(self):
         old = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "old", "namespace": "default"},
                "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},

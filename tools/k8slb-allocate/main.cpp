@@ -126,8 +126,12 @@ std::pair<json, bool> allocate_document(k8slb::Objects objects, const Options& o
     k8slb::tool::error(error);
     ok = false;
   }
-  auto results = k8slb::allocate::allocate(snapshot.services, *config, {options.lb_class});
+  k8slb::allocate::Options allocate_options{options.lb_class};
+  allocate_options.families_bridged = options.proxy != "kubeproxy" && options.ip_mode != "VIP";
+  auto results = k8slb::allocate::allocate(snapshot.services, *config, allocate_options);
   for (auto& result : results) {
+    for (const auto& note : result.notes)
+      if (note.type == "Warning") k8slb::tool::warning(note.problem.to_string());
     if (!result.problem) continue;
     if (!config_error.empty() && result.outcome == k8slb::allocate::Outcome::failed)
       result.problem->message += fmt::format(" (the ConfigMap {} is invalid; the last good config is in use)",

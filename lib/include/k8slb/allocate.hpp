@@ -35,10 +35,24 @@ struct Result {
   // Service got one family only. publish() turns it into a Warning Event either way.
   std::optional<Problem> problem;
   std::vector<std::string> released; // IPs the Service held before and no longer holds
+  // More to tell, each an Event of its own (publish()): the Service moved to a new IP because
+  // the old one no longer fits what it asks for (reason IPMoved, Normal, naming both), an
+  // annotation read as a k8slb one (AnnotationMapped, Normal), an unknown annotation key
+  // (UnknownAnnotation, Warning). Empty for Services that are not ours. publish() posts the
+  // Normal ones only with a change of status, the Warnings on every run (as `problem`).
+  struct Note {
+    std::string type; // "Normal" or "Warning"
+    Problem problem;  // object, field, reason, message
+  };
+  std::vector<Note> notes;
 };
 
 struct Options {
   std::string lb_class; // our loadBalancerClass; Services with another class are skipped
+  // Whether the proxy connects to the pods whatever the VIP's family (haproxy, nginx): then a
+  // Service's VIP family follows its pool and static IP, not spec.ipFamilies. kube-proxy
+  // (ipMode VIP) cannot: a VIP of another family than spec.ipFamilies is refused.
+  bool families_bridged = true;
 };
 
 // Results sorted by namespace/name, one per input Service.

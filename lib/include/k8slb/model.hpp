@@ -22,6 +22,32 @@ inline constexpr const char* kAnnotationMode = "loadbalancer/mode";
 inline constexpr const char* kAnnotationSsl = "loadbalancer/ssl";
 inline constexpr const char* kAnnotationSslBackend = "loadbalancer/sslbackend";
 inline constexpr const char* kAnnotationSslRedirect = "loadbalancer/sslredirect";
+// Static IPs, comma-separated, at most one per family (as metallb.io/loadBalancerIPs).
+inline constexpr const char* kAnnotationIps = "loadbalancer/ips";
+
+// What reading a Service's annotations has to say about them (docs/configuration.md):
+// - reason AnnotationMapped (Normal): a key read as a k8slb one: the original's spelling
+//   `loadBalancer/...`, or MetalLB's `metallb.io/...` / `metallb.universe.tf/...` keys;
+// - reason UnknownAnnotation (Warning): an unknown key under `loadbalancer/` (any case), with
+//   the nearest known one;
+// - reason InvalidService (Warning): two keys for one setting with different values; the
+//   Service is refused (k8slb/validate.hpp).
+struct AnnotationNote {
+  std::string type;    // "Normal" or "Warning"
+  std::string reason;
+  std::string field;   // metadata.annotations[<the key as written>]
+  std::string message;
+};
+
+struct Annotations {
+  // Every annotation as written, plus each k8slb setting under its canonical key
+  // (loadbalancer/pool, ...), whichever spelling it was written in.
+  std::map<std::string, std::string> values;
+  std::map<std::string, std::string> written_as; // canonical key -> the key it was read from
+  std::vector<AnnotationNote> notes;
+};
+// Pure; the notes are in key order.
+Annotations read_annotations(const std::map<std::string, std::string>& written);
 
 struct ServicePort {
   std::string name;            // may be empty for a single-port Service
@@ -39,7 +65,9 @@ struct Service {
   std::string resource_version;
   std::string type;     // "LoadBalancer", "ClusterIP", ...
   std::string lb_class; // spec.loadBalancerClass, empty when unset
-  std::map<std::string, std::string> annotations;
+  std::map<std::string, std::string> annotations; // Annotations::values
+  std::map<std::string, std::string> annotation_keys; // Annotations::written_as
+  std::vector<AnnotationNote> annotation_notes;
   std::map<std::string, std::string> selector;
   std::vector<ServicePort> ports;
   std::string load_balancer_ip;            // spec.loadBalancerIP, empty when unset
@@ -50,6 +78,8 @@ struct Service {
 
   std::string key() const { return ns + "/" + name; }
   std::string annotation(const std::string& key) const; // "" when absent
+  // "metadata.annotations[<key as the user wrote it>]" for a canonical key.
+  std::string annotation_field(const std::string& key) const;
   bool is_load_balancer() const { return type == "LoadBalancer"; }
 };
 

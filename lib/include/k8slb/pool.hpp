@@ -18,6 +18,10 @@ struct Pool {
   ip::Range network;     // every IP of the pool, static and dynamic
   ip::Range range;       // the dynamic IPs, inside network
   std::string interface; // empty: detect per node
+  // Additions to the original's pool object (docs/configuration.md):
+  bool avoid_buggy_ips = false; // avoidBuggyIPs: never hand out x.y.z.0 or x.y.z.255 (IPv4)
+  bool auto_assign = true;      // autoAssign: false: used only by Services that name it
+  std::vector<std::string> namespaces = {}; // Services there without a pool annotation use this pool
   ip::Family family() const { return network.family(); }
 };
 

@@ -24,8 +24,9 @@ std::string quote(std::string_view text);
 std::optional<ip::Range> parse_source_range(const std::string& text);
 
 // The problems that refuse a whole Service, reason InvalidService, in field order:
-// metadata.namespace or metadata.name not a DNS label (nothing else is checked then), an
-// annotation k8slb reads with a value outside its grammar, an unparsable
+// metadata.namespace or metadata.name not a DNS label (nothing else is checked then), two
+// annotation keys for one setting that disagree (model::read_annotations), an annotation k8slb
+// reads with a value outside its grammar, an unparsable
 // spec.loadBalancerSourceRanges entry. Messages say what is wrong, not what follows from it.
 std::vector<Problem> service_problems(const model::Service& service);
 

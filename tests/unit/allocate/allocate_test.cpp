@@ -25,6 +25,9 @@ struct Expect {
   std::string field = "";
   std::string message_part = "";
   std::vector<std::string> released = {};
+  // The result's notes (Events of their own), each "<type> <reason> <part of the message>",
+  // in order; none when empty.
+  std::vector<std::string> notes = {};
 };
 
 struct Case {
@@ -32,13 +35,15 @@ struct Case {
   std::vector<Svc> services;
   std::vector<Expect> expected; // in namespace/name order, one per Service
   Options options = {};
+  const char* pools = nullptr; // a config document instead of test_pools()
 };
 
 void check(const Case& c) {
   SCOPED_TRACE(c.description);
   std::vector<model::Service> services;
   for (const Svc& svc : c.services) services.push_back(svc);
-  std::vector<Result> results = allocate(services, test_pools(), c.options);
+  pool::Config config = c.pools ? pool::parse_config(nlohmann::json::parse(c.pools)) : test_pools();
+  std::vector<Result> results = allocate(services, config, c.options);
   ASSERT_EQ(results.size(), c.expected.size());
   for (std::size_t i = 0; i < results.size(); ++i) {
     const Result& result = results[i];
@@ -64,8 +69,19 @@ void check(const Case& c) {
       EXPECT_NE(result.problem->message.find(expect.message_part), std::string::npos)
           << "message: " << result.problem->message;
     }
+    std::vector<std::string> notes = testing::note_texts(result);
+    ASSERT_EQ(notes.size(), expect.notes.size()) << fmt::format("{}", fmt::join(notes, " | "));
+    for (std::size_t n = 0; n < notes.size(); ++n) {
+      auto space = expect.notes[n].find(' ', expect.notes[n].find(' ') + 1);
+      std::string head = expect.notes[n].substr(0, space); // "<type> <reason>"
+      std::string part = expect.notes[n].substr(space + 1);
+      EXPECT_EQ(notes[n].substr(0, head.size()), head) << notes[n];
+      EXPECT_NE(notes[n].find(part), std::string::npos) << notes[n];
+    }
   }
 }
+
+const Options kKubeProxy{"", false}; // ipMode VIP: no bridging of families
 
 const char* kPool = "metadata.annotations[loadbalancer/pool]";
 const char* kRequested = "spec.loadBalancerIP";
@@ -87,10 +103,13 @@ TEST(Allocate, PoolsAndStaticRequests) {
       {"a static request may lie outside the range, inside the network",
        {Svc("default/a").ip("192.0.2.100")},
        {{"default/a", Outcome::assigned, {"192.0.2.100"}, {"default"}}}},
-      {"a static request outside the pool's network fails",
+      {"a static request without a pool annotation comes from the pool that holds it",
        {Svc("default/a").ip("198.51.100.5")},
+       {{"default/a", Outcome::assigned, {"198.51.100.5"}, {"external"}}}},
+      {"a static request in no pool fails, naming the pool it would come from",
+       {Svc("default/a").ip("203.0.113.100")},
        {{"default/a", Outcome::failed, {}, {}, "AllocationFailed", kRequested,
-         "198.51.100.5 is outside pool default (192.0.2.0/24)"}}},
+         "203.0.113.100 is outside pool default (192.0.2.0/24)"}}},
       {"a static request in the network of another pool than the annotated one fails",
        {Svc("default/a").pool("external").ip("192.0.2.20")},
        {{"default/a", Outcome::failed, {}, {}, "AllocationFailed", kRequested,
@@ -177,27 +196,30 @@ TEST(Allocate, ExistingAssignments) {
        {{"ns/a", Outcome::kept, {"192.0.2.10"}},
         {"ns/b", Outcome::failed, {}, {}, "AllocationFailed", kStatus,
          "IP 192.0.2.10 already held by ns/a", {"192.0.2.10"}}}},
-      {"an address outside the Service's pool is kept, with a warning, never moved",
-       {Svc("default/a").holds({"198.51.100.7"})},
-       {{"default/a", Outcome::kept, {"198.51.100.7"}, {"external"}, "IPOutsidePool", kStatus,
-         "keeping 198.51.100.7 although it is outside pool default (192.0.2.0/24)"}}},
+      {"an address in no pool (the config changed, not the Service) is kept, with a warning",
+       {Svc("default/a").holds({"203.0.113.100"})},
+       {{"default/a", Outcome::kept, {"203.0.113.100"}, {"default"}, "IPOutsidePool", kStatus,
+         "keeping 203.0.113.100 although it is outside pool default (192.0.2.0/24) and every other pool"}}},
       {"an address whose pool is gone from the config is kept, with a warning",
        {Svc("default/a").pool("gone").holds({"192.0.2.10"})},
        {{"default/a", Outcome::kept, {"192.0.2.10"}, {"default"}, "IPOutsidePool", kPool,
          "keeping 192.0.2.10: pool 'gone' is not configured"}}},
-      {"an address kept outside its pool still blocks it for everybody",
+      {"an address a Service leaves for another pool stays blocked in the run that moves it",
        {Svc("default/a").pool("external"), Svc("default/b").pool("external"),
         Svc("default/z").holds({"198.51.100.16"})},
        {{"default/a", Outcome::assigned, {"198.51.100.17"}},
         {"default/b", Outcome::assigned, {"198.51.100.18"}},
-        {"default/z", Outcome::kept, {"198.51.100.16"}, {"external"}, "IPOutsidePool", kStatus,
-         "outside pool default"}}},
+        {"default/z", Outcome::assigned, {"192.0.2.8"}, {"default"}, "", "", "", {"198.51.100.16"},
+         {"Normal IPMoved moved from 198.51.100.16 to 192.0.2.8 (pool default)"}}}},
       {"a new loadBalancerIP moves the Service: the user asked for it",
        {Svc("default/a").holds({"192.0.2.10"}).ip("192.0.2.20")},
-       {{"default/a", Outcome::assigned, {"192.0.2.20"}, {}, "", "", "", {"192.0.2.10"}}}},
+       {{"default/a", Outcome::assigned, {"192.0.2.20"}, {}, "", "", "", {"192.0.2.10"},
+         {"Normal IPMoved moved from 192.0.2.10 to 192.0.2.20 (pool default): spec.loadBalancerIP "
+          "asks for 192.0.2.20"}}}},
       {"the old address of a moved Service is free for others in the same run",
        {Svc("default/a").holds({"192.0.2.8"}).ip("192.0.2.20"), Svc("default/b")},
-       {{"default/a", Outcome::assigned, {"192.0.2.20"}, {}, "", "", "", {"192.0.2.8"}},
+       {{"default/a", Outcome::assigned, {"192.0.2.20"}, {}, "", "", "", {"192.0.2.8"},
+         {"Normal IPMoved moved from 192.0.2.8 to 192.0.2.20"}},
         {"default/b", Outcome::assigned, {"192.0.2.8"}}}},
       {"a new loadBalancerIP that cannot be had: the old address is kept, with the reason",
        {Svc("default/a").holds({"192.0.2.10"}).ip("192.0.2.20"),
@@ -208,7 +230,8 @@ TEST(Allocate, ExistingAssignments) {
       {"a Service earlier in order gets the address a later one leaves for its loadBalancerIP",
        {Svc("default/a").ip("192.0.2.10"), Svc("default/z").holds({"192.0.2.10"}).ip("192.0.2.20")},
        {{"default/a", Outcome::assigned, {"192.0.2.10"}},
-        {"default/z", Outcome::assigned, {"192.0.2.20"}, {}, "", "", "", {"192.0.2.10"}}}},
+        {"default/z", Outcome::assigned, {"192.0.2.20"}, {}, "", "", "", {"192.0.2.10"},
+         {"Normal IPMoved moved from 192.0.2.10 to 192.0.2.20"}}}},
       {"two Services asking for each other's address both keep theirs (a swap takes two steps)",
        {Svc("default/a").holds({"192.0.2.10"}).ip("192.0.2.20"),
         Svc("default/b").holds({"192.0.2.20"}).ip("192.0.2.10")},
@@ -371,14 +394,18 @@ TEST(Allocate, IPv6AndDualStack) {
       {"single stack without ipFamilies: the family of the loadBalancerIP",
        {Svc("default/a").pool("default,ipv6").ip("2001:db8:1::5")},
        {{"default/a", Outcome::assigned, {"2001:db8:1::5"}}}},
-      {"IPv6 asked, no IPv6 pool",
+      {"kube-proxy: IPv6 asked, no IPv6 pool",
        {Svc("default/a").families({"IPv6"})},
        {{"default/a", Outcome::failed, {}, {}, "AllocationFailed", kPool,
-         "no IPv6 pool: the default pool is default (IPv4)"}}},
-      {"loadBalancerIP of another family than ipFamilies[0]",
+         "no IPv6 pool: the default pool is default (IPv4) (the Service is IPv6 by spec.ipFamilies; "
+         "kube-proxy cannot carry one family to the other)"}},
+       kKubeProxy},
+      {"kube-proxy: loadBalancerIP of another family than ipFamilies[0]",
        {Svc("default/a").pool("default,ipv6").families({"IPv6"}).ip("192.0.2.20")},
        {{"default/a", Outcome::failed, {}, {}, "InvalidService", kRequested,
-         "192.0.2.20 is IPv4 but the Service is IPv6"}}},
+         "192.0.2.20 is IPv4 but the Service is IPv6 (spec.ipFamilies): kube-proxy (ipMode VIP) "
+         "cannot carry one family to the other"}},
+       kKubeProxy},
       {"an unknown family or policy is invalid",
        {Svc("default/a").families({"IPv5"}), Svc("default/b").policy("MaybeDualStack")},
        {{"default/a", Outcome::failed, {}, {}, "InvalidService", "spec.ipFamilies[0]", "'IPv5'"},
@@ -422,6 +449,268 @@ TEST(Allocate, IPv6AndDualStack) {
       {"from dual stack back to single stack: the other family's address is released",
        {Svc("default/a").pool("default,ipv6").families({"IPv4"}).holds({"192.0.2.8", "2001:db8:1::1:0:0"})},
        {{"default/a", Outcome::assigned, {"192.0.2.8"}, {}, "", "", "", {"2001:db8:1::1:0:0"}}}},
+  };
+  for (const Case& c : cases) check(c);
+}
+
+// Issue 8 item 1: haproxy and nginx connect to the pods whatever the VIP's family, so the pool
+// and the static IP choose the family; spec.ipFamilies (which a single-stack API server
+// defaults to [IPv4] on every Service) only breaks a tie. kube-proxy cannot bridge.
+TEST(Allocate, FamiliesWithABridgingProxy) {
+  const std::vector<Case> cases = {
+      {"the seed's simulated dual stack: an IPv6 pool and IPv6 loadBalancerIP on an IPv4 Service",
+       {Svc("default/myapp").pool("external").ip("198.51.100.4").families({"IPv4"}, "SingleStack"),
+        Svc("default/myapp6").pool("ipv6").ip("2001:db8:1::4").families({"IPv4"}, "SingleStack")},
+       {{"default/myapp", Outcome::assigned, {"198.51.100.4"}, {"external"}},
+        {"default/myapp6", Outcome::assigned, {"2001:db8:1::4"}, {"ipv6"}}}},
+      {"an IPv6 pool alone gives an IPv6 address to an IPv4 Service",
+       {Svc("default/a").pool("ipv6").families({"IPv4"})},
+       {{"default/a", Outcome::assigned, {"2001:db8:1::1:0:0"}, {"ipv6"}}}},
+      {"kube-proxy: the same Service is refused, naming spec.ipFamilies",
+       {Svc("default/a").pool("ipv6").families({"IPv4"})},
+       {{"default/a", Outcome::failed, {}, {}, "AllocationFailed", kPool,
+         "no IPv4 pool: loadbalancer/pool names ipv6 (IPv6) (the Service is IPv4 by spec.ipFamilies"}},
+       kKubeProxy},
+      {"kube-proxy: the seed's IPv6 Service is refused, the IPv4 one served",
+       {Svc("default/myapp").pool("external").ip("198.51.100.4").families({"IPv4"}),
+        Svc("default/myapp6").pool("ipv6").ip("2001:db8:1::4").families({"IPv4"})},
+       {{"default/myapp", Outcome::assigned, {"198.51.100.4"}},
+        {"default/myapp6", Outcome::failed, {}, {}, "InvalidService", kRequested,
+         "2001:db8:1::4 is IPv6 but the Service is IPv4 (spec.ipFamilies)"}},
+       kKubeProxy},
+      {"two pools, one per family: spec.ipFamilies breaks the tie",
+       {Svc("default/a").pool("default,ipv6").families({"IPv6"}),
+        Svc("default/b").pool("ipv6,default").families({"IPv4"})},
+       {{"default/a", Outcome::assigned, {"2001:db8:1::1:0:0"}},
+        {"default/b", Outcome::assigned, {"192.0.2.8"}}}},
+      {"the loadBalancerIP's family wins over spec.ipFamilies",
+       {Svc("default/a").pool("default,ipv6").families({"IPv6"}).ip("192.0.2.20")},
+       {{"default/a", Outcome::assigned, {"192.0.2.20"}, {"default"}}}},
+      {"without an IPv6 pool an IPv6 Service gets IPv4 (the default pool)",
+       {Svc("default/a").families({"IPv6"})},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}}}},
+      {"a held IPv6 address of an IPv4 Service in an IPv6 pool is kept (a restart moves nothing)",
+       {Svc("default/a").pool("ipv6").families({"IPv4"}).holds({"2001:db8:1::9"})},
+       {{"default/a", Outcome::kept, {"2001:db8:1::9"}}}},
+  };
+  for (const Case& c : cases) check(c);
+}
+
+// Issue 8 item 7: loadbalancer/ips, at most one address per family; spec.loadBalancerIP keeps
+// working; both set must agree.
+TEST(Allocate, StaticIpsAnnotation) {
+  const char* kIps = "metadata.annotations[loadbalancer/ips]";
+  const std::vector<Case> cases = {
+      {"one address",
+       {Svc("default/a").annotate("loadbalancer/ips", "192.0.2.30")},
+       {{"default/a", Outcome::assigned, {"192.0.2.30"}, {"default"}}}},
+      {"one per family, IPv6 written first: dual stack on a single-stack Service",
+       {Svc("default/a").pool("default,ipv6").annotate("loadbalancer/ips", " 2001:db8:1::30 , 192.0.2.30")},
+       {{"default/a", Outcome::assigned, {"192.0.2.30", "2001:db8:1::30"}, {"default", "ipv6"}}}},
+      {"spec.loadBalancerIP alone still works",
+       {Svc("default/a").ip("192.0.2.31")},
+       {{"default/a", Outcome::assigned, {"192.0.2.31"}}}},
+      {"both set and agreeing",
+       {Svc("default/a").ip("192.0.2.32").annotate("loadbalancer/ips", "192.0.2.32")},
+       {{"default/a", Outcome::assigned, {"192.0.2.32"}}}},
+      {"both set and disagreeing: an error on the Service",
+       {Svc("default/a").ip("192.0.2.33").annotate("loadbalancer/ips", "192.0.2.34")},
+       {{"default/a", Outcome::failed, {}, {}, "InvalidService", kRequested,
+         "192.0.2.33 disagrees with loadbalancer/ips '192.0.2.34'"}}},
+      {"disagreeing while holding an address: kept, with the error",
+       {Svc("default/a").holds({"192.0.2.9"}).ip("192.0.2.33").annotate("loadbalancer/ips", "192.0.2.34")},
+       {{"default/a", Outcome::kept, {"192.0.2.9"}, {}, "InvalidService", kRequested, "disagrees"}}},
+      {"two addresses of one family",
+       {Svc("default/a").annotate("loadbalancer/ips", "192.0.2.35,192.0.2.36")},
+       {{"default/a", Outcome::failed, {}, {}, "InvalidService", kIps,
+         "names two IPv4 addresses: at most one per family"}}},
+      {"not an address",
+       {Svc("default/a").annotate("loadbalancer/ips", "192.0.2.35,")},
+       {{"default/a", Outcome::failed, {}, {}, "InvalidService", kIps, "'' is not an IP address"}}},
+      {"outside the pool: the annotation is named",
+       {Svc("default/a").pool("default").annotate("loadbalancer/ips", "198.51.100.9")},
+       {{"default/a", Outcome::failed, {}, {}, "AllocationFailed", kIps,
+         "198.51.100.9 is outside pool default"}}},
+      {"a changed annotation moves the Service, naming old and new",
+       {Svc("default/a").holds({"192.0.2.9"}).annotate("loadbalancer/ips", "192.0.2.40")},
+       {{"default/a", Outcome::assigned, {"192.0.2.40"}, {}, "", "", "", {"192.0.2.9"},
+         {"Normal IPMoved moved from 192.0.2.9 to 192.0.2.40 (pool default): "
+          "metadata.annotations[loadbalancer/ips] asks for 192.0.2.40"}}}},
+      {"kube-proxy: an address of the other family than spec.ipFamilies is refused",
+       {Svc("default/a").pool("default,ipv6").families({"IPv4"}).annotate("loadbalancer/ips",
+                                                                          "192.0.2.41,2001:db8:1::41")},
+       {{"default/a", Outcome::failed, {}, {}, "InvalidService", kIps,
+         "2001:db8:1::41 is IPv6 but the Service is IPv4 (spec.ipFamilies)"}},
+       kKubeProxy},
+  };
+  for (const Case& c : cases) check(c);
+}
+
+// Issue 8 items 6 and 8: the original's spelling loadBalancer/..., MetalLB's keys, typos.
+TEST(Allocate, AnnotationSpellingsAndMetalLB) {
+  const std::vector<Case> cases = {
+      {"loadBalancer/pool, as the seed's prose writes it, is loadbalancer/pool",
+       {Svc("default/a").written("loadBalancer/pool", "external")},
+       {{"default/a", Outcome::assigned, {"198.51.100.16"}, {"external"}, "", "", "", {},
+         {"Normal AnnotationMapped metadata.annotations[loadBalancer/pool]: read as loadbalancer/pool"}}}},
+      {"both spellings with one value: fine",
+       {Svc("default/a").written("loadBalancer/pool", "external").written("loadbalancer/pool", "external")},
+       {{"default/a", Outcome::assigned, {"198.51.100.16"}, {}, "", "", "", {},
+         {"Normal AnnotationMapped"}}}},
+      {"both spellings disagreeing: the Service is refused, naming both",
+       {Svc("default/a").written("loadBalancer/pool", "external").written("loadbalancer/pool", "default")},
+       {{"default/a", Outcome::failed, {}, {}, "InvalidService",
+         "metadata.annotations[loadBalancer/pool]",
+         "\"external\" disagrees with loadbalancer/pool \"default\"", {},
+         {"Normal AnnotationMapped"}}}},
+      {"a typo gets a Warning naming the key and the nearest known one; the Service is served",
+       {Svc("default/a").written("loadbalancer/pol", "external")},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}, {"default"}, "", "", "", {},
+         {"Warning UnknownAnnotation metadata.annotations[loadbalancer/pol]: \"loadbalancer/pol\" is "
+          "not a k8slb annotation and is ignored; the nearest known one is loadbalancer/pool"}}}},
+      {"the nearest known key, whatever the case",
+       {Svc("default/a").written("LoadBalancer/sslRedirct", "false")},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}, {}, "", "", "", {},
+         {"Warning UnknownAnnotation the nearest known one is loadbalancer/sslredirect"}}}},
+      {"MetalLB's address-pool is the pool, with a Normal note",
+       {Svc("default/a").written("metallb.io/address-pool", "external")},
+       {{"default/a", Outcome::assigned, {"198.51.100.16"}, {"external"}, "", "", "", {},
+         {"Normal AnnotationMapped metadata.annotations[metallb.io/address-pool]: MetalLB's "
+          "metallb.io/address-pool is read as loadbalancer/pool"}}}},
+      {"MetalLB's loadBalancerIPs are the static IPs; errors name the key as written",
+       {Svc("default/a").written("metallb.universe.tf/loadBalancerIPs", "192.0.2.50"),
+        Svc("default/b").written("metallb.io/loadBalancerIPs", "203.0.113.100")},
+       {{"default/a", Outcome::assigned, {"192.0.2.50"}, {}, "", "", "", {},
+         {"Normal AnnotationMapped metadata.annotations[metallb.universe.tf/loadBalancerIPs]: "
+          "MetalLB's metallb.universe.tf/loadBalancerIPs is read as loadbalancer/ips"}},
+        {"default/b", Outcome::failed, {}, {}, "AllocationFailed",
+         "metadata.annotations[metallb.io/loadBalancerIPs]", "203.0.113.100 is outside pool default",
+         {}, {"Normal AnnotationMapped"}}}},
+      {"MetalLB's allow-shared-ip is the sharing key",
+       {Svc("default/a").written("metallb.io/allow-shared-ip", "web"),
+        Svc("default/b").written("metallb.universe.tf/allow-shared-ip", "web").ports({{"TCP", 443}})},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}, {}, "", "", "", {},
+         {"Normal AnnotationMapped metadata.annotations[metallb.io/allow-shared-ip]: MetalLB's "
+          "metallb.io/allow-shared-ip is read as loadbalancer/share"}},
+        {"default/b", Outcome::assigned, {"192.0.2.8"}, {}, "", "", "", {},
+         {"Normal AnnotationMapped"}}}},
+      {"a MetalLB key and ours disagreeing: refused",
+       {Svc("default/a").written("metallb.io/address-pool", "external").written("loadbalancer/pool", "default")},
+       {{"default/a", Outcome::failed, {}, {}, "InvalidService",
+         "metadata.annotations[metallb.io/address-pool]", "disagrees with loadbalancer/pool", {},
+         {"Normal AnnotationMapped"}}}},
+      {"other keys are no business of ours",
+       {Svc("default/a").written("metallb.io/ip-allocated-from-pool", "x").written("example.com/pool", "x")},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}}}},
+  };
+  for (const Case& c : cases) check(c);
+}
+
+// Issue 8 item 9: pool options avoidBuggyIPs, autoAssign, namespaces.
+TEST(Allocate, PoolOptions) {
+  // Networks given as start-stop ranges that are not CIDRs: no network or broadcast address is
+  // left out, so only avoidBuggyIPs keeps .0 and .255 from being handed out.
+  const char* pools = R"({"pools": {
+      "default": {"network": "192.0.2.0/25", "range": "192.0.2.100-192.0.2.101"},
+      "buggy":   {"network": "198.51.100.0-198.51.100.254", "range": "198.51.100.0-198.51.100.1",
+                  "avoidBuggyIPs": true},
+      "buggy255": {"network": "192.0.2.129-192.0.2.255", "range": "192.0.2.254-192.0.2.255",
+                  "avoidBuggyIPs": true},
+      "plain":   {"network": "203.0.113.32-203.0.113.255", "range": "203.0.113.254-203.0.113.255"},
+      "manual":  {"network": "203.0.113.0/28", "range": "203.0.113.1-203.0.113.4", "autoAssign": false},
+      "team":    {"network": "203.0.113.16/28", "range": "203.0.113.17-203.0.113.20",
+                  "namespaces": ["team-a", "team-b"]},
+      "team6":   {"network": "2001:db8:6::/64", "range": "2001:db8:6::10-2001:db8:6::1f",
+                  "namespaces": ["team-b"]}
+  }})";
+  const char* manual_default = R"({"pools": {
+      "default": {"network": "192.0.2.0/24", "range": "192.0.2.8/30", "autoAssign": false},
+      "other":   {"network": "198.51.100.0/24", "range": "198.51.100.8/30"}
+  }})";
+  const std::vector<Case> cases = {
+      {"avoidBuggyIPs: never .0 (nor .255)",
+       {Svc("default/a").pool("buggy"), Svc("default/b").pool("buggy"),
+        Svc("default/c").pool("buggy255"), Svc("default/d").pool("buggy255")},
+       {{"default/a", Outcome::assigned, {"198.51.100.1"}},
+        {"default/b", Outcome::failed, {}, {}, "AllocationFailed", "", "pool buggy has no free IPv4 address"},
+        {"default/c", Outcome::assigned, {"192.0.2.254"}},
+        {"default/d", Outcome::failed, {}, {}, "AllocationFailed", "", "pool buggy255 has no free IPv4 address"}},
+       {}, pools},
+      {"without avoidBuggyIPs .255 is handed out",
+       {Svc("default/a").pool("plain"), Svc("default/b").pool("plain")},
+       {{"default/a", Outcome::assigned, {"203.0.113.254"}},
+        {"default/b", Outcome::assigned, {"203.0.113.255"}}},
+       {}, pools},
+      {"avoidBuggyIPs: a static request for .0 is refused",
+       {Svc("default/a").pool("buggy").ip("198.51.100.0")},
+       {{"default/a", Outcome::failed, {}, {}, "AllocationFailed", kRequested,
+         "198.51.100.0 ends in .0 or .255, which pool buggy avoids (avoidBuggyIPs)"}},
+       {}, pools},
+      {"autoAssign: false: served when named",
+       {Svc("default/a").pool("manual")},
+       {{"default/a", Outcome::assigned, {"203.0.113.1"}, {"manual"}}},
+       {}, pools},
+      {"autoAssign: false on default: a Service without a pool gets none, and is told why",
+       {Svc("default/a"), Svc("default/b").pool("default"), Svc("default/c").pool("other")},
+       {{"default/a", Outcome::failed, {}, {}, "AllocationFailed", kPool,
+         "pool default has autoAssign: false: it serves only Services that name it"},
+        {"default/b", Outcome::assigned, {"192.0.2.8"}},
+        {"default/c", Outcome::assigned, {"198.51.100.8"}}},
+       {}, manual_default},
+      {"namespaces: a Service there without a pool annotation uses that pool before default",
+       {Svc("team-a/web"), Svc("other/web"), Svc("team-a/named").pool("default")},
+       {{"other/web", Outcome::assigned, {"192.0.2.100"}, {"default"}},
+        {"team-a/named", Outcome::assigned, {"192.0.2.101"}, {"default"}},
+        {"team-a/web", Outcome::assigned, {"203.0.113.17"}, {"team"}}},
+       {}, pools},
+      {"namespaces: one pool per family; dual stack takes both",
+       {Svc("team-b/web").policy("RequireDualStack"), Svc("team-b/v4").families({"IPv4"})},
+       {{"team-b/v4", Outcome::assigned, {"203.0.113.17"}, {"team"}},
+        {"team-b/web", Outcome::assigned, {"203.0.113.18", "2001:db8:6::10"}, {"team", "team6"}}},
+       {}, pools},
+  };
+  for (const Case& c : cases) check(c);
+}
+
+// Issue 8 item 5: a Service whose address no longer fits what it asks for gets a new one, with
+// a Normal Event naming both; what it holds is never lost for nothing.
+TEST(Allocate, MovesWhenTheAskChanges) {
+  const std::vector<Case> cases = {
+      {"pool annotation changed: a new address from the new pool, naming old and new",
+       {Svc("default/a").pool("external").holds({"192.0.2.9"})},
+       {{"default/a", Outcome::assigned, {"198.51.100.16"}, {"external"}, "", "", "", {"192.0.2.9"},
+         {"Normal IPMoved default/a: moved from 192.0.2.9 to 198.51.100.16 (pool external): 192.0.2.9 "
+          "is outside pool external (198.51.100.0/24), the pool the Service asks for"}}}},
+      {"pool annotation removed: back to default",
+       {Svc("default/a").holds({"198.51.100.20"})},
+       {{"default/a", Outcome::assigned, {"192.0.2.8"}, {"default"}, "", "", "", {"198.51.100.20"},
+         {"Normal IPMoved moved from 198.51.100.20 to 192.0.2.8"}}}},
+      {"the new pool is full: the old address is kept, with a warning",
+       {Svc("default/a").pool("tiny6"), Svc("default/b").pool("tiny6").holds({"2001:db8:1::5"})},
+       {{"default/a", Outcome::assigned, {"2001:db8:2::10"}},
+        {"default/b", Outcome::kept, {"2001:db8:1::5"}, {"ipv6"}, "IPOutsidePool", kPool,
+         "keeping 2001:db8:1::5 although it is outside pool tiny6 (2001:db8:2::/64): that pool has "
+         "no free IPv6 address left"}}},
+      {"family changed by the pool annotation: the IPv4 address goes, an IPv6 one comes",
+       {Svc("default/a").pool("ipv6").families({"IPv4"}).holds({"192.0.2.9"})},
+       {{"default/a", Outcome::assigned, {"2001:db8:1::1:0:0"}, {"ipv6"}, "", "", "", {"192.0.2.9"},
+         {"Normal IPMoved moved from 192.0.2.9 to 2001:db8:1::1:0:0 (pool ipv6): the Service is IPv6 "
+          "now, by its pool"}}}},
+      {"family changed by the static IP",
+       {Svc("default/a").pool("default,ipv6").holds({"192.0.2.9"}).ip("2001:db8:1::7")},
+       {{"default/a", Outcome::assigned, {"2001:db8:1::7"}, {}, "", "", "", {"192.0.2.9"},
+         {"Normal IPMoved moved from 192.0.2.9 to 2001:db8:1::7 (pool ipv6): the Service is IPv6 now, "
+          "by spec.loadBalancerIP"}}}},
+      {"an unknown pool (a typo) moves nothing",
+       {Svc("default/a").pool("extrenal").holds({"192.0.2.9"})},
+       {{"default/a", Outcome::kept, {"192.0.2.9"}, {}, "IPOutsidePool", kPool,
+         "keeping 192.0.2.9: pool 'extrenal' is not configured"}}},
+      {"nothing changed: nothing moves (what a restart sees)",
+       {Svc("default/a").pool("external").holds({"198.51.100.20"}),
+        Svc("default/b").holds({"192.0.2.200"}), Svc("default/c").ip("192.0.2.30").holds({"192.0.2.30"})},
+       {{"default/a", Outcome::kept, {"198.51.100.20"}},
+        {"default/b", Outcome::kept, {"192.0.2.200"}},
+        {"default/c", Outcome::kept, {"192.0.2.30"}}}},
   };
   for (const Case& c : cases) check(c);
 }

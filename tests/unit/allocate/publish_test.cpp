@@ -132,13 +132,32 @@ TEST(Publish, EventsFollowChanges) {
        {{{"ip", "192.0.2.8"}}},
        {"IPAllocated"},
        "assigned 192.0.2.8"},
-      {"moved to a new loadBalancerIP: IPAllocated naming both",
+      {"moved to a new loadBalancerIP: IPAllocated, then IPMoved naming both",
        service_json("a", no_change, {{"loadBalancerIP", "192.0.2.20"}},
                     {{{"ip", "192.0.2.8"}, {"ipMode", "Proxy"}}}),
        {},
        {{{"ip", "192.0.2.20"}, {"ipMode", "Proxy"}}},
-       {"IPAllocated"},
-       "assigned 192.0.2.20 (pool default); released 192.0.2.8"},
+       {"IPAllocated", "IPMoved"},
+       "web/a: moved from 192.0.2.8 to 192.0.2.20 (pool default): spec.loadBalancerIP asks for 192.0.2.20"},
+      {"the pool annotation changed: a new IP from that pool, IPMoved naming both",
+       service_json("a", {{"annotations", {{"loadbalancer/pool", "external"}}}}, no_change,
+                    {{{"ip", "192.0.2.8"}, {"ipMode", "Proxy"}}}),
+       {},
+       {{{"ip", "198.51.100.16"}, {"ipMode", "Proxy"}}},
+       {"IPAllocated", "IPMoved"},
+       "moved from 192.0.2.8 to 198.51.100.16 (pool external)"},
+      {"a MetalLB annotation: a Normal Event saying what it is read as",
+       service_json("a", {{"annotations", {{"metallb.io/address-pool", "external"}}}}, no_change),
+       {},
+       {{{"ip", "198.51.100.16"}, {"ipMode", "Proxy"}}},
+       {"IPAllocated", "AnnotationMapped"},
+       "web/a: metadata.annotations[metallb.io/address-pool]: MetalLB's metallb.io/address-pool is read as loadbalancer/pool"},
+      {"a typo in a key: a Warning naming the nearest known one",
+       service_json("a", {{"annotations", {{"loadbalancer/pol", "external"}}}}, no_change),
+       {},
+       {{{"ip", "192.0.2.8"}, {"ipMode", "Proxy"}}},
+       {"IPAllocated", "UnknownAnnotation"},
+       "the nearest known one is loadbalancer/pool"},
       {"no longer a LoadBalancer: IPReleased and an empty ingress",
        service_json("a", no_change, {{"type", "ClusterIP"}},
                     {{{"ip", "192.0.2.8"}, {"ipMode", "Proxy"}}}),
@@ -147,23 +166,23 @@ TEST(Publish, EventsFollowChanges) {
        {"IPReleased"},
        "released 192.0.2.8: the Service is of type ClusterIP, not LoadBalancer"},
       {"failed: a Warning with the problem, no status",
-       service_json("a", no_change, {{"loadBalancerIP", "203.0.113.9"}}),
+       service_json("a", no_change, {{"loadBalancerIP", "203.0.113.99"}}),
        {},
        nullptr,
        {"AllocationFailed"},
-       "web/a: spec.loadBalancerIP: 203.0.113.9 is outside pool default (192.0.2.0/24)"},
+       "web/a: spec.loadBalancerIP: 203.0.113.99 is outside pool default (192.0.2.0/24)"},
       {"invalid: reason InvalidService",
        service_json("a", {{"annotations", {{"loadbalancer/pool", "default,,x"}}}}, no_change),
        {},
        nullptr,
        {"InvalidService"},
        "web/a: metadata.annotations[loadbalancer/pool]: 'default,,x' has an empty pool name"},
-      {"kept outside its pool: status unchanged, a Warning",
-       service_json("a", no_change, no_change, {{{"ip", "198.51.100.7"}, {"ipMode", "Proxy"}}}),
+      {"kept outside every pool: status unchanged, a Warning",
+       service_json("a", no_change, no_change, {{{"ip", "203.0.113.200"}, {"ipMode", "Proxy"}}}),
        {},
-       {{{"ip", "198.51.100.7"}, {"ipMode", "Proxy"}}},
+       {{{"ip", "203.0.113.200"}, {"ipMode", "Proxy"}}},
        {"IPOutsidePool"},
-       "keeping 198.51.100.7"},
+       "keeping 203.0.113.200"},
       {"the original's sslip.io hostname gives way to an ip",
        service_json("a", no_change, no_change, {{{"hostname", "192.0.2.8.sslip.io"}}}),
        {},
@@ -192,9 +211,9 @@ TEST(Publish, EventsFollowChanges) {
     } else {
       std::string message = out.events.back().at("message");
       EXPECT_NE(message.find(c.message_part), std::string::npos) << message;
-      bool warning = c.event_reasons.back() != "IPAllocated" &&
-                     c.event_reasons.back() != "IPReleased" &&
-                     c.event_reasons.back() != "StatusUpdated";
+      const std::string& last = c.event_reasons.back();
+      bool warning = last != "IPAllocated" && last != "IPReleased" && last != "StatusUpdated" &&
+                     last != "IPMoved" && last != "AnnotationMapped";
       EXPECT_EQ(out.events.back().at("type"), warning ? "Warning" : "Normal");
     }
   }

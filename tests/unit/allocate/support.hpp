@@ -2,6 +2,7 @@
 // Test helpers for lib/allocate: a Service builder, the pools the tests use, and a readable
 // rendering of a result.
 
+#include <map>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -56,6 +57,16 @@ public:
     service_.annotations[key] = value;
     return *this;
   }
+  // An annotation as parse_service reads it from the cluster: through model::read_annotations
+  // (spellings, MetalLB keys, unknown keys).
+  Svc& written(const std::string& key, const std::string& value) {
+    written_[key] = value;
+    model::Annotations read = model::read_annotations(written_);
+    service_.annotations = std::move(read.values);
+    service_.annotation_keys = std::move(read.written_as);
+    service_.annotation_notes = std::move(read.notes);
+    return *this;
+  }
   Svc& ip(const std::string& address) {
     service_.load_balancer_ip = address;
     return *this;
@@ -102,6 +113,7 @@ private:
     return p;
   }
   model::Service service_;
+  std::map<std::string, std::string> written_;
 };
 
 inline std::vector<std::string> texts(const std::vector<ip::Address>& addresses) {
@@ -110,13 +122,22 @@ inline std::vector<std::string> texts(const std::vector<ip::Address>& addresses)
   return out;
 }
 
-// "default/a: assigned [192.0.2.8] pools [default] released [] problem <...>"
+// "IPMoved default/a: moved from ... to ..."
+inline std::vector<std::string> note_texts(const Result& result) {
+  std::vector<std::string> out;
+  for (const auto& note : result.notes)
+    out.push_back(fmt::format("{} {} {}", note.type, note.problem.reason, note.problem.to_string()));
+  return out;
+}
+
+// "default/a: assigned [192.0.2.8] pools [default] released [] problem <...> notes <...>"
 inline std::string show(const Result& result) {
-  return fmt::format("{}: {} [{}] pools [{}] released [{}] problem <{}>", result.service,
+  return fmt::format("{}: {} [{}] pools [{}] released [{}] problem <{}> notes <{}>", result.service,
                      to_string(result.outcome), fmt::join(texts(result.ips), ", "),
                      fmt::join(result.pools, ", "), fmt::join(result.released, ", "),
                      result.problem ? result.problem->reason + " " + result.problem->to_string()
-                                    : "");
+                                    : "",
+                     fmt::join(note_texts(result), " | "));
 }
 
 } // namespace k8slb::allocate::testing

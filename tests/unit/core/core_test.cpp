@@ -1,4 +1,9 @@
+#include <map>
 #include <sstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
 
 #include <gtest/gtest.h>
 
@@ -83,6 +88,54 @@ TEST(Model, ParsesAServiceAsTheSeedWritesIt) {
   EXPECT_EQ(s.ports[1].protocol, "TCP");
   EXPECT_EQ(s.ports[1].target_port_name, "web");
   EXPECT_EQ(s.ingress_ips, std::vector<std::string>{"1.2.3.4"});
+}
+
+// Issue 8 items 6 and 8: every spelling of a k8slb setting is read under its canonical key.
+TEST(Model, ReadsAnnotationSpellingsAndMetalLBKeys) {
+  struct Case {
+    std::string description;
+    std::map<std::string, std::string> written;
+    std::map<std::string, std::string> canonical; // values under loadbalancer/... keys
+    std::vector<std::string> notes;               // "<type> <reason> <field>: <message part>"
+  };
+  const std::vector<Case> cases = {
+      {"the original's keys: nothing to say", {{"loadbalancer/pool", "external"}},
+       {{"loadbalancer/pool", "external"}}, {}},
+      {"loadBalancer/pool, as the seed's prose writes it", {{"loadBalancer/pool", "external"}},
+       {{"loadbalancer/pool", "external"}},
+       {"Normal AnnotationMapped metadata.annotations[loadBalancer/pool]: read as loadbalancer/pool"}},
+      {"MetalLB's keys, both generations",
+       {{"metallb.io/address-pool", "p"}, {"metallb.universe.tf/loadBalancerIPs", "192.0.2.1"},
+        {"metallb.io/allow-shared-ip", "k"}},
+       {{"loadbalancer/pool", "p"}, {"loadbalancer/ips", "192.0.2.1"}, {"loadbalancer/share", "k"}},
+       {"Normal AnnotationMapped metadata.annotations[metallb.io/address-pool]: MetalLB's",
+        "Normal AnnotationMapped metadata.annotations[metallb.io/allow-shared-ip]: MetalLB's",
+        "Normal AnnotationMapped metadata.annotations[metallb.universe.tf/loadBalancerIPs]: MetalLB's"}},
+      {"a typo: a Warning with the nearest known key (the key stays, as written, and is not read)",
+       {{"loadbalancer/sslbakend", "true"}}, {{"loadbalancer/sslbakend", "true"}},
+       {"Warning UnknownAnnotation metadata.annotations[loadbalancer/sslbakend]: \"loadbalancer/sslbakend\" "
+        "is not a k8slb annotation and is ignored; the nearest known one is loadbalancer/sslbackend"}},
+      {"two spellings that disagree: the canonical one is read, the other named",
+       {{"loadbalancer/pool", "a"}, {"loadBalancer/pool", "b"}}, {{"loadbalancer/pool", "a"}},
+       {"Normal AnnotationMapped metadata.annotations[loadBalancer/pool]: read as",
+        "Warning InvalidService metadata.annotations[loadBalancer/pool]: \"b\" disagrees with loadbalancer/pool \"a\""}},
+      {"other prefixes are not ours", {{"example.com/pol", "x"}, {"loadbalancers/pool", "x"}}, {}, {}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.description);
+    model::Annotations read = model::read_annotations(c.written);
+    for (const auto& [key, value] : c.written) EXPECT_EQ(read.values.at(key), value); // kept as written
+    std::map<std::string, std::string> canonical;
+    for (const auto& [key, value] : read.values)
+      if (key.rfind("loadbalancer/", 0) == 0) canonical[key] = value;
+    EXPECT_EQ(canonical, c.canonical);
+    ASSERT_EQ(read.notes.size(), c.notes.size());
+    for (std::size_t i = 0; i < c.notes.size(); ++i) {
+      std::string text = fmt::format("{} {} {}: {}", read.notes[i].type, read.notes[i].reason,
+                                     read.notes[i].field, read.notes[i].message);
+      EXPECT_EQ(text.substr(0, c.notes[i].size()), c.notes[i]);
+    }
+  }
 }
 
 TEST(Model, NamesTheServiceAndFieldThatIsWrong) {

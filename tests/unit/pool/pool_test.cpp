@@ -34,6 +34,41 @@ TEST(Config, ParsesTheSeedsFirstExample) {
   EXPECT_EQ(config.find("missing"), nullptr);
 }
 
+// Issue 8 item 9: additions to the pool object; the original's documents stay valid.
+TEST(Config, ReadsPoolOptions) {
+  struct Case {
+    std::string description;
+    std::string pool; // the "default" pool's object
+    bool avoid_buggy_ips;
+    bool auto_assign;
+    std::vector<std::string> namespaces;
+  };
+  const std::vector<Case> cases = {
+      {"the original's pool: no options", R"({"network": "192.0.2.0/24", "range": "192.0.2.8/30"})",
+       false, true, {}},
+      {"avoidBuggyIPs", R"({"network": "192.0.2.0/24", "range": "192.0.2.8/30", "avoidBuggyIPs": true})",
+       true, true, {}},
+      {"autoAssign false", R"({"network": "192.0.2.0/24", "range": "192.0.2.8/30", "autoAssign": false})",
+       false, false, {}},
+      {"namespaces, sorted, once each",
+       R"({"network": "192.0.2.0/24", "range": "192.0.2.8/30", "namespaces": ["team-b", "team-a", "team-b"]})",
+       false, true, {"team-a", "team-b"}},
+      {"null means absent",
+       R"({"network": "192.0.2.0/24", "range": "192.0.2.8/30", "avoidBuggyIPs": null, "autoAssign": null,
+           "namespaces": null})",
+       false, true, {}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.description);
+    Config config = parse_config(json::parse(R"({"pools": {"default": )" + c.pool + "}}"));
+    const Pool* pool = config.find("default");
+    ASSERT_NE(pool, nullptr);
+    EXPECT_EQ(pool->avoid_buggy_ips, c.avoid_buggy_ips);
+    EXPECT_EQ(pool->auto_assign, c.auto_assign);
+    EXPECT_EQ(pool->namespaces, c.namespaces);
+  }
+}
+
 TEST(Config, ReadsKeepalivedAndRawLines) {
   Config config = parse_config(json::parse(R"({
     "pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.100-192.0.2.150"}},
@@ -99,6 +134,23 @@ TEST(Config, RejectsBadDocumentsNamingPoolAndField) {
        R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1"}},
            "keepalived": {"email": "a@b.c", "emailServer": "192.0.2.25", "emailServerTimeout": "soon"}})",
        "keepalived.emailServerTimeout: 'soon' is not a number of seconds"},
+      {"avoidBuggyIPs not a boolean",
+       R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1", "avoidBuggyIPs": "yes"}}})",
+       "pools.default.avoidBuggyIPs: must be true or false"},
+      {"autoAssign not a boolean",
+       R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1", "autoAssign": 0}}})",
+       "pools.default.autoAssign: must be true or false"},
+      {"namespaces not a list",
+       R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1", "namespaces": "team-a"}}})",
+       "pools.default.namespaces: must be a list of namespace names"},
+      {"a namespace that is not a DNS label",
+       R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1", "namespaces": ["ok", "Team_A"]}}})",
+       "pools.default.namespaces[1]: \"Team_A\" is not a namespace name"},
+      {"one namespace in two pools of one family",
+       R"({"pools": {"a": {"network": "192.0.2.0/25", "range": "192.0.2.1", "namespaces": ["team"]},
+                     "b": {"network": "192.0.2.128/25", "range": "192.0.2.129", "namespaces": ["team"]}}})",
+       "pools.b.namespaces: namespace team is listed by pool 'a' too, of the same family (IPv4): a "
+       "namespace may name one pool per family"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.description);
