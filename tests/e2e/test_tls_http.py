@@ -146,7 +146,8 @@ class TlsHttpCase(VipTestCase):
         for node in self.topology.lb_nodes:
             with open(self.cluster.actors[node.role].log_path, errors="replace") as log:
                 text = log.read()
-            self.assertIn('"bad name.pem" is not a safe file name', text)
+            # (logfmt escapes the quotes around the name: \"bad name.pem\")
+            self.assertRegex(text, r'\\?"bad name\.pem\\?" is not a safe file name')
             # The document's `daemon` (HAProxy) never made the proxy look dead to k8slb-apply.
             self.assertNotIn("did not start", text)
 
