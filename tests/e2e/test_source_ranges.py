@@ -11,6 +11,7 @@ import json
 import re
 import unittest
 
+from e2e import netns
 from test_vip import POD_A, POD_B, VipTestCase
 
 ADMITTED = "192.0.2.100"  # netns.CLIENT4, inside ADMITTED_RANGE
@@ -98,9 +99,13 @@ class HaproxySourceRangesTest(VipTestCase):
         self.cluster.kubectl("patch", "service", "-n", "default", "guarded", "--type=merge",
                              "-p", json.dumps({"spec": {"loadBalancerSourceRanges":
                                                         [ADMITTED_RANGE, f"{REFUSED}/32"]}}))
+        # Until the reload is whole: nginx's old workers accept for a moment after its new ones
+        # started, so one good answer is not yet the new config everywhere; five in a row are.
         for port, _ in PORTS:
-            self.wait_for_body(f"http://{vip}:{port}/", "pod web-", "--interface", REFUSED,
-                               timeout=30)
+            def five_in_a_row(url=f"http://{vip}:{port}/"):
+                return all(self.curl(url, "--interface", REFUSED, timeout=2)[1].count("pod web-") == 1
+                           for _ in range(5))
+            netns.wait_until(five_in_a_row, 30, interval=0.2, what=f"port {port} admitting {REFUSED}")
         for port, kind in PORTS:
             url = f"http://{vip}:{port}/"
             with self.subTest(port=port, kind=kind, after="patch"):
