@@ -304,7 +304,7 @@ stop_pipeline() {
   [[ -n $APPLY_PID ]] && stop_pids 200 "$APPLY_PID"
   stop_pids 50 "${READER_PIDS[@]}" ${EVENTS_PID:+"$EVENTS_PID"}
   APPLY_PID='' EVENTS_PID='' READER_PIDS=()
-  exec 3>&- 2>/dev/null || true
+  exec 3>&-
 }
 
 on_stop() {

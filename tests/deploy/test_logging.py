@@ -90,6 +90,9 @@ class EntrypointLogTest(unittest.TestCase):
                 components = {c for _, c in found}
                 self.assertIn("k8slb-watch", components, log)
                 self.assertEqual("actor.sh" in components, level != "error", log)  # its lines are info
+                # Its last words, after it stopped the pipeline on SIGTERM, still reach the log.
+                stopped = re.search(r'component=actor\.sh msg="?stopped"?$', log, re.M) is not None
+                self.assertEqual(stopped, level != "error", log)
 
     def test_watcher_error_is_logfmt(self):
         env = dict(os.environ, CONFIG_MAP="not a name", K8SLB_BIN=pod.BINARY_DIR)
