@@ -303,6 +303,33 @@ std::string shared_event_name(const json& event) {
                      static_cast<unsigned long long>(stable_hash(identity)));
 }
 
+std::vector<json> TakeoverTracker::taken(const std::set<std::string>& held) {
+  for (auto it = reported_.begin(); it != reported_.end();) it = held.count(*it) ? std::next(it) : reported_.erase(it);
+  std::vector<json> events;
+  for (const std::string& vip : held) {
+    auto services = vips_.find(vip);
+    if (services == vips_.end() || !services->is_array() || reported_.count(vip)) continue;
+    reported_.insert(vip);
+    for (const json& service : *services) {
+      if (!service.is_object()) continue;
+      const std::string ns = string_field(service, {"namespace"}), name = string_field(service, {"name"});
+      if (ns.empty() || name.empty()) continue;
+      events.push_back({{"apiVersion", "v1"},
+                        {"kind", "Event"},
+                        {"metadata", {{"namespace", ns}, {"generateName", name + "."}}},
+                        {"involvedObject",
+                         {{"apiVersion", "v1"}, {"kind", "Service"}, {"namespace", ns}, {"name", name},
+                          {"uid", string_field(service, {"uid"})}}},
+                        {"reason", "NodeAssigned"},
+                        {"message", fmt::format("{} is served by node {}", vip, node_)},
+                        {"type", "Normal"},
+                        {"source", {{"component", "k8slb"}, {"host", node_}}},
+                        {"reportingComponent", "k8slb"}});
+    }
+  }
+  return events;
+}
+
 TokenBucket::TokenBucket(double burst, double per_second)
     : burst_(burst), per_second_(per_second), tokens_(burst) {}
 

@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -251,6 +252,53 @@ TEST(SharedEventName, SameForEveryNodeDifferentPerFact) {
   }
   json long_name = event("default", std::string(253, 'a'), "NotRendered", "m", "Warning");
   EXPECT_LE(shared_event_name(long_name).size(), 253u);
+}
+
+TEST(TakeoverTracker, ReportsEachTakeoverOnce) {
+  TakeoverTracker tracker("lb-b");
+  tracker.set_vips(json::parse(R"({
+    "192.0.2.10": [{"namespace": "default", "name": "web", "uid": "u-web"},
+                   {"namespace": "default", "name": "web-udp", "uid": "u-udp"}],
+    "2001:db8::10": [{"namespace": "prod", "name": "api", "uid": "u-api"}],
+    "192.0.2.99": [{"namespace": "", "name": "broken"}]
+  })"));
+  auto names = [](const std::vector<json>& events) {
+    std::vector<std::string> out;
+    for (const json& e : events)
+      out.push_back(e["involvedObject"]["namespace"].get<std::string>() + "/" +
+                    e["involvedObject"]["name"].get<std::string>() + ": " + e["message"].get<std::string>());
+    return out;
+  };
+  struct Step {
+    std::string description;
+    std::set<std::string> held;
+    std::vector<std::string> reported;
+  };
+  const std::vector<Step> steps = {
+      {"the node's own address only", {"198.51.100.2"}, {}},
+      {"takes a VIP: its Services, each once",
+       {"198.51.100.2", "192.0.2.10"},
+       {"default/web: 192.0.2.10 is served by node lb-b", "default/web-udp: 192.0.2.10 is served by node lb-b"}},
+      {"still holds it: nothing new", {"198.51.100.2", "192.0.2.10"}, {}},
+      {"takes the IPv6 one too", {"192.0.2.10", "2001:db8::10"}, {"prod/api: 2001:db8::10 is served by node lb-b"}},
+      {"loses both", {"198.51.100.2"}, {}},
+      {"takes one back: said again",
+       {"192.0.2.10"},
+       {"default/web: 192.0.2.10 is served by node lb-b", "default/web-udp: 192.0.2.10 is served by node lb-b"}},
+      {"an entry without a namespace is skipped", {"192.0.2.10", "192.0.2.99"}, {}},
+      {"a VIP no Service has", {"192.0.2.10", "192.0.2.200"}, {}},
+  };
+  for (const auto& step : steps) {
+    SCOPED_TRACE(step.description);
+    auto events = tracker.taken(step.held);
+    EXPECT_EQ(names(events), step.reported);
+    for (const json& e : events) {
+      EXPECT_EQ(e["reason"], "NodeAssigned");
+      EXPECT_EQ(e["type"], "Normal");
+      EXPECT_EQ(e["source"]["host"], "lb-b");
+      EXPECT_FALSE(e["involvedObject"]["uid"].get<std::string>().empty());
+    }
+  }
 }
 
 TEST(TokenBucket, BurstThenRate) {

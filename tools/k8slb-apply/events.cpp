@@ -95,51 +95,6 @@ private:
   bool closed_ = false;
 };
 
-// The failover notice: which VIPs this node holds now that it did not before, each as a Normal
-// Event NodeAssigned on the Services with that VIP ("vips" of the newest line).
-class VipWatch {
-public:
-  explicit VipWatch(std::string node) : node_(std::move(node)) {}
-  void set_vips(json vips) {
-    std::lock_guard lock(mutex_);
-    vips_ = std::move(vips);
-  }
-  // The Events for the VIPs newly held among `held` (addresses on this node's interfaces).
-  std::vector<json> taken(const std::set<std::string>& held) {
-    std::lock_guard lock(mutex_);
-    std::vector<json> events;
-    for (auto it = reported_.begin(); it != reported_.end();)
-      it = held.count(*it) ? std::next(it) : reported_.erase(it);
-    for (const std::string& vip : held) {
-      auto services = vips_.find(vip);
-      if (services == vips_.end() || !services->is_array() || reported_.count(vip)) continue;
-      reported_.insert(vip);
-      for (const json& service : *services) {
-        if (!service.is_object()) continue;
-        const std::string ns = service.value("namespace", ""), name = service.value("name", "");
-        events.push_back({{"apiVersion", "v1"},
-                          {"kind", "Event"},
-                          {"metadata", {{"namespace", ns}, {"generateName", name + "."}}},
-                          {"involvedObject",
-                           {{"apiVersion", "v1"}, {"kind", "Service"}, {"namespace", ns}, {"name", name},
-                            {"uid", service.value("uid", "")}}},
-                          {"reason", "NodeAssigned"},
-                          {"message", fmt::format("{} is served by node {}", vip, node_)},
-                          {"type", "Normal"},
-                          {"source", {{"component", "k8slb"}, {"host", node_}}},
-                          {"reportingComponent", "k8slb"}});
-      }
-    }
-    return events;
-  }
-
-private:
-  std::string node_;
-  std::mutex mutex_;
-  json vips_ = json::object();
-  std::set<std::string> reported_;
-};
-
 std::set<std::string> held_addresses() {
   std::set<std::string> held;
   for (const auto& interface : k8slb::node::read_interfaces())
@@ -187,14 +142,20 @@ int run_events(const EventsOptions& options) {
       }
     }
   });
-  VipWatch vip_watch(options.node);
+  cluster::TakeoverTracker takeovers(options.node);
+  std::mutex takeovers_mutex; // set_vips (reader) and taken (poller)
   std::atomic<bool> reading{true};
   std::thread vip_poller;
   if (!options.node.empty()) {
     vip_poller = std::thread([&] {
       while (reading) {
         try {
-          auto taken = vip_watch.taken(held_addresses());
+          auto held = held_addresses();
+          std::vector<json> taken;
+          {
+            std::lock_guard lock(takeovers_mutex);
+            taken = takeovers.taken(held);
+          }
           if (!taken.empty()) mailbox.add_takeovers(std::move(taken));
         } catch (const std::exception& error) {
           tool::warning(fmt::format("VIPs held: {}", error.what()));
@@ -224,7 +185,10 @@ int run_events(const EventsOptions& options) {
       line->erase("events");
     }
     if (auto vips = line->find("vips"); vips != line->end()) {
-      if (vips->is_object()) vip_watch.set_vips(std::move(*vips));
+      if (vips->is_object()) {
+        std::lock_guard lock(takeovers_mutex);
+        takeovers.set_vips(std::move(*vips));
+      }
       line->erase("vips");
     }
     if (output_open) output_open = tool::write_line(line->dump(-1, ' ', false, json::error_handler_t::replace));

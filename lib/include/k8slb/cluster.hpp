@@ -16,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -184,6 +185,23 @@ private:
   std::map<std::string, Record> records_; // event_key -> the Event written for it
 };
 std::string_view to_string(EventLimiter::Verdict verdict);
+
+// The failover notice (k8slb-apply events --node): which VIPs a node holds that it did not
+// report yet, each as a Normal Event NodeAssigned ("<vip> is served by node <node>") on the
+// Services holding it. `vips` is k8slb-render --events' map: VIP -> [{namespace, name, uid}].
+// A VIP reported once is reported again only after the node lost it. Pure (no I/O, no clock).
+class TakeoverTracker {
+public:
+  explicit TakeoverTracker(std::string node) : node_(std::move(node)) {}
+  void set_vips(json vips) { vips_ = vips.is_object() ? std::move(vips) : json::object(); }
+  // The Events for the VIPs among `held` (the node's addresses) newly held since the last call.
+  std::vector<json> taken(const std::set<std::string>& held);
+
+private:
+  std::string node_;
+  json vips_ = json::object();
+  std::set<std::string> reported_;
+};
 
 // ---------------------------------------------------------------------------------------
 // Writing a document
