@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
 
 #include <unistd.h>
 
@@ -78,11 +79,11 @@ void emit(Level level, std::string_view message) {
 }
 
 void print(Level level, std::string_view message) {
-  static bool said = false;
-  if (!said) {
-    said = true;
+  // Tools log from several threads (k8slb-apply cluster, events): said once, whichever is first.
+  static std::once_flag said;
+  std::call_once(said, [] {
     if (!log_settings().problem.empty()) emit(Level::warn, log_settings().problem);
-  }
+  });
   emit(level, message);
 }
 } // namespace

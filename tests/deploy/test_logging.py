@@ -41,7 +41,7 @@ def levels(stderr):
 class ToolLogTest(unittest.TestCase):
     def events(self, level, fmt="logfmt"):
         env = dict(os.environ, LOG_LEVEL=level, LOG_FORMAT=fmt)
-        return subprocess.run([APPLY, "events", "--dry-run"], input=EVENT_LINE + "\nnot json\n", env=env,
+        return subprocess.run([APPLY, "events", "--dry-run"], input=EVENT_LINE + "\nnot json\n5\n", env=env,
                               capture_output=True, text=True, timeout=20)
 
     def test_levels(self):
@@ -63,6 +63,7 @@ class ToolLogTest(unittest.TestCase):
         self.assertIn("k8slb-apply: warning: LOG_LEVEL: 'loud' is not error, warn, info or debug; using info",
                       result.stderr)
         self.assertIn("k8slb-apply: error: stdin: document 2: malformed JSON", result.stderr)
+        self.assertIn("k8slb-apply: error: stdin: document 3: expected an object", result.stderr)
         self.assertIn("k8slb-apply: default/web: Event Warning NoInterface", result.stderr)
 
     def test_values_are_quoted(self):

@@ -176,7 +176,11 @@ int run_events(const EventsOptions& options) {
       continue;
     }
     if (!line) break;
-    if (!line->is_object()) continue;
+    if (!line->is_object()) {
+      tool::error(fmt::format("stdin: document {}: expected an object (a k8slb-apply node result line); skipped",
+                              reader.count()));
+      continue;
+    }
     auto events = line->find("events");
     if (events != line->end() && events->is_array()) {
       if (tool::enabled(tool::Level::debug))
