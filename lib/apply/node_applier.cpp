@@ -493,6 +493,10 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
           if (checked.timed_out) output = fmt::format("timed out after {} s. {}", options_.check_timeout_s, output);
           problem("ConfigRejected", fmt::format("rejected by `{} {}` (kept as {}), the running config stays: {}",
                                                 basename_of(check[0]), check[1], rejected, output));
+          // For the Event: worded alike on every node (no paths of this node, no pids).
+          outcome.rejected = checker_summary(checked.output, {{*staged, file}, {rejected, file},
+                                                              {options_.config_dir + "/", ""}, {options_.runtime_dir + "/", ""}});
+          if (checked.timed_out) outcome.rejected = fmt::format("timed out after {} s. {}", options_.check_timeout_s, outcome.rejected);
           if (!running) start_last_good(options_, state, installed, result);
           result.daemons.push_back(outcome);
           continue;

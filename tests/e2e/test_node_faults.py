@@ -8,7 +8,9 @@ figures (FIGURE lines, $K8SLB_E2E_FIGURES), never asserted as timings.
   * a pool the nodes cannot place (`interface: eth9`): no VIP is lost;
   * a missing certificate: only that Service's TLS ports are left out; its other ports and
     every other Service are served;
-  * the last two also reach `kubectl describe`: one Warning Event on the Service per problem,
+  * a config document line HAProxy's checker refuses (`haproxy.defaults`): both nodes keep the
+    config they run and the VIP keeps serving;
+  * the last three also reach `kubectl describe`: one Warning Event on the Service per problem,
     however many nodes report it (k8slb-apply events);
   * k8slb-watch dies (the API refusing the actor, say): only the reader restarts; the daemons
     keep running with their config and no VIP moves.
@@ -257,6 +259,46 @@ class MissingCertificateTest(NodeFaultCase):
         time.sleep(2)
         self.assert_one_event_each(self.service_events("default", "web", "MissingCertificate"), messages)
         self.assertEqual(self.service_events("default", "other", "MissingCertificate"), [])
+
+
+class ConfigRejectedTest(NodeFaultCase):
+    proxy = "haproxy"
+
+    def test_config_rejected_once(self):
+        vip, _ = self.create_web()
+        owner = self.assert_held_by_first_choice(vip)
+        probe = self.start_probe(f"http://{vip}/", duration=60)
+        netns.wait_until(lambda: self.probe_report(probe)["last_ok"], 10, what="first probe")
+        changed_at = time.time()
+        failures_before = self.probe_report(probe)["failures"]
+        # A line of the config document that reaches haproxy.cfg as given; `haproxy -c` refuses it.
+        self.cluster.apply_objects([{
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "global", "namespace": "k8slb-system"},
+            "data": {"config": json.dumps({"pools": self.cluster.pools,
+                                           "haproxy": {"defaults": ["no-such-keyword here"]}}, indent=2)}}])
+        for node in self.topology.lb_nodes:
+            netns.wait_until(lambda: "haproxy.cfg: rejected by `haproxy -c`" in self.actor_log(node), 30,
+                             what=f"{node.role}'s checker refusing the config")
+            cfg = open(os.path.join(self.workdir, node.role, "etc", "haproxy.cfg")).read()
+            self.assertNotIn("no-such-keyword", cfg, f"{node.role} installed the refused config")
+        # kubectl describe service web: one Warning Event naming the checker's message, though
+        # both nodes' checkers refused the config.
+        message = ("haproxy.cfg rejected by `haproxy -c`, the node keeps its running config: [ALERT] config : "
+                   "parsing [haproxy.cfg:")
+        netns.wait_until(lambda: self.service_events("default", "web", "ConfigRejected"), 30,
+                         what="a ConfigRejected Event on default/web")
+        time.sleep(2)  # the other node's report, if it were to make a second Event
+        events = self.service_events("default", "web", "ConfigRejected")
+        self.assert_one_event_each(events, [message])
+        self.assertIn("unknown keyword 'no-such-keyword' in 'defaults' section", events[0]["message"])
+        gaps, report = self.gaps_since(probe, changed_at)
+        record_figure("node_faults.config_rejected_failed_probes", report["failures"] - failures_before,
+                      unit="probes of 20 ms")
+        self.assertEqual(self.holder_of(vip), [owner], "the VIP left its node")
+        self.assertEqual(gaps, [], "the VIP stopped serving after the refused config")
+        self.assertFalse(report["failing_now"])
+        self.stop_probe(probe)
 
 
 class ReaderRestartTest(NodeFaultCase):

@@ -143,6 +143,7 @@ struct DaemonResult {
   bool ok = true;
   std::string detail; // reason, or what failed
   bool held = false;  // not applied because an earlier daemon failed (keepalived after the proxy)
+  std::string rejected = {}; // the checker refused the new config: its message, the same on every node
 };
 
 // Proxy first: keepalived may take its new VIP set only when the proxy runs its new config.
@@ -158,6 +159,20 @@ struct ApplyResult {
   // {"actions": {"haproxy": "reload", "keepalived": "held", ...}, "problems": [{"object","field","reason","message"}]}
   nlohmann::json to_json() const;
 };
+
+// ---- Events from the node ------------------------------------------------------------------
+
+// A checker's output as one line every node words alike (so the Events they post share one
+// name): banner and summary lines dropped; nginx's timestamp and pid, HAProxy's "(pid)" cut; each
+// path in `names` (the staged and kept file, the config dir) replaced by the short name it maps
+// to; at most `max_size` bytes. "[ALERT] config : parsing [haproxy.cfg:12] : unknown keyword ..."
+std::string checker_summary(std::string_view output, const std::vector<std::pair<std::string, std::string>>& names,
+                            std::size_t max_size = 600);
+
+// A Warning Event ConfigRejected on each Service of `vips` (k8slb-render --events: VIP ->
+// [{namespace, name, uid}]) for each daemon whose checker refused its new config: the whole
+// config is refused, so no Service gets its change on this node. Empty when none was refused.
+nlohmann::json rejected_config_events(const ApplyResult& result, const nlohmann::json& vips);
 
 // The files of a set that k8slb-apply knows, read from a directory (k8slb-render --output-dir).
 std::map<std::string, std::string> read_file_set(const std::string& dir);
