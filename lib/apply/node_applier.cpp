@@ -142,6 +142,7 @@ struct NodeApplier::State {
   Clock::time_point started{};
   int failures = 0;             // deaths in a row, for the restart backoff
   std::optional<Clock::time_point> restart_at;
+  int output_fd = -1;           // where its stdout and stderr go (DaemonLog); -1: ours
 };
 
 namespace {
@@ -274,6 +275,10 @@ NodeApplier::NodeApplier(NodeOptions options) : options_(std::move(options)) {
       state->wanted = true;
       state->started = Clock::now();
     }
+    if (!options_.detach) {
+      if (!daemon_log_) daemon_log_ = std::make_unique<detail::DaemonLog>();
+      state->output_fd = daemon_log_->output_fd(daemon);
+    }
     states_[daemon] = std::move(state);
   }
 }
@@ -334,7 +339,7 @@ void wait_started(const NodeOptions& options, State& state, const std::string& c
 
 void start_daemon(const NodeOptions& options, State& state, const std::string& content) {
   const auto paths = paths_for(options, state.daemon);
-  detail::SpawnOptions spawn{options.detach, paths.log};
+  detail::SpawnOptions spawn{options.detach, paths.log, state.output_fd};
   state.pid = detail::spawn_daemon(start_argv(options, state.daemon, content), spawn);
   state.child = true;
   state.wanted = true;

@@ -18,6 +18,7 @@
 
 #include "k8slb/error.hpp"
 #include "k8slb/render.hpp"
+#include "k8slb/tool.hpp"
 
 namespace k8slb::apply {
 
@@ -160,6 +161,19 @@ struct ApplyResult {
   nlohmann::json to_json() const;
 };
 
+// ---- The daemons' own output ----------------------------------------------------------------
+
+// One line a daemon wrote, as k8slb logs it: the daemon's level where its line shows one
+// (HAProxy's [NOTICE]/[WARNING]/[ALERT], nginx's [emerg]...[debug]; keepalived shows none: info,
+// or warn for its "WARNING -" lines) and the message without the daemon's own timestamp and
+// level. "[WARNING]  (33) : Proxy web stopped." -> {warn, "(33) Proxy web stopped."}
+struct DaemonLine {
+  tool::Level level = tool::Level::info;
+  std::string message;
+  bool operator==(const DaemonLine&) const = default;
+};
+DaemonLine parse_daemon_line(Daemon daemon, std::string_view line);
+
 // ---- Events from the node ------------------------------------------------------------------
 
 // A checker's output as one line every node words alike (so the Events they post share one
@@ -186,6 +200,10 @@ std::map<std::string, std::string> file_set_from_json(const nlohmann::json& docu
 // healthy, else what is wrong.
 std::optional<std::string> proxy_health(render::Proxy proxy, const std::string& runtime_dir,
                                         std::chrono::milliseconds budget);
+
+namespace detail {
+class DaemonLog;
+}
 
 class NodeApplier {
 public:
@@ -214,6 +232,7 @@ private:
   NodeOptions options_;
   std::vector<Daemon> daemons_;
   std::map<Daemon, std::unique_ptr<State>> states_;
+  std::unique_ptr<detail::DaemonLog> daemon_log_; // !detach: the daemons' output, in our log
 };
 
 } // namespace k8slb::apply

@@ -298,6 +298,35 @@ TEST(StopPlan, GracefulSignalPerDaemon) {
   }
 }
 
+TEST(ParseDaemonLine, TheDaemonsLevelAndMessage) {
+  using tool::Level;
+  struct Case {
+    Daemon daemon;
+    std::string line;
+    DaemonLine expected;
+  };
+  for (const auto& test : std::vector<Case>{
+           {Daemon::haproxy, "[NOTICE]   (33) : haproxy version is 2.6.12\n", {Level::info, "(33) haproxy version is 2.6.12"}},
+           {Daemon::haproxy, "[WARNING]  (33) : Proxy web stopped.", {Level::warn, "(33) Proxy web stopped."}},
+           {Daemon::haproxy, "[ALERT]    (33) : config : cannot bind", {Level::error, "(33) config : cannot bind"}},
+           {Daemon::haproxy, "Proxy stats started.", {Level::info, "Proxy stats started."}},
+           {Daemon::nginx, "2026/11/28 12:43:04 [emerg] 8122#8122: bind() failed", {Level::error, "(8122) bind() failed"}},
+           {Daemon::nginx, "2026/11/28 12:43:04 [warn] 8#8: *1 upstream slow", {Level::warn, "(8) *1 upstream slow"}},
+           {Daemon::nginx, "2026/11/28 12:43:04 [notice] 8#8: signal process started", {Level::info, "(8) signal process started"}},
+           {Daemon::nginx, "2026/11/28 12:43:04 [debug] 8#8: epoll add", {Level::debug, "(8) epoll add"}},
+           {Daemon::nginx, "nginx: [warn] the \"user\" directive makes sense only as root", {Level::warn, "the \"user\" directive makes sense only as root"}},
+           {Daemon::nginx, "10.0.0.1 - - [28/Nov/2026:12:00:00 +0000] \"GET / HTTP/1.1\" 200", {Level::info, "10.0.0.1 - - [28/Nov/2026:12:00:00 +0000] \"GET / HTTP/1.1\" 200"}},
+           {Daemon::keepalived, "Sat Nov 28 12:57:48 2026: (pool_default) Entering MASTER STATE", {Level::info, "(pool_default) Entering MASTER STATE"}},
+           {Daemon::keepalived, "Sat Nov  1 02:57:48 2026: Starting Keepalived v2.2.7", {Level::info, "Starting Keepalived v2.2.7"}},
+           {Daemon::keepalived, "(keepalived.conf: Line 2) WARNING - interface eth9 doesn't exist", {Level::warn, "(keepalived.conf: Line 2) WARNING - interface eth9 doesn't exist"}},
+       }) {
+    SCOPED_TRACE(test.line);
+    auto parsed = parse_daemon_line(test.daemon, test.line);
+    EXPECT_EQ(parsed.level, test.expected.level);
+    EXPECT_EQ(parsed.message, test.expected.message);
+  }
+}
+
 TEST(CheckerSummary, WordedAlikeOnEveryNode) {
   struct Case {
     std::string description;
