@@ -5,6 +5,7 @@
 #include "k8slb/apply.hpp"
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <regex>
@@ -102,6 +103,7 @@ int DaemonLog::output_fd(Daemon daemon) {
 }
 
 void DaemonLog::read_loop() {
+  std::optional<std::chrono::steady_clock::time_point> drain_until; // closing: bounded
   for (;;) {
     std::vector<pollfd> polled{{wake_[0], POLLIN, 0}};
     {
@@ -109,6 +111,7 @@ void DaemonLog::read_loop() {
       for (const auto& pipe : pipes_) polled.push_back({pipe.read_fd, POLLIN, 0});
     }
     const bool closing = stop_reading_.load();
+    if (closing && !drain_until) drain_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     // Closing: what the daemons wrote last is read without waiting, then the reader ends.
     int ready = ::poll(polled.data(), polled.size(), closing ? 0 : -1);
     if (ready < 0 && errno == EINTR) continue;
@@ -141,7 +144,8 @@ void DaemonLog::read_loop() {
         }
       }
     }
-    if (closing && !any) break;
+    // Closing: until the pipes are empty, or a second (a daemon still writing).
+    if (closing && (!any || std::chrono::steady_clock::now() > *drain_until)) break;
   }
   {
     std::lock_guard lock(shared_->mutex);
