@@ -189,6 +189,12 @@ int run_events(const EventsOptions& options) {
     if (events != line->end() && events->is_array()) {
       if (tool::enabled(tool::Level::debug))
         tool::debug(fmt::format("line {}: {} Event(s) to post", reader.count(), events->size()));
+      // k8slb-apply node's own Events (ConfigRejected) do not know the node: this is it.
+      if (!options.node.empty())
+        for (auto& event : *events)
+          if (event.is_object() && !(event.contains("source") && event["source"].is_object() &&
+                                     event["source"].contains("host")))
+            event["source"]["host"] = options.node;
       mailbox.put(std::move(*events));
       line->erase("events");
     }

@@ -70,7 +70,8 @@ apply::NodeOptions to_node_options(const NodeCommandOptions& options) {
 }
 
 // Prints the problems on stderr and the result line on stdout, with the input's Events (from
-// k8slb-render --events) passed on for `k8slb-apply events`. False when stdout is closed.
+// k8slb-render --events) passed on for `k8slb-apply events`, and a ConfigRejected on each of
+// the input's Services when a checker refused a config. False when stdout is closed.
 bool report(const apply::ApplyResult& result, const k8slb::json& events = nullptr, const k8slb::json& vips = nullptr) {
   for (const auto& problem : result.problems) tool::error(problem.to_string());
   for (const auto& daemon : result.daemons)
@@ -78,7 +79,10 @@ bool report(const apply::ApplyResult& result, const k8slb::json& events = nullpt
       tool::info(std::string(apply::to_string(daemon.daemon)) + ": " + std::string(apply::to_string(daemon.action)) +
                  " (" + daemon.detail + ")");
   auto line = result.to_json();
-  if (events.is_array()) line["events"] = events;
+  if (events.is_array()) {
+    line["events"] = events;
+    for (auto& event : apply::rejected_config_events(result, vips)) line["events"].push_back(std::move(event));
+  }
   if (vips.is_object()) line["vips"] = vips;
   return tool::write_line(line.dump(-1, ' ', false, k8slb::json::error_handler_t::replace));
 }
