@@ -19,7 +19,7 @@ import tempfile
 
 import cluster as cluster_module
 from e2e import BINARY_DIR, netns
-from test_vip import POD_A, POD_B, VipTestCase
+from test_vip import VipTestCase
 
 PENDING_SERVICE = """
 apiVersion: v1
@@ -50,8 +50,6 @@ def rows_of(table):
 
 class PluginTest(VipTestCase):
     proxy = "haproxy"
-    pods = (POD_A, POD_B)
-    cluster_options = {"ip_families": "IPv4"}
 
     def kubectl_k8slb(self, *args, input=None):
         """`kubectl k8slb ARGS` as a user runs it: the plugin found by kubectl on PATH, the

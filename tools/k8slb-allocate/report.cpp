@@ -42,7 +42,7 @@ int run_lint(const ReportOptions& options) {
   std::vector<std::string> pools;
   for (const auto& pool : config.pools)
     pools.push_back(fmt::format("{} ({} {})", pool.name, k8slb::ip::to_string(pool.family()), pool.network.to_string()));
-  tool::write_line(fmt::format("{}: valid: {} pool{}: {}", report::cell(source), pools.size(),
+  tool::write_line(fmt::format("{}: valid: {} pool{}: {}", k8slb::describe("", "", source), pools.size(),
                                pools.size() == 1 ? "" : "s", fmt::join(pools, ", ")));
   return tool::kExitOk;
 }
