@@ -1,0 +1,90 @@
+"""kubectl-k8slb's command line, run through kubectl as a user runs it (the plugin on PATH)
+against the API simulator: usage errors exit 2, a cluster kubectl cannot reach exits 1 with
+kubectl's own error, and what status can do without (the ConfigMap) is a warning with the pool
+shown unknown. The plugin's figures against a live cluster: tests/e2e/test_plugin.py."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.environ.get("K8SLB_SOURCE_DIR", os.path.dirname(os.path.dirname(HERE)))
+BINARY_DIR = os.environ.get("K8SLB_BINARY_DIR", os.path.join(SOURCE_DIR, "build"))
+sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "kubesim"))
+import kubesim_client  # noqa: E402
+
+SERVICE = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "web", "namespace": "default"},
+           "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "targetPort": 8080}]}}
+
+
+class PluginCliTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.work = tempfile.TemporaryDirectory()
+        cls.sim = kubesim_client.start(os.path.join(cls.work.name, "sim"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sim.stop()
+        cls.work.cleanup()
+
+    def plugin(self, *args, kubeconfig=None, input=None):
+        env = dict(os.environ, PATH=f"{BINARY_DIR}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+                   KUBECONFIG=kubeconfig or self.sim.kubeconfig)
+        return subprocess.run(["kubectl", "k8slb", *args], env=env, capture_output=True, text=True,
+                              timeout=60, input=input)
+
+    def test_usage_errors_exit_2(self):
+        cases = [
+            ((), "a command is required"),
+            (("status", "pools"), "one command"),
+            (("status", "-o", "yaml"), "-o must be table or json"),
+            (("pools", "-n", "default"), "-n and -A are for status"),
+            (("status", "-f", "x.json"), "-f is for lint"),
+            (("status", "--config-map", "global"), "NAMESPACE/NAME"),
+            (("status", "--bogus"), "unknown argument '--bogus'"),
+            (("status", "-n"), "-n needs a value"),
+        ]
+        for args, message in cases:
+            with self.subTest(args=args):
+                result = self.plugin(*args)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertIn(message, result.stderr)
+                self.assertEqual(result.stdout, "")
+        self.assertIn("kubectl k8slb status", self.plugin("--help").stdout)
+
+    def test_unreachable_cluster_exits_1_with_kubectls_error(self):
+        kubeconfig = os.path.join(self.work.name, "nowhere")
+        with open(kubeconfig, "w") as f:
+            json.dump({"apiVersion": "v1", "kind": "Config", "current-context": "x",
+                       "clusters": [{"name": "x", "cluster": {"server": "https://127.0.0.1:1"}}],
+                       "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}],
+                       "users": [{"name": "x", "user": {"token": "t"}}]}, f)
+        for command in ("status", "pools", "lint"):
+            with self.subTest(command=command):
+                result = self.plugin(command, "--request-timeout", "5s", kubeconfig=kubeconfig)
+                self.assertEqual(result.returncode, 1, result.stderr)
+                self.assertIn("127.0.0.1:1", result.stderr)
+                self.assertEqual(result.stdout, "")
+
+    def test_status_without_config_map_warns_and_pools_fail(self):
+        created = subprocess.run(["kubectl", "--kubeconfig", self.sim.kubeconfig, "apply", "-f", "-"],
+                                 input=json.dumps(SERVICE), capture_output=True, text=True, timeout=30)
+        self.assertEqual(created.returncode, 0, created.stderr)
+        status = self.plugin("status", "-o", "json")
+        self.assertEqual(status.returncode, 0, status.stderr)
+        self.assertIn("warning:", status.stderr)
+        self.assertEqual(json.loads(status.stdout)["items"],
+                         [{"namespace": "default", "name": "web", "ip": None, "pool": None, "node": None,
+                           "since": None}])
+        pools = self.plugin("pools")
+        self.assertEqual((pools.returncode, pools.stdout), (1, ""))
+        self.assertIn("not found", pools.stderr)  # kubectl's NotFound for the ConfigMap
+
+
+if __name__ == "__main__":
+    unittest.main()
