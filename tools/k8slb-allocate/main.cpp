@@ -280,13 +280,14 @@ int main(int argc, char** argv) {
   auto* lint = app.add_flag("--lint", options.lint,
                             "Check the config (--config FILE, or the ConfigMap in the input) as the allocator "
                             "reads it, and stop");
-  app.add_option("--report", options.report,
+  auto* report = app.add_option("--report", options.report,
                  "Print what kubectl k8slb shows: status (each Service's IPs, pool, node) or pools (size, "
                  "in use, free), from the Services, Events and ConfigMap in the input")
       ->check(CLI::IsMember({"status", "pools"}))
       ->excludes(lint);
   app.add_option("-o,--output", options.output, "With --report: table or json")
       ->check(CLI::IsMember({"table", "json"}))
+      ->needs(report)
       ->capture_default_str();
   return k8slb::tool::run_main(app, argc, argv, [&] {
     if (!options.lint && options.report.empty()) return run(options);
