@@ -17,7 +17,6 @@ import signal
 import subprocess
 import tempfile
 
-import cluster as cluster_module
 from e2e import BINARY_DIR, netns
 from test_vip import VipTestCase
 
