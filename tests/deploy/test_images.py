@@ -107,7 +107,8 @@ class WatcherImageTest(unittest.TestCase):
         good = load("config")[0]["data"]["config"]
         bad = json.dumps({"pools": {"default": {"network": "192.0.2.0/24", "range": "198.51.100.1"}}})
         for config, status in ((good, 0), (bad, 1)):
-            ran = podman_pod.podman("run", "--rm", "-i", "--network=none", "--entrypoint", "kubectl-k8slb", image,
+            ran = podman_pod.podman("run", "--rm", "-i", "--network=none", "--ulimit", "nofile=16384:16384",
+                                    "--ulimit", "nproc=4096:4096", "--entrypoint", "kubectl-k8slb", image,
                                     "lint", "-f", "-", input=config, check=False, timeout=60)
             here = subprocess.run([os.path.join(podman_pod.BINARY_DIR, "k8slb-allocate"), "--lint", "--config", "-"],
                                   input=config, capture_output=True, text=True, timeout=30)
