@@ -81,6 +81,13 @@ class PluginCliTest(unittest.TestCase):
         self.assertEqual(json.loads(status.stdout)["items"],
                          [{"namespace": "default", "name": "web", "ip": None, "pool": None, "node": None,
                            "since": None}])
+        for form in (("-n", "default"), ("-n=default",), ("-ndefault",), ("--namespace=default",),
+                     ("--namespace", "default"), ("-A",), ("--all-namespaces",)):
+            with self.subTest(form=form):
+                same = self.plugin("status", *form, "-ojson")
+                self.assertEqual((same.returncode, same.stdout), (0, status.stdout), same.stderr)
+        elsewhere = self.plugin("status", "-n", "kube-system", "--output=json")
+        self.assertEqual(json.loads(elsewhere.stdout)["items"], [])
         pools = self.plugin("pools")
         self.assertEqual((pools.returncode, pools.stdout), (1, ""))
         self.assertIn("not found", pools.stderr)  # kubectl's NotFound for the ConfigMap
