@@ -82,7 +82,7 @@ class PluginCliTest(unittest.TestCase):
                          [{"namespace": "default", "name": "web", "ip": None, "pool": None, "node": None,
                            "since": None}])
         for form in (("-n", "default"), ("-n=default",), ("-ndefault",), ("--namespace=default",),
-                     ("--namespace", "default"), ("-A",), ("--all-namespaces",)):
+                     ("--namespace", "default"), ):
             with self.subTest(form=form):
                 same = self.plugin("status", *form, "-ojson")
                 self.assertEqual((same.returncode, same.stdout), (0, status.stdout), same.stderr)
@@ -91,6 +91,36 @@ class PluginCliTest(unittest.TestCase):
         pools = self.plugin("pools")
         self.assertEqual((pools.returncode, pools.stdout), (1, ""))
         self.assertIn("not found", pools.stderr)  # kubectl's NotFound for the ConfigMap
+
+    def test_nothing_from_the_cluster_reaches_the_terminal_as_a_control(self):
+        """Anyone who may create Events can write a NodeAssigned one: a message that is not the
+        actor's sentence (here with terminal escapes) is ignored, never printed."""
+        kubectl = ["kubectl", "--kubeconfig", self.sim.kubeconfig]
+        service = json.loads(json.dumps(SERVICE))
+        service["metadata"].update(name="esc", namespace="shop")
+        subprocess.run(kubectl + ["apply", "-f", "-"], check=True, capture_output=True, text=True, timeout=30,
+                       input=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}))
+        subprocess.run(kubectl + ["apply", "-f", "-"], input=json.dumps(service), check=True,
+                       capture_output=True, text=True, timeout=30)
+        subprocess.run(kubectl + ["-n", "shop", "patch", "service", "esc", "--subresource=status", "--type=merge", "-p",
+                                  json.dumps({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.5"}]}}})],
+                       check=True, capture_output=True, text=True, timeout=30)
+        for name, message, time in (("good", "192.0.2.5 is served by node lb-a", "2026-11-28T10:00:00Z"),
+                                    ("evil", "192.0.2.5 is served by node \x1b]0;owned\x07\x1b[2J",
+                                     "2026-11-28T11:00:00Z")):
+            event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": f"esc.{name}", "namespace": "shop"},
+                     "involvedObject": {"apiVersion": "v1", "kind": "Service", "namespace": "shop", "name": "esc"},
+                     "reason": "NodeAssigned", "message": message, "type": "Normal",
+                     "firstTimestamp": time, "lastTimestamp": time}
+            created = subprocess.run(kubectl + ["create", "-f", "-"], input=json.dumps(event),
+                                     capture_output=True, text=True, timeout=30)
+            self.assertEqual(created.returncode, 0, created.stderr)
+        status = self.plugin("status", "-n", "shop")
+        self.assertEqual(status.returncode, 0, status.stderr)
+        self.assertNotIn("\x1b", status.stdout + status.stderr)
+        self.assertNotIn("\x07", status.stdout + status.stderr)
+        row = [line.split() for line in status.stdout.splitlines() if line.split()[1:2] == ["esc"]]
+        self.assertEqual(row[0][2:6], ["192.0.2.5", "unknown", "lb-a", "2026-11-28T10:00:00Z"])
 
 
 if __name__ == "__main__":
