@@ -33,10 +33,14 @@ class PluginCliTest(unittest.TestCase):
         cls.work.cleanup()
 
     def plugin(self, *args, kubeconfig=None, input=None):
+        tmp = os.path.join(self.work.name, "tmp")
+        os.makedirs(tmp, exist_ok=True)
         env = dict(os.environ, PATH=f"{BINARY_DIR}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-                   KUBECONFIG=kubeconfig or self.sim.kubeconfig)
-        return subprocess.run(["kubectl", "k8slb", *args], env=env, capture_output=True, text=True,
-                              timeout=60, input=input)
+                   KUBECONFIG=kubeconfig or self.sim.kubeconfig, TMPDIR=tmp)
+        result = subprocess.run(["kubectl", "k8slb", *args], env=env, capture_output=True, text=True,
+                                timeout=60, input=input)
+        self.assertEqual(os.listdir(tmp), [], f"kubectl k8slb {' '.join(args)} left files behind")
+        return result
 
     def test_usage_errors_exit_2(self):
         cases = [
@@ -56,6 +60,10 @@ class PluginCliTest(unittest.TestCase):
                 self.assertIn(message, result.stderr)
                 self.assertEqual(result.stdout, "")
         self.assertIn("kubectl k8slb status", self.plugin("--help").stdout)
+        for config, status in (('{"pools": {"a": {"network": "192.0.2.0/24", "range": "192.0.2.10"}}}', 0),
+                               ("{}", 1)):
+            with self.subTest(config=config):
+                self.assertEqual(self.plugin("lint", "-f", "-", input=config).returncode, status)
 
     def test_unreachable_cluster_exits_1_with_kubectls_error(self):
         kubeconfig = os.path.join(self.work.name, "nowhere")
