@@ -1,37 +1,26 @@
-// The allocator's state in numbers: pools' fill, Services served and refused (Prometheus).
+// The allocator's state in numbers: pools' fill (as kubectl k8slb pools counts it), Services
+// served and refused (Prometheus).
 #include <map>
 #include <set>
 
 #include "k8slb/allocate.hpp"
 #include "k8slb/metrics.hpp"
+#include "k8slb/report.hpp"
 
 namespace k8slb::allocate {
-
-std::vector<PoolUsage> pool_usage(const pool::Config& config, const std::vector<Result>& results) {
-  // An address shared by several Services (loadbalancer/share) counts once.
-  std::map<std::string, std::set<ip::Address>> in_use;
-  for (const auto& result : results)
-    for (std::size_t i = 0; i < result.pools.size() && i < result.ips.size(); ++i)
-      in_use[result.pools[i]].insert(result.ips[i]);
-  std::vector<PoolUsage> rows;
-  for (const auto& pool : config.pools) {
-    PoolUsage row;
-    row.pool = pool.name;
-    row.family = std::string(ip::to_string(pool.family()));
-    row.size = static_cast<double>(pool.network.size_minus_one()) + 1;
-    row.in_use = in_use[pool.name].size();
-    rows.push_back(std::move(row));
-  }
-  return rows;
-}
 
 namespace {
 struct AllocateMetrics {
   metrics::Registry& registry = metrics::process_registry();
-  metrics::Family& addresses =
-      registry.gauge("k8slb_pool_addresses", "Addresses in the pool's network (static and dynamic).", {"pool", "family"});
-  metrics::Family& in_use = registry.gauge("k8slb_pool_addresses_in_use", "Addresses of the pool held by Services.",
-                                           {"pool", "family"});
+  metrics::Family& addresses = registry.gauge(
+      "k8slb_pool_addresses", "Addresses the allocator hands out from the pool's range (kubectl k8slb pools: SIZE).",
+      {"pool", "family"});
+  metrics::Family& in_use = registry.gauge(
+      "k8slb_pool_addresses_in_use", "Distinct addresses of the pool's network held by Services, static ones included.",
+      {"pool", "family"});
+  metrics::Family& free = registry.gauge(
+      "k8slb_pool_addresses_free", "Addresses of the range nobody holds: what new Services can still get.",
+      {"pool", "family"});
   metrics::Family& allocated =
       registry.gauge("k8slb_services_allocated", "Services of k8slb holding at least one IP.");
   metrics::Family& failures = registry.gauge(
@@ -49,11 +38,18 @@ void record_metrics(const pool::Config* config, const std::vector<Result>& resul
   families.stale.set(config_stale ? 1 : 0);
   families.addresses.clear();
   families.in_use.clear();
-  if (config)
-    for (const auto& row : pool_usage(*config, results)) {
-      families.addresses.set({row.pool, row.family}, row.size);
-      families.in_use.set({row.pool, row.family}, static_cast<double>(row.in_use));
+  families.free.clear();
+  if (config) {
+    std::set<ip::Address> held;
+    for (const auto& result : results)
+      if (result.outcome != Outcome::released) held.insert(result.ips.begin(), result.ips.end());
+    for (const auto& row : report::pool_usage(held, *config)) {
+      std::vector<std::string> labels = {row.pool, std::string(ip::to_string(row.family))};
+      families.addresses.set(labels, static_cast<double>(row.size));
+      families.in_use.set(labels, static_cast<double>(row.in_use));
+      families.free.set(labels, static_cast<double>(row.free));
     }
+  }
   std::size_t allocated = 0;
   std::map<std::string, std::size_t> failures = {{"AllocationFailed", 0}, {"InvalidService", 0}};
   for (const auto& result : results) {

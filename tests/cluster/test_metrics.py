@@ -89,11 +89,11 @@ class WatcherMetricsTest(ClusterTestCase):
             and (value(s, "k8slb_status_writes_total", result="written") or 0) >= 2, "the allocation figures")
         self.promtool_check(self.scrape(watcher))
         # What kubectl shows: two Services with an IP, one waiting, the tiny pool full.
-        for pool, network_size in (("default", 256), ("other", 256), ("tiny", 256)):
-            self.assertEqual(value(samples, "k8slb_pool_addresses", pool=pool, family="IPv4"), network_size)
-        self.assertEqual(value(samples, "k8slb_pool_addresses_in_use", pool="tiny", family="IPv4"), 1)
-        self.assertEqual(value(samples, "k8slb_pool_addresses_in_use", pool="default", family="IPv4"), 1)
-        self.assertEqual(value(samples, "k8slb_pool_addresses_in_use", pool="other", family="IPv4"), 0)
+        # The figures kubectl k8slb pools shows: the ranges' sizes (harness.POOLS), in use, free.
+        for pool, size, in_use in (("default", 20, 1), ("other", 10, 0), ("tiny", 1, 1)):
+            self.assertEqual(value(samples, "k8slb_pool_addresses", pool=pool, family="IPv4"), size, pool)
+            self.assertEqual(value(samples, "k8slb_pool_addresses_in_use", pool=pool, family="IPv4"), in_use, pool)
+            self.assertEqual(value(samples, "k8slb_pool_addresses_free", pool=pool, family="IPv4"), size - in_use, pool)
         self.assertEqual(value(samples, "k8slb_allocation_failures", reason="InvalidService"), 0)
         self.assertEqual(value(samples, "k8slb_config_loaded"), 1)
         self.assertEqual(value(samples, "k8slb_config_stale"), 0)

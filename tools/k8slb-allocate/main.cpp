@@ -21,6 +21,7 @@
 #include "k8slb/render.hpp"
 #include "k8slb/render_model.hpp"
 #include "k8slb/tool.hpp"
+#include "report.hpp"
 
 namespace {
 
@@ -35,6 +36,9 @@ struct Options {
   std::string lb_class;
   std::string proxy; // haproxy | nginx | kubeproxy: also check what that proxy can carry
   bool pretty = false;
+  bool lint = false;
+  std::string report; // status | pools (kubectl k8slb)
+  std::string output = "table";
 };
 
 // What the node side will refuse (a port the proxy cannot carry, an annotation outside its
@@ -282,5 +286,22 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"haproxy", "nginx", "kubeproxy"}));
   app.add_flag("--pretty", options.pretty, "Indent the output");
   k8slb::metrics::add_options(app, options.metrics);
-  return k8slb::tool::run_main(app, argc, argv, [&] { return run(options); });
+  auto* lint = app.add_flag("--lint", options.lint,
+                            "Check the config (--config FILE, or the ConfigMap in the input) as the allocator "
+                            "reads it, and stop");
+  auto* report = app.add_option("--report", options.report,
+                 "Print what kubectl k8slb shows: status (each Service's IPs, pool, node) or pools (size, "
+                 "in use, free), from the Services, Events and ConfigMap in the input")
+      ->check(CLI::IsMember({"status", "pools"}))
+      ->excludes(lint);
+  app.add_option("-o,--output", options.output, "With --report: table or json")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->needs(report)
+      ->capture_default_str();
+  return k8slb::tool::run_main(app, argc, argv, [&] {
+    if (!options.lint && options.report.empty()) return run(options);
+    k8slb_allocate::ReportOptions report{options.report, options.output, options.files,
+                                         options.config_file, options.config_map, options.lb_class};
+    return options.lint ? k8slb_allocate::run_lint(report) : k8slb_allocate::run_report(report);
+  });
 }
