@@ -102,11 +102,11 @@ class PluginTest(VipTestCase):
         self.assertEqual((other_ns.returncode, rows_of(other_ns.stdout)), (0, []), other_ns.stderr)
 
         # 2. A failover (the owner's actor stopped as a pod deletion stops it): the new node.
-        #    An actor announces the same takeover at most once per 10 s (k8slb-apply events):
+        #    An actor announces the same takeover at most once per second (k8slb-apply events):
         #    if the backup held the VIP for a moment at start-up, its notice is let age first.
         earlier = [parse_time(e["lastTimestamp"]) for e in self.notices(backup)]
         if earlier:
-            wait = max(0.0, max(earlier) + 11 - time.time())
+            wait = max(0.0, max(earlier) + 2 - time.time())
             print(f"{backup} announced {vip} at start-up; waiting {wait:.1f} s (the actor's Event interval)")
             time.sleep(wait)
         self.assertEqual(self.topology.stop(self.cluster.actors[owner], signal.SIGTERM, timeout=30), 0)

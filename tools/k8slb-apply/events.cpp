@@ -127,9 +127,10 @@ int run_events(const EventsOptions& options) {
   }
   auto log = [](const std::string& line) { tool::info(line); };
   cluster::ClusterWriter writer(client.get(), writer_options, log);
-  // A node taking a VIP back a minute after it lost it says so again.
+  // A node taking a VIP back says so again, unless within a second of its last notice (the
+  // tracker reports only real takeovers; burst and qps bound a flapping VIP's notices).
   cluster::WriterOptions takeover_options = writer_options;
-  takeover_options.event_limits.interval = cluster::Seconds(10);
+  takeover_options.event_limits.interval = cluster::Seconds(1);
   cluster::ClusterWriter takeover_writer(client.get(), takeover_options, log);
 
   Mailbox mailbox;
