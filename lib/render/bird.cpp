@@ -53,6 +53,13 @@ BirdPlan plan_bird(const Input& input) {
     }
   }
 
+  // Without one (an IPv6-only node), an id from the node's name: BIRD needs one to start.
+  if (!plan.router_id && !input.node.node_name.empty()) {
+    auto hash = detail::stable_hash(input.node.node_name);
+    plan.router_id = ip::Address::parse(fmt::format("{}.{}.{}.{}", 1 + (hash >> 24 & 0xfe), hash >> 16 & 0xff,
+                                                    hash >> 8 & 0xff, hash & 0xff));
+  }
+
   std::set<ip::Address> v4, v6;
   for (const auto& service : detail::checked_services(input, plan.problems))
     for (const auto& vip : service.vips) {

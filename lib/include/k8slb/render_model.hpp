@@ -141,7 +141,7 @@ struct BgpPeerPlan {
 };
 
 struct BirdPlan {
-  std::optional<ip::Address> router_id; // this node's IPv4 InternalIP; nullopt: BIRD picks one
+  std::optional<ip::Address> router_id; // this node's IPv4 InternalIP, else from its name; nullopt offline
   std::uint32_t asn = 0;
   // The VIPs of bgp pools among the rendered Services: every load-balancer node announces
   // each while its proxy serves it (k8slb-apply node withdraws them while it does not).
