@@ -186,6 +186,10 @@ std::string print_bird(const BirdPlan& plan) {
     if (peer.internal) line("  direct;");
     // A node that goes away takes its routes with it (no stale routes kept for a restart).
     line("  graceful restart off;");
+    // After a lost session (a link cut, a hold timer), try again within seconds, not BIRD's
+    // default 60-300 s.
+    line("  connect retry time 5;");
+    line("  error wait time 5, 60;");
     if (peer.hold_time > 0) line(fmt::format("  hold time {};", peer.hold_time));
     if (peer.bfd) line("  bfd on;");
     if (!peer.password.empty()) line(fmt::format("  password \"{}\";", peer.password));

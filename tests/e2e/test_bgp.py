@@ -294,8 +294,10 @@ class BgpTestCase(NetnsTestCase):
               f"{report['failures'] - before} probes failed")
         record_figure(f"bgp node link down ({bfd}): failure window", window)
         self.assertFalse(report["failing_now"])
+        restored_at = time.time()
         switch.ip("link", "set", "p-lb2", "up")
         self.wait_hops(vip4, both, timeout=90)
+        print(f"link restored ({bfd}): lb2 back in the router's route after {time.time() - restored_at:.1f} s")
         self.topology.stop(probe, timeout=10)
 
         # 4. A graceful stop of lb1's actor: routes withdrawn first, then the proxy stops:
