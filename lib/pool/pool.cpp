@@ -278,10 +278,18 @@ Config parse_config(const json& document) {
   }
   config.keepalived = parse_keepalived(section(document, "keepalived"));
   config.bgp = parse_bgp(document);
-  for (const auto& pool : config.pools)
-    if (pool.announce == Announce::bgp && !config.bgp)
+  for (const auto& pool : config.pools) {
+    if (pool.announce != Announce::bgp) continue;
+    if (!config.bgp)
       fail("pools." + pool.name + ".announce", "",
            "bgp needs the bgp section (asn and peers) in the config document");
+    // A session carries the routes of its own family: an IPv6 pool needs an IPv6 peer.
+    if (std::none_of(config.bgp->peers.begin(), config.bgp->peers.end(),
+                     [&](const BgpPeer& peer) { return peer.address.family() == pool.family(); }))
+      fail("pools." + pool.name + ".announce", "",
+           fmt::format("bgp needs an {} peer in bgp.peers for this {} pool", ip::to_string(pool.family()),
+                       ip::to_string(pool.family())));
+  }
   const json& haproxy = section(document, "haproxy");
   config.haproxy.global = raw_lines(haproxy, "global", "haproxy.global");
   config.haproxy.defaults = raw_lines(haproxy, "defaults", "haproxy.defaults");

@@ -244,6 +244,8 @@ TEST(Config, RejectsBadBgpValuesNamingTheField) {
        R"({"asn": 64512, "peers": [{"address": "192.0.2.1", "asn": 65000, "passwordFile": "/etc/../root/x"}]})",
        "bgp", "bgp.peers[0].passwordFile: '/etc/../root/x' is not an absolute path of letters, digits and /._+-"},
       {"bgp not an object", R"("yes")", "bgp", "bgp: must be an object"},
+      {"an IPv4 pool with only an IPv6 peer", R"({"asn": 64512, "peers": [{"address": "2001:db8::1", "asn": 65000}]})",
+       "bgp", "pools.default.announce: bgp needs an IPv4 peer in bgp.peers for this IPv4 pool"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.description);
