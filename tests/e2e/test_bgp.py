@@ -9,7 +9,8 @@ BGP, "lan" by VRRP, side by side in one cluster.
 Checks, as a user would: requests to one VIP are answered through both nodes (IPv4 and IPv6);
 a node's proxy killed: its routes are withdrawn (the router's route loses the node), traffic
 continues, and the routes come back with the proxy; a node's link cut (its switch port down): traffic continues on
-the other node; a graceful actor stop: zero failed requests. The failure windows, with BFD on
+the other node; a graceful actor stop: zero failed requests. In kube-proxy mode both nodes
+announce the VIPs too. The failure windows, with BFD on
 and off, are printed as figures, never asserted.
 """
 
@@ -111,6 +112,7 @@ class BgpTestCase(NetnsTestCase):
     lb_count = 2
     pods = (POD4, POD6)
     bfd = True
+    proxy = "haproxy"
 
     def setUp(self):
         super().setUp()
@@ -129,7 +131,7 @@ class BgpTestCase(NetnsTestCase):
             {"address": ROUTER4, "asn": ROUTER_ASN, "bfd": self.bfd, "holdTime": 9},
             {"address": ROUTER6, "asn": ROUTER_ASN, "bfd": self.bfd, "holdTime": 9}]}
         self.cluster = cluster_module.Cluster(self.topology, self.workdir, pools=POOLS, bgp=bgp,
-                                              ip_families="IPv4,IPv6")
+                                              ip_families="IPv4,IPv6", proxy=self.proxy)
 
     def build_router(self):
         """rtr on the LAN (192.0.2.254, 2001:db8:1::254), far behind it on its own link."""
@@ -327,6 +329,24 @@ class BgpNoBfdTest(BgpTestCase):
 
     def test_spread_failover_and_graceful_stop(self):
         self.drill()
+
+
+
+class BgpKubeProxyTest(BgpTestCase):
+    """kube-proxy mode (no proxy daemon: kube-proxy, not run here, forwards the VIPs' traffic):
+    status ipMode VIP, both nodes announce the VIPs and hold them on the loopback."""
+    proxy = "kubeproxy"
+
+    def test_both_nodes_announce(self):
+        cluster = self.cluster
+        cluster.create_endpoints("default", "web4", [POD4], [("http", 8080, "TCP")])
+        cluster.apply_yaml(service("web4", "wide"))
+        vip4 = cluster.wait_for_ip("default", "web4")
+        self.assertEqual(cluster.ingress_of("default", "web4")[0].get("ipMode"), "VIP")
+        self.wait_hops(vip4, {n.role for n in self.topology.lb_nodes})
+        for node in self.topology.lb_nodes:
+            self.assertTrue(node.holds(vip4, "lo"), f"{node.role}: {vip4} not on lo")
+            self.assertIsNone(cluster.daemon_pid(node, "haproxy"))
 
 
 if __name__ == "__main__":
