@@ -24,6 +24,7 @@
 #include "k8slb/cluster.hpp"
 #include "k8slb/documents.hpp"
 #include "k8slb/kube.hpp"
+#include "k8slb/metrics.hpp"
 #include "k8slb/node.hpp"
 #include "k8slb/tool.hpp"
 
@@ -37,6 +38,7 @@ namespace tool = k8slb::tool;
 using k8slb::json;
 
 struct EventsOptions {
+  k8slb::metrics::Options metrics;
   std::string node; // NodeAssigned notices for the VIPs this node takes; empty: none
   int vip_poll_ms = 250;
   std::string kubeconfig;
@@ -105,6 +107,8 @@ std::set<std::string> held_addresses() {
 int run_events(const EventsOptions& options) {
   if (options.event_burst < 1) k8slb::fail("", "--event-burst", "must be at least 1");
   if (options.event_qps < 0) k8slb::fail("", "--event-qps", "must not be negative");
+  k8slb::metrics::set_component("k8slb-apply events");
+  k8slb::metrics::Publisher metrics(options.metrics);
   cluster::WriterOptions writer_options;
   writer_options.dry_run = options.dry_run;
   writer_options.instance = tool::instance_name();
@@ -230,6 +234,7 @@ void add_events_command(CLI::App& app, std::function<int()>& run) {
       ->capture_default_str();
   sub->add_option("--event-qps", options->event_qps, "Event writes per second after the burst")
       ->capture_default_str();
+  k8slb::metrics::add_options(*sub, options->metrics);
   sub->callback([&run, options] { run = [options] { return run_events(*options); }; });
 }
 

@@ -10,6 +10,7 @@
 #include "k8slb/apply.hpp"
 #include "k8slb/documents.hpp"
 #include "k8slb/error.hpp"
+#include "k8slb/metrics.hpp"
 #include "k8slb/tool.hpp"
 
 namespace k8slb_apply {
@@ -19,6 +20,7 @@ namespace apply = k8slb::apply;
 namespace tool = k8slb::tool;
 
 struct NodeCommandOptions {
+  k8slb::metrics::Options metrics;
   std::string from_dir;
   std::string config_dir = "/etc/k8slb";
   std::string runtime_dir = "/run/k8slb";
@@ -96,6 +98,7 @@ int run_once(const NodeCommandOptions& options) {
 // applied (coalescing). Between inputs, daemons that die are restarted.
 int run_stream(const NodeCommandOptions& options) {
   install_stop_handlers();
+  k8slb::metrics::Publisher metrics(options.metrics);
   apply::NodeApplier applier(to_node_options(options));
   std::string buffer;
   bool input_open = true;
@@ -212,6 +215,7 @@ void add_node_command(CLI::App& app, std::function<int()>& run) {
   sub->add_option("--haproxy-max-old-workers", options.haproxy_max_old_workers,
                   "Before a reload, wait (bounded) while this many old HAProxy workers are still finishing")
       ->capture_default_str();
+  k8slb::metrics::add_options(*sub, options.metrics);
   sub->callback([&run] {
     run = [] {
       if (options.stop) return run_stop(options);

@@ -97,4 +97,20 @@ nlohmann::json publish(std::vector<nlohmann::json>&& items,
                        const std::vector<model::Service>& services,
                        const std::vector<Result>& results, const PublishOptions& options = {});
 
+// How full each pool is after an allocation: one row per pool (a pool holds one family). `size`
+// counts every address of the pool's network (static and dynamic; an IPv6 /64 is 2^64, hence
+// a double); `in_use` the addresses the results hold in it. Pure.
+struct PoolUsage {
+  std::string pool;
+  std::string family; // "IPv4" or "IPv6"
+  double size = 0;
+  std::size_t in_use = 0;
+};
+std::vector<PoolUsage> pool_usage(const pool::Config& config, const std::vector<Result>& results);
+
+// The allocator's state as Prometheus gauges in the process registry (docs/observability.md),
+// set again after every document: the pools' addresses and those in use, the Services
+// allocated, those that failed by reason, and whether the config in use is the newest one.
+void record_metrics(const pool::Config* config, const std::vector<Result>& results, bool config_stale);
+
 } // namespace k8slb::allocate
