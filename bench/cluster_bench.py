@@ -7,7 +7,11 @@ thread pool before the watcher starts), measures:
   - the time from a new Service's creation until its status carries an IP (median of samples),
   - the resident memory (VmRSS) of each process of the pipeline.
 
-    python3 bench/cluster_bench.py --binary-dir build [--services 10000] [--samples 9]
+    python3 bench/cluster_bench.py --binary-dir build [--services 10000] [--samples 9] [--metrics]
+
+--metrics runs the watcher with METRICS_ADDR and scrapes its endpoint 10 times a second
+throughout (a Prometheus scrapes every 15-30 s): compare the figures with and without it to
+see what the metrics cost the pipeline.
 
 Not part of ctest. The Services are headless (clusterIP None), as when the simulator handed out
 cluster IPs from one /24 (now a /12): kept so that the figures stay comparable. IPs come from 2001:db8::/32 (the documentation prefix): 10,000 do not fit
@@ -21,8 +25,11 @@ import os
 import platform
 import statistics
 import sys
+import socket
 import tempfile
+import threading
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.dirname(HERE)
@@ -104,6 +111,8 @@ def main():
     parser.add_argument("--services", type=int, default=10000)
     parser.add_argument("--samples", type=int, default=9)
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--metrics", action="store_true",
+                        help="serve metrics (METRICS_ADDR) and scrape them 10 times a second throughout")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--keep-log", help="copy the watcher's log (stderr of the tools) to this file; "
                         "run with K8SLB_TIMING=1 in the environment for per-document timings")
@@ -133,9 +142,29 @@ def main():
             print(f"created {args.services} Services in {figures['create_seconds']} s", flush=True)
 
             started = time.monotonic()
-            watcher = harness.Watcher(sim, workdir, "bench",
-                                      {"WATCH_DEBOUNCE": "100ms", "LEASE_DURATION": "15",
-                                       "LEASE_RENEW_DEADLINE": "10", "LEASE_RETRY_PERIOD": "2"})
+            settings = {"WATCH_DEBOUNCE": "100ms", "LEASE_DURATION": "15", "LEASE_RENEW_DEADLINE": "10",
+                        "LEASE_RETRY_PERIOD": "2"}
+            if args.metrics:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    port = s.getsockname()[1]
+                settings["METRICS_ADDR"] = f"127.0.0.1:{port}"
+                scraping = threading.Event()
+                scrapes = {"ok": 0, "failed": 0, "bytes": 0}
+
+                def scrape():
+                    deadline = time.monotonic() + 3600  # bounded, whatever happens to the main thread
+                    while not scraping.is_set() and time.monotonic() < deadline:
+                        try:
+                            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+                                scrapes["bytes"] = len(answer.read())
+                                scrapes["ok"] += 1
+                        except OSError:
+                            scrapes["failed"] += 1
+                        scraping.wait(0.1)
+                scraper = threading.Thread(target=scrape, daemon=True)
+                scraper.start()
+            watcher = harness.Watcher(sim, workdir, "bench", settings)
             wait_until(lambda: count_assigned(sim) >= args.services, 1800, "every Service to get an IP",
                        interval=2)
             figures["cold_start_seconds"] = round(time.monotonic() - started, 1)
@@ -180,7 +209,13 @@ def main():
             figures["rss_kib"] = memory
             for name, kib in memory.items():
                 print(f"VmRSS {name}: {kib / 1024:.1f} MiB")
+            if args.metrics:
+                figures["scrapes"] = dict(scrapes)
+                print(f"scrapes: {scrapes['ok']} answered ({scrapes['bytes']} bytes the last), "
+                      f"{scrapes['failed']} not (before the endpoint was up)")
         finally:
+            if args.metrics:
+                scraping.set()
             if watcher:
                 watcher.stop()
                 if args.keep_log:

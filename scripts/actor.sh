@@ -170,7 +170,10 @@ stop_daemon() {
 }
 
 stop_daemons() {
-  # keepalived first: on SIGTERM it sends priority 0 adverts and removes its VIPs, so the
+  # BGP mode: bird first; on SIGTERM it closes its sessions with a Cease and the routers drop
+  # this node's routes at once.
+  stop_daemon bird "$RUN_DIR/bird.pid" TERM 100
+  # keepalived next: on SIGTERM it sends priority 0 adverts and removes its VIPs, so the
   # backups take over at once instead of after the master-down interval.
   stop_daemon keepalived "$RUN_DIR/keepalived.pid" TERM 100
   case $PROXY in
@@ -184,7 +187,7 @@ stop_daemons() {
 check_health() {
   pid_from "$STATE_DIR/actor.pid" >/dev/null || { echo "actor is not running"; return 1; }
   local name
-  for name in keepalived haproxy nginx; do
+  for name in keepalived haproxy nginx bird; do
     if [[ -e $RUN_DIR/$name.pid ]] && ! pid_from "$RUN_DIR/$name.pid" >/dev/null; then
       echo "$name died (pid file $RUN_DIR/$name.pid)"
       return 1

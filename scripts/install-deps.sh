@@ -4,7 +4,7 @@
 # Only what is missing is installed; safe to run again.
 set -euo pipefail
 
-PACKAGES="build-essential cmake pkg-config git ca-certificates curl openssl iproute2 procps psmisc python3 nlohmann-json3-dev libyaml-cpp-dev libfmt-dev libcurl4-openssl-dev libssl-dev libcli11-dev libboost-dev libboost-filesystem-dev libgtest-dev haproxy nginx libnginx-mod-stream keepalived prometheus wrk python3-yaml python3-kubernetes mmdebstrap podman runc clang libclang-rt-14-dev valgrind systemd logrotate"
+PACKAGES="build-essential cmake pkg-config git ca-certificates curl openssl iproute2 procps psmisc python3 nlohmann-json3-dev libyaml-cpp-dev libfmt-dev libcurl4-openssl-dev libssl-dev libcli11-dev libboost-dev libboost-filesystem-dev libgtest-dev haproxy nginx libnginx-mod-stream keepalived bird2 prometheus wrk python3-yaml python3-kubernetes mmdebstrap podman runc clang libclang-rt-14-dev valgrind systemd logrotate"
 
 missing=()
 for package in $PACKAGES; do
@@ -21,7 +21,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The Debian packages start their daemons where an init system runs; k8slb runs its own.
-for daemon in haproxy nginx keepalived; do
+for daemon in haproxy nginx keepalived bird; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$daemon" 2>/dev/null; then
     echo "install-deps: note: the system's $daemon service is running; k8slb's tests run their own" >&2
   fi

@@ -19,6 +19,7 @@ std::string_view to_string(Daemon daemon) {
   case Daemon::haproxy: return "haproxy";
   case Daemon::nginx: return "nginx";
   case Daemon::keepalived: return "keepalived";
+  case Daemon::bird: return "bird";
   }
   return "?";
 }
@@ -28,6 +29,7 @@ std::string_view config_file_of(Daemon daemon) {
   case Daemon::haproxy: return "haproxy.cfg";
   case Daemon::nginx: return "nginx.conf";
   case Daemon::keepalived: return "keepalived.conf";
+  case Daemon::bird: return "bird.conf";
   }
   return "?";
 }
@@ -289,6 +291,7 @@ std::chrono::milliseconds restart_delay(int failures) {
 StopPlan stop_plan(Daemon daemon) {
   switch (daemon) {
   case Daemon::keepalived: return {SIGTERM, std::chrono::seconds(5)};
+  case Daemon::bird: return {SIGTERM, std::chrono::seconds(5)};
   case Daemon::haproxy: return {SIGUSR1, std::chrono::seconds(15)};
   case Daemon::nginx: return {SIGQUIT, std::chrono::seconds(15)};
   }
@@ -297,7 +300,7 @@ StopPlan stop_plan(Daemon daemon) {
 
 std::optional<std::string> keepalived_hold_reason(const std::vector<DaemonResult>& earlier) {
   for (const auto& result : earlier) {
-    if (result.daemon == Daemon::keepalived || result.ok) continue;
+    if (result.daemon == Daemon::keepalived || result.daemon == Daemon::bird || result.ok) continue;
     return fmt::format("{} did not take its new config", to_string(result.daemon));
   }
   return std::nullopt;

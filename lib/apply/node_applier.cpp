@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "edge.hpp"
 #include "k8slb/documents.hpp"
@@ -21,7 +22,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const char* const kKnownFiles[] = {"haproxy.cfg", kHaproxyServersFile, "nginx.conf", "keepalived.conf"};
+const char* const kKnownFiles[] = {"haproxy.cfg", kHaproxyServersFile, "nginx.conf", "keepalived.conf", "bird.conf"};
 
 std::string basename_of(const std::string& path) {
   auto name = std::filesystem::path(path).filename().string();
@@ -167,6 +168,10 @@ Paths paths_for(const NodeOptions& options, Daemon daemon) {
     paths.pid = (runtime / "nginx.pid").string();
     paths.nginx_prefix = (runtime / "nginx").string() + "/";
     break;
+  case Daemon::bird:
+    paths.pid = (runtime / "bird.pid").string();
+    paths.master_socket = (runtime / "bird.ctl").string(); // birdc's control socket
+    break;
   case Daemon::keepalived:
     paths.pid = (runtime / "keepalived.pid").string();
     paths.vrrp_pid = (runtime / "keepalived-vrrp.pid").string();
@@ -181,6 +186,7 @@ const std::string& binary_of(const NodeOptions& options, Daemon daemon) {
   case Daemon::haproxy: return options.haproxy_bin;
   case Daemon::nginx: return options.nginx_bin;
   case Daemon::keepalived: return options.keepalived_bin;
+  case Daemon::bird: return options.bird_bin;
   }
   return options.haproxy_bin;
 }
@@ -208,6 +214,7 @@ std::vector<std::string> check_argv(const NodeOptions& options, Daemon daemon, c
   case Daemon::nginx:
     return {bin, "-t", "-q", "-c", file, "-p", paths.nginx_prefix, "-g", nginx_globals(content, paths)};
   case Daemon::keepalived: return {bin, "-t", "-f", file};
+  case Daemon::bird: return {bin, "-p", "-c", file};
   }
   return {};
 }
@@ -230,6 +237,10 @@ std::vector<std::string> start_argv(const NodeOptions& options, Daemon daemon, c
   case Daemon::keepalived:
     argv = {bin, "-n", "-l", "-f", paths.cfg, "-p", paths.pid, "-r", paths.vrrp_pid, "-c", paths.checkers_pid};
     argv.insert(argv.end(), options.keepalived_options.begin(), options.keepalived_options.end());
+    break;
+  case Daemon::bird:
+    argv = {bin, "-f", "-c", paths.cfg, "-s", paths.master_socket, "-P", paths.pid};
+    argv.insert(argv.end(), options.bird_options.begin(), options.bird_options.end());
     break;
   }
   return argv;
@@ -258,6 +269,7 @@ NodeApplier::NodeApplier(NodeOptions options) : options_(std::move(options)) {
   case render::Proxy::kubeproxy: break;
   }
   if (options_.keepalived) daemons_.push_back(Daemon::keepalived);
+  daemons_.push_back(Daemon::bird); // runs once a set holds bird.conf (BGP mode)
   detail::ensure_directory(options_.config_dir);
   detail::ensure_directory(options_.runtime_dir);
   if (options_.proxy == render::Proxy::nginx) detail::ensure_directory(paths_for(options_, Daemon::nginx).nginx_prefix);
@@ -291,7 +303,41 @@ using State = NodeApplier::State;
 
 // keepalived.conf may hold the VRRP password (auth_pass): only root reads it. The proxies'
 // configs hold nothing secret (certificates are files of their own).
-unsigned file_mode(Daemon daemon) { return daemon == Daemon::keepalived ? 0600 : 0644; }
+// bird.conf may hold BGP passwords.
+unsigned file_mode(Daemon daemon) { return daemon == Daemon::keepalived || daemon == Daemon::bird ? 0600 : 0644; }
+
+// birdc on the control socket; throws Error with its answer when it fails.
+std::string birdc(const NodeOptions& options, const std::vector<std::string>& command) {
+  std::vector<std::string> argv = {options.birdc_bin, "-s", paths_for(options, Daemon::bird).master_socket};
+  argv.insert(argv.end(), command.begin(), command.end());
+  auto result = detail::run_check(argv, 5s);
+  if (result.exit_code != 0)
+    fail("bird.conf", "", fmt::format("`birdc {}` failed: {}", fmt::join(command, " "), checker_message(result.output)));
+  return result.output;
+}
+
+// The loopback's VIPs: `ip addr replace` (add) or `ip addr del` (remove) for each. Returns what
+// failed, empty when all went well.
+std::string set_loopback_vips(const NodeOptions& options, const std::vector<ip::Address>& vips, bool add) {
+  std::string failed;
+  for (const auto& vip : vips) {
+    const auto cidr = fmt::format("{}/{}", vip.to_string(), ip::bits(vip.family()));
+    auto result = detail::run_check({options.ip_bin, vip.family() == ip::Family::v6 ? "-6" : "-4", "addr",
+                                     add ? "replace" : "del", cidr, "dev", options.loopback},
+                                    5s);
+    if (result.exit_code != 0 && (add || result.output.find("Cannot assign") == std::string::npos))
+      failed += fmt::format("{}`ip addr {} {}`: {}", failed.empty() ? "" : "; ", add ? "replace" : "del", cidr,
+                            trim(result.output));
+  }
+  return failed;
+}
+
+std::vector<ip::Address> minus(const std::vector<ip::Address>& from, const std::vector<ip::Address>& take) {
+  std::vector<ip::Address> out;
+  for (const auto& vip : from)
+    if (std::find(take.begin(), take.end(), vip) == take.end()) out.push_back(vip);
+  return out;
+}
 
 // True when the daemon of `state` is running. A death is noticed here: pid goes to 0 and
 // `death` (if given) says how it ended.
@@ -353,6 +399,11 @@ void start_daemon(const NodeOptions& options, State& state, const std::string& c
 // still finishing, and afterwards until the new worker is up, so reloads never pile up.
 void reload_daemon(const NodeOptions& options, State& state, std::string& detail_text) {
   const auto paths = paths_for(options, state.daemon);
+  if (state.daemon == Daemon::bird) {
+    // `configure` keeps established sessions; only changed protocols restart.
+    birdc(options, {"configure"});
+    return;
+  }
   if (state.daemon == Daemon::keepalived) {
     if (kill(state.pid, SIGHUP) != 0)
       fail("keepalived.conf", "", fmt::format("cannot signal keepalived (pid {})", state.pid));
@@ -428,9 +479,11 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
     };
     // Proxy first: when the proxy did not take its new config, keepalived keeps the VIP set
     // that matches the config the proxy still runs (a daemon that is down gets its last one).
-    if (daemon == Daemon::keepalived) {
+    if (daemon == Daemon::bird && !files.contains(file) && !state.wanted) continue; // no BGP
+    if (daemon == Daemon::keepalived || daemon == Daemon::bird) {
       if (auto hold = keepalived_hold_reason(result.daemons)) {
-        problem("ProxyNotUpdated", fmt::format("not applied: {}; keepalived keeps the VIPs it holds", *hold));
+        problem("ProxyNotUpdated", fmt::format("not applied: {}; {} keeps the VIPs it {}", *hold, to_string(daemon),
+                                               daemon == Daemon::bird ? "announces" : "holds"));
         outcome.held = true;
         if (!is_running(options_, state)) start_last_good(options_, state, detail::read_optional(paths.cfg), result);
         result.daemons.push_back(outcome);
@@ -531,6 +584,11 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
           outcome.detail = "runtime update failed (" + failed + "), reloading";
         }
       }
+      // BGP: the node accepts the new VIPs' traffic (loopback) before they are announced.
+      if (daemon == Daemon::bird) {
+        auto failed = set_loopback_vips(options_, render::announced_vips(wanted->second), true);
+        if (!failed.empty()) fail(file, "", "cannot put the VIPs on " + options_.loopback + ": " + failed);
+      }
       if (staged) {
         detail::commit_rename(*staged, paths.cfg);
         committed = true;
@@ -539,6 +597,16 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
       state.wanted = true;
       if (outcome.action == Action::start) start_daemon(options_, state, wanted->second);
       else if (outcome.action == Action::reload) reload_daemon(options_, state, outcome.detail);
+      if (daemon == Daemon::bird) {
+        // `configure` enables the VIP routes again: withdraw them at once if the proxy is down.
+        if (auto line = follow_proxy_health(true)) outcome.detail += "; " + *line;
+        // Withdrawn first, then the VIPs that went leave the loopback.
+        if (installed) {
+          auto failed = set_loopback_vips(
+              options_, minus(render::announced_vips(*installed), render::announced_vips(wanted->second)), false);
+          if (!failed.empty()) result.problems.push_back({file, "", "AddressFailed", failed});
+        }
+      }
     } catch (const std::exception& error) {
       problem(outcome.action == Action::start ? "StartFailed" : "ReloadFailed", without_prefix(error.what(), file));
       if (staged && !committed) ::unlink(staged->c_str());
@@ -592,15 +660,54 @@ std::vector<std::string> NodeApplier::supervise() {
       log.push_back(fmt::format("{}; retrying in {} ms", error.what(), delay.count()));
     }
   }
+  if (auto line = follow_proxy_health(false)) log.push_back(*line);
   return log;
+}
+
+std::optional<std::string> NodeApplier::follow_proxy_health(bool force) {
+  auto& bird = *states_.at(Daemon::bird);
+  if (!bird.wanted || bird.stopping || !is_running(options_, bird)) {
+    announcing_.reset(); // a (re)started bird announces: asserted again once it runs
+    return std::nullopt;
+  }
+  auto why = proxy_health(options_.proxy, options_.runtime_dir, 300ms);
+  const bool healthy = !why;
+  if (!force && announcing_ == healthy) return std::nullopt;
+  try {
+    birdc(options_, {healthy ? "enable" : "disable", "\"k8slb_vips_*\""});
+  } catch (const Error& error) {
+    announcing_.reset();
+    return std::string(error.what());
+  }
+  const bool changed = announcing_ != healthy;
+  announcing_ = healthy;
+  if (!changed && force && healthy) return std::nullopt;
+  return healthy ? std::string("bird: announcing the VIPs (the proxy answers)")
+                 : fmt::format("bird: VIP routes withdrawn: {}", *why);
 }
 
 std::vector<std::string> NodeApplier::stop_all(bool adopted) {
   std::vector<std::string> log;
-  // Keepalived first, so the VIPs move away before the proxy behind them stops.
+  // BGP: the routes are withdrawn first, and the proxy still serves while the routers move the
+  // traffic to the other nodes.
+  auto& bird = *states_.at(Daemon::bird);
+  if (bird.pid > 0 && (bird.child || adopted) && is_running(options_, bird)) {
+    try {
+      birdc(options_, {"disable", "\"k8slb_vips_*\""});
+      log.push_back(fmt::format("bird: VIP routes withdrawn; stopping in {} ms", options_.bgp_withdraw_wait_ms));
+      std::this_thread::sleep_for(std::chrono::milliseconds(options_.bgp_withdraw_wait_ms));
+    } catch (const Error& error) {
+      log.push_back(error.what());
+    }
+  }
+  // Then keepalived, so the VIPs move away before the proxy behind them stops.
   for (auto daemon = daemons_.rbegin(); daemon != daemons_.rend(); ++daemon) {
     auto& state = *states_.at(*daemon);
     state.stopping = true;
+    if (*daemon == Daemon::bird && (state.child || adopted))
+      if (auto conf = detail::read_optional(paths_for(options_, Daemon::bird).cfg))
+        if (auto failed = set_loopback_vips(options_, render::announced_vips(*conf), false); !failed.empty())
+          log.push_back(failed);
     if (state.pid <= 0 || (!state.child && !adopted)) continue;
     const auto plan = stop_plan(*daemon);
     const bool child = state.child;

@@ -117,6 +117,10 @@ Pool parse_pool(const std::string& name, const json& value) {
   pool.avoid_buggy_ips = optional_bool(value, "avoidBuggyIPs", field + ".avoidBuggyIPs", false);
   pool.auto_assign = optional_bool(value, "autoAssign", field + ".autoAssign", true);
   pool.namespaces = namespace_list(value, field + ".namespaces");
+  const std::string announce = optional_string(value, "announce", field + ".announce");
+  if (announce == "bgp") pool.announce = Announce::bgp;
+  else if (!announce.empty() && announce != "vrrp")
+    fail(field + ".announce", "", fmt::format("'{}' is not vrrp or bgp", announce));
   if (pool.network.family() != pool.range.family())
     fail(field, "", fmt::format("network {} is {} but range {} is {}: a pool holds one family",
                                 pool.network.to_string(), ip::to_string(pool.network.family()),
@@ -163,7 +167,74 @@ KeepalivedSettings parse_keepalived(const json& value) {
   return settings;
 }
 
+// A whole number in [low, high], given as a JSON number or a string of digits.
+std::uint64_t bounded_number(const json& value, const std::string& field, std::uint64_t low, std::uint64_t high,
+                             const char* what) {
+  std::string text = value.is_string() ? value.get<std::string>()
+                                       : value.dump(-1, ' ', false, json::error_handler_t::replace);
+  bool digits = !text.empty() && text.size() <= 10 && std::all_of(text.begin(), text.end(), ::isdigit);
+  std::uint64_t number = digits ? std::stoull(text) : 0;
+  if (!digits || (!value.is_string() && !value.is_number_unsigned()) || number < low || number > high)
+    fail(field, "", fmt::format("'{}' is not {} ({} to {})", text, what, low, high));
+  return number;
+}
+
+std::uint32_t parse_asn(const json& parent, const char* key, const std::string& field) {
+  if (!parent.contains(key) || parent[key].is_null()) fail(field, "", "is required");
+  return static_cast<std::uint32_t>(bounded_number(parent[key], field, 1, 4294967294u, "an AS number"));
+}
+
+// An absolute path of letters, digits and /._+- with no ".." part: it is read by k8slb-render
+// and only its content (checked) reaches the daemon's config.
+const std::regex kSafePath{"/[A-Za-z0-9/._+-]{0,1023}"};
+
+BgpPeer parse_peer(const json& value, const std::string& field) {
+  if (!value.is_object()) fail(field, "", "must be an object with address and asn");
+  BgpPeer peer;
+  std::string address = optional_string(value, "address", field + ".address");
+  if (address.empty()) fail(field + ".address", "", "is required");
+  auto parsed = ip::Address::try_parse(address);
+  if (!parsed) fail(field + ".address", "", fmt::format("'{}' is not an IP address", address));
+  peer.address = *parsed;
+  peer.asn = parse_asn(value, "asn", field + ".asn");
+  if (value.contains("port") && !value["port"].is_null())
+    peer.port = static_cast<int>(bounded_number(value["port"], field + ".port", 1, 65535, "a port"));
+  peer.password_file = optional_string(value, "passwordFile", field + ".passwordFile");
+  if (!peer.password_file.empty() &&
+      (!std::regex_match(peer.password_file, kSafePath) || peer.password_file.find("/../") != std::string::npos ||
+       peer.password_file.ends_with("/..")))
+    fail(field + ".passwordFile", "",
+         fmt::format("'{}' is not an absolute path of letters, digits and /._+-", peer.password_file));
+  peer.bfd = optional_bool(value, "bfd", field + ".bfd", false);
+  if (value.contains("holdTime") && !value["holdTime"].is_null())
+    peer.hold_time = static_cast<int>(bounded_number(value["holdTime"], field + ".holdTime", 3, 65535, "a number of seconds"));
+  return peer;
+}
+
+std::optional<BgpSettings> parse_bgp(const json& document) {
+  if (!document.contains("bgp") || document["bgp"].is_null()) return std::nullopt;
+  const json& value = section(document, "bgp");
+  BgpSettings bgp;
+  bgp.asn = parse_asn(value, "asn", "bgp.asn");
+  if (!value.contains("peers") || !value["peers"].is_array() || value["peers"].empty())
+    fail("bgp.peers", "", "must be a list of at least one peer ({\"address\": ..., \"asn\": ...})");
+  const json& peers = value["peers"];
+  for (std::size_t i = 0; i < peers.size(); ++i) {
+    std::string field = fmt::format("bgp.peers[{}]", i);
+    BgpPeer peer = parse_peer(peers[i], field);
+    for (const auto& other : bgp.peers)
+      if (other.address == peer.address)
+        fail(field + ".address", "", fmt::format("{} is listed twice", peer.address.to_string()));
+    bgp.peers.push_back(std::move(peer));
+  }
+  std::sort(bgp.peers.begin(), bgp.peers.end(),
+            [](const BgpPeer& a, const BgpPeer& b) { return a.address < b.address; });
+  return bgp;
+}
+
 } // namespace
+
+std::string_view to_string(Announce announce) { return announce == Announce::bgp ? "bgp" : "vrrp"; }
 
 const Pool* Config::find(std::string_view name) const {
   auto it = std::lower_bound(pools.begin(), pools.end(), name,
@@ -206,6 +277,19 @@ Config parse_config(const json& document) {
     }
   }
   config.keepalived = parse_keepalived(section(document, "keepalived"));
+  config.bgp = parse_bgp(document);
+  for (const auto& pool : config.pools) {
+    if (pool.announce != Announce::bgp) continue;
+    if (!config.bgp)
+      fail("pools." + pool.name + ".announce", "",
+           "bgp needs the bgp section (asn and peers) in the config document");
+    // A session carries the routes of its own family: an IPv6 pool needs an IPv6 peer.
+    if (std::none_of(config.bgp->peers.begin(), config.bgp->peers.end(),
+                     [&](const BgpPeer& peer) { return peer.address.family() == pool.family(); }))
+      fail("pools." + pool.name + ".announce", "",
+           fmt::format("bgp needs an {} peer in bgp.peers for this {} pool", ip::to_string(pool.family()),
+                       ip::to_string(pool.family())));
+  }
   const json& haproxy = section(document, "haproxy");
   config.haproxy.global = raw_lines(haproxy, "global", "haproxy.global");
   config.haproxy.defaults = raw_lines(haproxy, "defaults", "haproxy.defaults");

@@ -225,6 +225,8 @@ KeepalivedPlan plan_keepalived(const Input& input) {
   std::map<std::tuple<std::string, ip::Family, int>, std::string> router_ids;
   for (std::size_t pool_index = 0; pool_index < input.config.pools.size(); ++pool_index) {
     const auto& pool = input.config.pools[pool_index];
+    // A pool announced by BGP is on every node at once (bird.conf), never in VRRP.
+    if (pool.announce == pool::Announce::bgp) continue;
     auto found = vips_by_pool_owner.find(pool.name);
     if (found == vips_by_pool_owner.end()) continue;
     const std::string pool_object = fmt::format("pools.{}", pool.name);

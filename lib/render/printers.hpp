@@ -11,5 +11,6 @@ std::string print_haproxy(const ProxyPlan& plan, const pool::Config& config, con
 std::string print_haproxy_servers(const ProxyPlan& plan);
 std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const Settings& settings);
 std::string print_keepalived(const KeepalivedPlan& plan, const Settings& settings);
+std::string print_bird(const BirdPlan& plan);
 
 } // namespace k8slb::render::detail

@@ -63,10 +63,13 @@ Output render_all(const Input& input) {
   Output keepalived = render_keepalived(input);
   output.files.merge(keepalived.files);
   output.interfaces = std::move(keepalived.interfaces);
-  // Service-level problems come from both planners: report each once.
-  for (auto& problem : keepalived.problems)
-    if (std::find(output.problems.begin(), output.problems.end(), problem) == output.problems.end())
-      output.problems.push_back(std::move(problem));
+  Output bird = render_bird(input);
+  output.files.merge(bird.files);
+  // Service-level problems come from every planner: report each once.
+  for (auto* more : {&keepalived.problems, &bird.problems})
+    for (auto& problem : *more)
+      if (std::find(output.problems.begin(), output.problems.end(), problem) == output.problems.end())
+        output.problems.push_back(std::move(problem));
   return output;
 }
 

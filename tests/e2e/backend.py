@@ -30,7 +30,8 @@ def serve_http(address, port, name):
             body = (f"pod {name}\n"
                     f"x-forwarded-proto {self.headers.get('X-Forwarded-Proto', '')}\n"
                     f"x-forwarded-for {self.headers.get('X-Forwarded-For', '')}\n"
-                    f"host {self.headers.get('Host', '')}\n")
+                    f"host {self.headers.get('Host', '')}\n"
+                    f"peer {self.client_address[0]}\n")
             # How many times each header came: a proxy must send each once.
             for header in ("Host", "X-Forwarded-For", "X-Forwarded-Proto"):
                 body += f"count {header.lower()} {len(self.headers.get_all(header) or [])}\n"

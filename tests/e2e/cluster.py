@@ -123,7 +123,7 @@ class Cluster:
 
     def __init__(self, topology, workdir, proxy="haproxy", pools=None, keepalived=None,
                  proxy_settings=None, advert_int=20, unicast=False, vrrp_password="",
-                 start_actors=True, cert_ips=(), settings=None, ip_families="IPv4"):
+                 start_actors=True, cert_ips=(), settings=None, ip_families="IPv4", bgp=None):
         self.topology = topology
         # The simulated cluster's service IP families (kubesim --ip-families): single-stack
         # IPv4 as a default cluster is; a test with IPv6 Services says "IPv4,IPv6".
@@ -147,6 +147,8 @@ class Cluster:
         config = {"pools": self.pools}
         if keepalived:
             config["keepalived"] = keepalived
+        if bgp:
+            config["bgp"] = bgp
         if proxy_settings and proxy in ("haproxy", "nginx"):
             config[proxy] = proxy_settings
         if config_ns != "k8slb-system":

@@ -102,7 +102,7 @@ def remove_stale(prefix="k8slb-"):
     """Deletes namespaces k8slb-<name>-<pid>-<role> whose creating process is gone."""
     if not os.path.isdir(NETNS_DIR):
         return
-    pattern = re.compile(r"^" + re.escape(prefix) + r"[a-z0-9]+-(\d+)-(sw|lb\d+|client|pods)$")
+    pattern = re.compile(r"^" + re.escape(prefix) + r"[a-z0-9]+-(\d+)-(sw|lb\d+|client|pods|rtr|far)$")
     for name in sorted(os.listdir(NETNS_DIR)):
         match = pattern.match(name)
         if not match or os.path.exists(f"/proc/{match.group(1)}"):

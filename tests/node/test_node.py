@@ -493,5 +493,83 @@ class ProxyFirstTest(NodeTest):
         self.assertEqual(result["actions"], {"haproxy": "reload", "keepalived": "reload"}, result)
 
 
+BIRD_CONF = """router id 192.0.2.1;
+log stderr all;
+protocol device k8slb_device {
+}
+protocol static k8slb_vips_v4 {
+  ipv4;
+%s}
+protocol static k8slb_vips_v6 {
+  ipv6;
+%s}
+"""
+
+
+def bird_conf(*vips):
+    v4 = "".join("  route %s/32 blackhole;\n" % v for v in vips if ":" not in v)
+    v6 = "".join("  route %s/128 blackhole;\n" % v for v in vips if ":" in v)
+    return BIRD_CONF % (v4, v6)
+
+
+class BirdTest(NodeTest):
+    """Issue 12: bird.conf checked with `bird -p`, bird started, reloaded with `birdc configure`,
+    its VIPs on the loopback; a rejected file leaves bird and the installed file as they were; a
+    stop withdraws the routes and takes the VIPs off the loopback."""
+
+    def setUp(self):
+        super().setUp()
+        if subprocess.run(["which", "bird"], capture_output=True).returncode != 0:
+            self.skipTest("bird is not installed")
+
+    def loopback(self):
+        out = subprocess.run(["ip", "-n", self.h.ns, "-o", "addr", "show", "dev", "lo"],
+                             capture_output=True, text=True).stdout
+        return {line.split()[3].split("/")[0] for line in out.splitlines()}
+
+    def routes(self):
+        out = subprocess.run(self.h.netns_exec() + ["birdc", "-s", os.path.join(self.h.runtime_dir, "bird.ctl"),
+                                                    "show", "route"], capture_output=True, text=True).stdout
+        return {word.split("/")[0] for word in out.split() if "/" in word}
+
+    def bird_pid(self):
+        with open(os.path.join(self.h.runtime_dir, "bird.pid")) as f:
+            return int(f.read().split()[0])
+
+    def test_checked_reloaded_and_on_the_loopback(self):
+        h = self.h
+        apply = h.start_apply("--proxy", "kubeproxy", "--no-keepalived")
+        result = h.send(apply, {"bird.conf": bird_conf("192.0.2.100", "2001:db8::100")})
+        self.assertEqual(result["actions"], {"bird": "start"}, h.stderr())
+        self.assertTrue({"192.0.2.100", "2001:db8::100"} <= self.loopback(), self.loopback())
+        self.assertTrue({"192.0.2.100", "2001:db8::100"} <= self.routes(), self.routes())
+        # bird.conf may hold BGP passwords: root only.
+        self.assertEqual(os.stat(os.path.join(h.config_dir, "bird.conf")).st_mode & 0o777, 0o600)
+        pid = self.bird_pid()
+
+        result = h.send(apply, {"bird.conf": bird_conf("192.0.2.101")})
+        self.assertEqual(result["actions"], {"bird": "reload"}, h.stderr())
+        self.assertEqual(self.bird_pid(), pid, "bird was restarted, not reconfigured")
+        self.assertIn("192.0.2.101", self.loopback())
+        self.assertFalse({"192.0.2.100", "2001:db8::100"} & self.loopback(), self.loopback())
+        self.assertEqual(self.routes() & {"192.0.2.100", "192.0.2.101", "2001:db8::100"}, {"192.0.2.101"})
+
+        bad = {"bird.conf": bird_conf("192.0.2.102").replace("log stderr all;", "log stderr all;\nno-such-option;")}
+        result = h.send(apply, bad)
+        self.assertEqual(result["actions"], {"bird": "failed"})
+        self.assertEqual([p["reason"] for p in result["problems"]], ["ConfigRejected"])
+        self.assertIn("bird.conf: rejected by `bird -p`", h.stderr())
+        with open(os.path.join(h.config_dir, "bird.conf")) as f:
+            self.assertEqual(f.read(), bird_conf("192.0.2.101"), "the installed bird.conf was replaced")
+        self.assertNotIn("192.0.2.102", self.loopback())
+        self.assertEqual(self.bird_pid(), pid)
+
+        apply.send_signal(signal.SIGTERM)
+        apply.wait(timeout=30)
+        self.assertFalse(running(pid), "bird still runs after the stop")
+        self.assertNotIn("192.0.2.101", self.loopback())
+        self.assertIn("bird: VIP routes withdrawn", h.stderr())
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -82,6 +82,14 @@ k8slb::render::Output render_items(k8slb::Objects objects, const Options& option
         "no config: give --config FILE or include the ConfigMap {} in the input", options.config_map));
   k8slb::render::Input input;
   input.config = *config;
+  // The BGP peers' passwords, read at each rendering (a rotated Secret is picked up); a file
+  // that cannot be read leaves its peer out (a Problem from the planner).
+  if (config->bgp)
+    for (const auto& peer : config->bgp->peers)
+      if (!peer.password_file.empty()) try {
+          input.bgp_passwords[peer.password_file] = k8slb::read_file(peer.password_file, 4096);
+        } catch (const k8slb::Error&) {
+        }
   input.services = std::move(snapshot.services);
   input.slices = std::move(snapshot.slices);
   for (auto& node : snapshot.nodes)
@@ -89,13 +97,14 @@ k8slb::render::Output render_items(k8slb::Objects objects, const Options& option
   input.node.node_name = options.node_name;
   input.node.interfaces = interfaces;
   input.settings = options.settings;
-  if (!options.no_cert_check && input.settings.proxy != k8slb::render::Proxy::kubeproxy && options.what != "keepalived") {
+  if (!options.no_cert_check && input.settings.proxy != k8slb::render::Proxy::kubeproxy && options.what != "keepalived" && options.what != "bird") {
     input.certificates = k8slb::node::readable_certificates(options.settings.cert_dir);
     input.certificate_files = k8slb::node::read_certificate_files(options.settings.cert_dir);
   }
   input.previous_interfaces = previous_interfaces;
   auto output = options.what == "all"          ? k8slb::render::render_all(input)
                 : options.what == "keepalived" ? k8slb::render::render_keepalived(input)
+                : options.what == "bird"       ? k8slb::render::render_bird(input)
                                                : k8slb::render::render_proxy(input);
   for (const auto& [pool, interface] : output.interfaces) previous_interfaces[pool] = interface;
   if (events) {
@@ -139,7 +148,7 @@ int report(const k8slb::render::Output& output, const std::vector<std::string>& 
 
 int run(Options options) {
   options.settings.proxy = k8slb::render::parse_proxy(
-      options.what == "keepalived" || options.what == "all"
+      options.what == "keepalived" || options.what == "all" || options.what == "bird"
           ? (options.proxy.empty() ? std::string("haproxy") : options.proxy)
           : options.what);
   if (!options.vrrp_password_file.empty()) {
@@ -231,6 +240,8 @@ int run(Options options) {
       if (options.what == "all" || !output.files.contains(main_file))
         throw k8slb::Error("several files to write: give --output-dir DIR or --stream");
       std::cout << output.files.at(main_file);
+    } else if (output.files.empty()) {
+      throw k8slb::Error("nothing to render: the config document has no bgp section");
     } else {
       std::cout << output.files.begin()->second;
     }
@@ -243,16 +254,19 @@ int run(Options options) {
 
 int main(int argc, char** argv) {
   k8slb::tool::set_program("k8slb-render");
-  CLI::App app{"Render haproxy.cfg, nginx.conf and keepalived.conf for Services that carry a "
+  CLI::App app{"Render haproxy.cfg, nginx.conf, keepalived.conf and bird.conf for Services that carry a "
                "load-balancer IP. Reads Kubernetes JSON or YAML (Services, EndpointSlices, Nodes, "
                "the config ConfigMap).",
                "k8slb-render"};
   app.set_version_flag("--version", std::string("k8slb-render ") + K8SLB_VERSION);
   Options options;
-  app.add_option("what", options.what, "haproxy | nginx | keepalived | all (proxy config + keepalived)")
+  app.add_option("what", options.what,
+                 "haproxy | nginx | keepalived | bird | all (proxy config + keepalived, + bird.conf "
+                 "when the config has a bgp section)")
       ->required()
-      ->check(CLI::IsMember({"haproxy", "nginx", "keepalived", "all"}));
-  app.add_option("--proxy", options.proxy, "With `all`/`keepalived`: haproxy (default), nginx or kubeproxy")
+      ->check(CLI::IsMember({"haproxy", "nginx", "keepalived", "bird", "all"}));
+  app.add_option("--proxy", options.proxy,
+                 "With `all`/`keepalived`/`bird`: haproxy (default), nginx or kubeproxy")
       ->check(CLI::IsMember({"haproxy", "nginx", "kubeproxy"}));
   app.add_option("-f,--filename", options.files, "Read objects from FILE (JSON or YAML; - is stdin); repeatable")
       ->type_name("FILE");

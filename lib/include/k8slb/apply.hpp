@@ -22,9 +22,9 @@
 
 namespace k8slb::apply {
 
-enum class Daemon { haproxy, nginx, keepalived };
+enum class Daemon { haproxy, nginx, keepalived, bird };
 std::string_view to_string(Daemon daemon);
-// The file a daemon reads: "haproxy.cfg", "nginx.conf", "keepalived.conf".
+// The file a daemon reads: "haproxy.cfg", "nginx.conf", "keepalived.conf", "bird.conf".
 std::string_view config_file_of(Daemon daemon);
 inline constexpr const char* kHaproxyServersFile = "haproxy-servers.json";
 
@@ -109,7 +109,8 @@ std::chrono::milliseconds restart_delay(int failures);
 // How a daemon is stopped gracefully, and how long to wait for it before SIGKILL: keepalived
 // by SIGTERM (priority-0 adverts, the backups take the VIPs over at once), HAProxy's master by
 // SIGUSR1 (soft stop: the workers stop listening and finish their connections, bounded by
-// hard-stop-after), nginx by SIGQUIT (graceful shutdown).
+// hard-stop-after), nginx by SIGQUIT (graceful shutdown), bird by SIGTERM (it closes its BGP
+// sessions with a Cease: the peers drop its routes at once).
 struct StopPlan {
   int signal;
   std::chrono::milliseconds wait;
@@ -129,6 +130,15 @@ struct NodeOptions {
   std::vector<std::string> haproxy_options;
   std::vector<std::string> nginx_options;
   std::vector<std::string> keepalived_options;
+  // BGP mode: bird runs once a set holds bird.conf (k8slb-render writes it when the config has
+  // a bgp section). Its VIPs go on the loopback interface (`ip addr`), its routes are withdrawn
+  // (`birdc disable "k8slb_vips_*"`) while the proxy does not answer `k8slb-apply health`.
+  std::string bird_bin = "bird";
+  std::string birdc_bin = "birdc";
+  std::string ip_bin = "ip";
+  std::string loopback = "lo";
+  std::vector<std::string> bird_options;
+  int bgp_withdraw_wait_ms = 1000; // graceful stop: routes withdrawn, this long, then the proxy stops
   // One-shot mode: daemons started here outlive this process (own session, output appended
   // to <runtime_dir>/<daemon>.log). Otherwise they die with it and log to its stderr.
   bool detach = false;
@@ -147,7 +157,7 @@ struct DaemonResult {
   std::string rejected = {}; // the checker refused the new config: its message, the same on every node
 };
 
-// Proxy first: keepalived may take its new VIP set only when the proxy runs its new config.
+// Proxy first: keepalived (and bird) may take a new VIP set only when the proxy runs its new config.
 // Given the results of the daemons applied before keepalived (the proxy's), returns why
 // keepalived must keep the VIP set it holds (matching the config the proxy still runs), or
 // nullopt when it may follow.
@@ -215,10 +225,13 @@ public:
   // Checks, installs and starts/reloads/updates each managed daemon whose file is in `files`.
   ApplyResult apply(const std::map<std::string, std::string>& files);
 
-  // Restarts managed daemons that died (bounded backoff). Returns log lines of what happened.
+  // Restarts managed daemons that died (bounded backoff); with bird running, announces its
+  // routes while the proxy answers and withdraws them while it does not. Returns log lines of
+  // what happened.
   std::vector<std::string> supervise();
 
-  // Stops the daemons gracefully, keepalived first (stop_plan: its signal, then SIGKILL after
+  // Stops the daemons gracefully, bird's routes withdrawn first (then bgp_withdraw_wait_ms),
+  // keepalived next (stop_plan: its signal, then SIGKILL after
   // its wait): those this process started, and with `adopted` also those it found running from
   // their pid files (an earlier `--from-dir`). Returns a line per daemon stopped.
   std::vector<std::string> stop_all(bool adopted = false);
@@ -233,6 +246,9 @@ private:
   std::vector<Daemon> daemons_;
   std::map<Daemon, std::unique_ptr<State>> states_;
   std::unique_ptr<detail::DaemonLog> daemon_log_; // !detach: the daemons' output, in our log
+  std::optional<bool> announcing_; // bird's k8slb_vips_* protocols enabled; nullopt: not known
+  // Enables or disables bird's VIP routes to follow the proxy's health; a log line on a change.
+  std::optional<std::string> follow_proxy_health(bool force);
 };
 
 } // namespace k8slb::apply

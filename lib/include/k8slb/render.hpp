@@ -65,6 +65,9 @@ struct Input {
   // The interface each pool's instances used in the last good keepalived.conf (see
   // previous_interfaces()): a pool this node cannot place now keeps it.
   std::map<std::string, std::string> previous_interfaces;
+  // The contents of the BGP peers' password files (config.bgp peers' passwordFile), read by the
+  // caller (I/O at the edge). A peer whose file is not here is left out with a Problem.
+  std::map<std::string, std::string> bgp_passwords;
 };
 
 struct Output {
@@ -79,8 +82,15 @@ struct Output {
 Output render_proxy(const Input& input);
 // "keepalived.conf".
 Output render_keepalived(const Input& input);
-// Both.
+// "bird.conf" when the config has a bgp section; no file without one.
+Output render_bird(const Input& input);
+// The proxy's files and keepalived.conf, and bird.conf when the config has a bgp section.
 Output render_all(const Input& input);
+
+// The VIPs a bird.conf k8slb-render printed announces ("  route <ip>/<bits> blackhole;" lines
+// of its k8slb_vips_* protocols), as addresses; lines that do not parse are skipped. k8slb-apply
+// node puts these on the loopback interface, so that the node accepts their traffic.
+std::vector<ip::Address> announced_vips(std::string_view bird_conf);
 
 // ---- A rendered set of files in a directory (k8slb-render --output-dir) ----
 // The manifest, written last and atomically, says the set is complete:

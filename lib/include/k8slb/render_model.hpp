@@ -4,6 +4,7 @@
 // only print it. Everything a printer writes comes from here: DNS-label names, numbers,
 // re-printed ip::Address values, validated pool names and settings paths.
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -125,6 +126,33 @@ struct KeepalivedPlan {
 // Decides VIP owners, router ids, priorities and interfaces. Throws Error for invalid settings
 // (password, paths, mail settings) and when this node is not among the load-balancer nodes.
 KeepalivedPlan plan_keepalived(const Input& input);
+
+// ---- bird.conf: BGP announcement of the VIPs of pools with `announce: bgp` ----
+
+struct BgpPeerPlan {
+  std::string name; // "k8slb_<address, '.' and ':' as '_'>": stays while the peer is listed
+  ip::Address address;
+  std::uint32_t asn = 0;
+  int port = 179;
+  bool bfd = false;
+  int hold_time = 0;       // 0: BIRD's default
+  bool internal = false;   // iBGP (the peer has our ASN): `direct`
+  std::string password;    // checked (printable, no '"' or '\\'); empty: none
+};
+
+struct BirdPlan {
+  std::optional<ip::Address> router_id; // this node's IPv4 InternalIP, else from its name; nullopt offline
+  std::uint32_t asn = 0;
+  // The VIPs of bgp pools among the rendered Services: every load-balancer node announces
+  // each while its proxy serves it (k8slb-apply node withdraws them while it does not).
+  std::vector<ip::Address> vips_v4, vips_v6; // sorted
+  std::vector<BgpPeerPlan> peers;            // sorted by address
+  bool bfd = false;                          // a bfd protocol (some peer asks for BFD)
+  std::vector<Problem> problems;
+};
+
+// Decides what bird.conf holds. Throws Error when the config has no bgp section.
+BirdPlan plan_bird(const Input& input);
 
 // Server slots for a backend with `endpoints` ready endpoints:
 // max(min_slots, next power of two >= endpoints).

@@ -291,7 +291,8 @@ TEST(StopPlan, GracefulSignalPerDaemon) {
   // keepalived hands its VIPs over at once; the proxies finish their connections.
   for (auto test : std::vector<Case>{{Daemon::keepalived, SIGTERM, 5},
                                      {Daemon::haproxy, SIGUSR1, 15},
-                                     {Daemon::nginx, SIGQUIT, 15}}) {
+                                     {Daemon::nginx, SIGQUIT, 15},
+                                     {Daemon::bird, SIGTERM, 5}}) {
     SCOPED_TRACE(to_string(test.daemon));
     EXPECT_EQ(stop_plan(test.daemon).signal, test.signal);
     EXPECT_EQ(std::chrono::duration_cast<std::chrono::seconds>(stop_plan(test.daemon).wait).count(), test.wait_s);
@@ -476,6 +477,12 @@ TEST(KeepalivedHold, ProxyFirst) {
       {"proxy reload failed", {{Daemon::nginx, Action::reload, false, "no new worker"}},
        "nginx did not take its new config"},
       {"proxy file missing from the set", {{Daemon::haproxy, Action::none, false, "not in the input"}},
+       "haproxy did not take its new config"},
+      {"bird after a failed keepalived: keepalived's VIPs are not bird's",
+       {{Daemon::haproxy, Action::reload, true, "config changed"}, {Daemon::keepalived, Action::reload, false, "rejected"}},
+       std::nullopt},
+      {"bird after a rejected proxy and a held keepalived",
+       {{Daemon::haproxy, Action::reload, false, "rejected"}, {Daemon::keepalived, Action::none, false, "held", true}},
        "haproxy did not take its new config"},
   };
   for (const auto& test : cases) {

@@ -158,6 +158,103 @@ TEST(Config, RejectsBadDocumentsNamingPoolAndField) {
   }
 }
 
+// Issue 12: the bgp section and `announce` per pool; documents without them stay as they were.
+TEST(Config, ReadsTheBgpSectionAndAnnounce) {
+  Config plain = parse_config(json::parse(R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.8/30"}}})"));
+  EXPECT_FALSE(plain.bgp.has_value());
+  EXPECT_EQ(plain.pools[0].announce, Announce::vrrp);
+
+  Config config = parse_config(json::parse(R"({
+    "pools": {
+      "vrrp": {"network": "192.0.2.0/24", "range": "192.0.2.8/30", "announce": "vrrp"},
+      "wide": {"network": "198.51.100.0/24", "range": "198.51.100.8/30", "announce": "bgp"}
+    },
+    "bgp": {"asn": 64512, "peers": [
+      {"address": "2001:db8::1", "asn": "65000", "bfd": true, "holdTime": 9},
+      {"address": "203.0.113.1", "asn": 4200000000, "port": 1179, "passwordFile": "/etc/k8slb/bgp/peer1"}
+    ]}})"));
+  EXPECT_EQ(config.find("vrrp")->announce, Announce::vrrp);
+  EXPECT_EQ(config.find("wide")->announce, Announce::bgp);
+  ASSERT_TRUE(config.bgp.has_value());
+  EXPECT_EQ(config.bgp->asn, 64512u);
+  ASSERT_EQ(config.bgp->peers.size(), 2u);
+  const auto& v4 = config.bgp->peers[0]; // sorted by address: IPv4 first
+  EXPECT_EQ(v4.address.to_string(), "203.0.113.1");
+  EXPECT_EQ(v4.asn, 4200000000u);
+  EXPECT_EQ(v4.port, 1179);
+  EXPECT_EQ(v4.password_file, "/etc/k8slb/bgp/peer1");
+  EXPECT_FALSE(v4.bfd);
+  EXPECT_EQ(v4.hold_time, 0);
+  const auto& v6 = config.bgp->peers[1];
+  EXPECT_EQ(v6.address.to_string(), "2001:db8::1");
+  EXPECT_EQ(v6.asn, 65000u);
+  EXPECT_EQ(v6.port, 179);
+  EXPECT_TRUE(v6.bfd);
+  EXPECT_EQ(v6.hold_time, 9);
+}
+
+TEST(Config, RejectsBadBgpValuesNamingTheField) {
+  struct Case {
+    const char* description;
+    const char* bgp; // the document's "bgp" value
+    const char* announce;
+    const char* error;
+  };
+  const Case cases[] = {
+      {"announce bgp without a bgp section", "null", "bgp",
+       "pools.default.announce: bgp needs the bgp section (asn and peers) in the config document"},
+      {"announce neither vrrp nor bgp", "null", "ospf", "pools.default.announce: 'ospf' is not vrrp or bgp"},
+      {"no asn", R"({"peers": [{"address": "192.0.2.1", "asn": 65000}]})", "bgp",
+       "bgp.asn: is required"},
+      {"asn 0", R"({"asn": 0, "peers": [{"address": "192.0.2.1", "asn": 65000}]})", "bgp",
+       "bgp.asn: '0' is not an AS number (1 to 4294967294)"},
+      {"asn too large", R"({"asn": 4294967295, "peers": [{"address": "192.0.2.1", "asn": 65000}]})", "bgp",
+       "bgp.asn: '4294967295' is not an AS number (1 to 4294967294)"},
+      {"asn that would inject", R"({"asn": "64512; protocol", "peers": [{"address": "192.0.2.1", "asn": 65000}]})",
+       "bgp", "bgp.asn: '64512; protocol' is not an AS number (1 to 4294967294)"},
+      {"negative asn", R"({"asn": -1, "peers": [{"address": "192.0.2.1", "asn": 65000}]})", "bgp",
+       "bgp.asn: '-1' is not an AS number (1 to 4294967294)"},
+      {"no peers", R"({"asn": 64512, "peers": []})", "bgp",
+       "bgp.peers: must be a list of at least one peer ({\"address\": ..., \"asn\": ...})"},
+      {"peer without address", R"({"asn": 64512, "peers": [{"asn": 65000}]})", "bgp",
+       "bgp.peers[0].address: is required"},
+      {"peer address that is a name", R"({"asn": 64512, "peers": [{"address": "router1", "asn": 65000}]})", "bgp",
+       "bgp.peers[0].address: 'router1' is not an IP address"},
+      {"peer address that would inject",
+       R"({"asn": 64512, "peers": [{"address": "192.0.2.1 as 1; }", "asn": 65000}]})", "bgp",
+       "bgp.peers[0].address: '192.0.2.1 as 1; }' is not an IP address"},
+      {"peer listed twice",
+       R"({"asn": 64512, "peers": [{"address": "192.0.2.1", "asn": 65000}, {"address": "192.0.2.1", "asn": 65001}]})",
+       "bgp", "bgp.peers[1].address: 192.0.2.1 is listed twice"},
+      {"peer without asn", R"({"asn": 64512, "peers": [{"address": "192.0.2.1"}]})", "bgp",
+       "bgp.peers[0].asn: is required"},
+      {"port 0", R"({"asn": 64512, "peers": [{"address": "192.0.2.1", "asn": 65000, "port": 0}]})", "bgp",
+       "bgp.peers[0].port: '0' is not a port (1 to 65535)"},
+      {"hold time below 3", R"({"asn": 64512, "peers": [{"address": "192.0.2.1", "asn": 65000, "holdTime": 1}]})",
+       "bgp", "bgp.peers[0].holdTime: '1' is not a number of seconds (3 to 65535)"},
+      {"bfd not a boolean", R"({"asn": 64512, "peers": [{"address": "192.0.2.1", "asn": 65000, "bfd": "on"}]})",
+       "bgp", "bgp.peers[0].bfd: must be true or false"},
+      {"relative password file",
+       R"({"asn": 64512, "peers": [{"address": "192.0.2.1", "asn": 65000, "passwordFile": "secret"}]})", "bgp",
+       "bgp.peers[0].passwordFile: 'secret' is not an absolute path of letters, digits and /._+-"},
+      {"password file with a quote",
+       R"({"asn": 64512, "peers": [{"address": "192.0.2.1", "asn": 65000, "passwordFile": "/etc/a\";"}]})", "bgp",
+       "bgp.peers[0].passwordFile: '/etc/a\";' is not an absolute path of letters, digits and /._+-"},
+      {"password file climbing out",
+       R"({"asn": 64512, "peers": [{"address": "192.0.2.1", "asn": 65000, "passwordFile": "/etc/../root/x"}]})",
+       "bgp", "bgp.peers[0].passwordFile: '/etc/../root/x' is not an absolute path of letters, digits and /._+-"},
+      {"bgp not an object", R"("yes")", "bgp", "bgp: must be an object"},
+      {"an IPv4 pool with only an IPv6 peer", R"({"asn": 64512, "peers": [{"address": "2001:db8::1", "asn": 65000}]})",
+       "bgp", "pools.default.announce: bgp needs an IPv4 peer in bgp.peers for this IPv4 pool"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    std::string document = std::string(R"({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.1", "announce": ")") +
+                           c.announce + R"("}}, "bgp": )" + c.bgp + "}";
+    EXPECT_EQ(error_of(document), c.error);
+  }
+}
+
 TEST(Config, DuplicatesAndHostileTextsAreErrorsNamingTheKey) {
   std::string bomb = "pools: &a [1,1,1,1,1,1,1,1,1,1]\n";
   for (char c = 'b'; c <= 'j'; ++c)

@@ -104,4 +104,10 @@ TEST(Golden, LineDiffShowsChangedLines) {
 }
 
 } // namespace
+
+void expect_bird_golden(const std::string& conf, const std::string& problems) {
+  expect_golden("bird.conf", conf);
+  expect_golden("bird-problems.txt", problems);
+}
+
 } // namespace k8slb::render
