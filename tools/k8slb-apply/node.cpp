@@ -1,6 +1,8 @@
 // k8slb-apply node: install, check and reload the daemons' configs on this node.
 #include <cerrno>
+#include <chrono>
 #include <csignal>
+#include <optional>
 #include <string>
 
 #include <poll.h>
@@ -10,6 +12,8 @@
 #include "k8slb/apply.hpp"
 #include "k8slb/documents.hpp"
 #include "k8slb/error.hpp"
+#include "k8slb/metrics.hpp"
+#include "k8slb/node_metrics.hpp"
 #include "k8slb/tool.hpp"
 
 namespace k8slb_apply {
@@ -33,6 +37,7 @@ struct NodeCommandOptions {
   int check_timeout_s = 30;
   int start_timeout_s = 10;
   int haproxy_max_old_workers = 8;
+  k8slb::metrics::Options metrics;
 };
 
 volatile std::sig_atomic_t stop_requested = 0;
@@ -81,9 +86,30 @@ bool report(const apply::ApplyResult& result, const k8slb::json& events = nullpt
   return tool::write_line(line.dump(-1, ' ', false, k8slb::json::error_handler_t::replace));
 }
 
+// What the metrics options ask for: the endpoint or file, and keepalived's state changes.
+struct Observability {
+  k8slb::metrics::Publisher publisher;
+  std::optional<apply::NodeObserver> observer;
+  explicit Observability(const NodeCommandOptions& options) : publisher(options.metrics) {
+    if (options.no_keepalived || (options.metrics.address.empty() && options.metrics.file.empty())) return;
+    observer.emplace(apply::NodeMetrics::process(), options.runtime_dir + "/" + k8slb::render::kNotifyFifoFile,
+                     options.config_dir + "/keepalived.conf", std::chrono::milliseconds(500),
+                     [](const std::string& line) { tool::warning(line); });
+  }
+};
+
+void count(const apply::ApplyResult& result, std::chrono::steady_clock::time_point seen) {
+  apply::NodeMetrics::process().applied(
+      result, std::chrono::steady_clock::now() - seen,
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
 int run_once(const NodeCommandOptions& options) {
+  Observability observability(options);
   apply::NodeApplier applier(to_node_options(options));
+  const auto seen = std::chrono::steady_clock::now();
   auto result = applier.apply(apply::read_file_set(options.from_dir));
+  count(result, seen);
   report(result);
   if (result.ok()) return tool::kExitOk;
   // Partial: a daemon was updated while another was not (each named on stderr).
@@ -96,6 +122,7 @@ int run_once(const NodeCommandOptions& options) {
 // applied (coalescing). Between inputs, daemons that die are restarted.
 int run_stream(const NodeCommandOptions& options) {
   install_stop_handlers();
+  Observability observability(options);
   apply::NodeApplier applier(to_node_options(options));
   std::string buffer;
   bool input_open = true;
@@ -113,6 +140,7 @@ int run_stream(const NodeCommandOptions& options) {
     if (ready <= 0) continue;
     char chunk[65536];
     ssize_t n = ::read(0, chunk, sizeof chunk);
+    const auto seen = std::chrono::steady_clock::now();
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       input_open = false;
@@ -159,6 +187,7 @@ int run_stream(const NodeCommandOptions& options) {
       tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
       continue;
     }
+    count(result, seen);
     // A closed stdout loses the result lines, not the node: only the end of stdin (or SIGTERM)
     // stops the daemons.
     report(result, events, vips);
@@ -212,6 +241,7 @@ void add_node_command(CLI::App& app, std::function<int()>& run) {
   sub->add_option("--haproxy-max-old-workers", options.haproxy_max_old_workers,
                   "Before a reload, wait (bounded) while this many old HAProxy workers are still finishing")
       ->capture_default_str();
+  k8slb::metrics::add_options(*sub, options.metrics);
   sub->callback([&run] {
     run = [] {
       if (options.stop) return run_stop(options);
