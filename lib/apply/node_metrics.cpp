@@ -69,20 +69,32 @@ std::optional<VrrpNotice> parse_notify_fifo_line(std::string_view line) {
 
 std::map<std::string, std::vector<std::string>> keepalived_instances(std::string_view keepalived_conf) {
   std::map<std::string, std::vector<std::string>> instances;
-  std::string instance;
-  bool in_vips = false;
+  std::string instance;      // the vrrp_instance block we are in
+  int depth = 0;             // of braces
+  bool in_vips = false;      // in its virtual_ipaddress block
   for_each_line(keepalived_conf, [&](std::string_view line) {
-    auto first = next_word(line);
-    if (first == "vrrp_instance") {
-      instance = std::string(next_word(line));
-      instances[instance];
-      in_vips = false;
-    } else if (first == "virtual_ipaddress" && !instance.empty()) {
-      in_vips = true;
-    } else if (first == "}") {
-      if (in_vips) in_vips = false;
-      else instance.clear();
-    } else if (in_vips) {
+    line = trim(line.substr(0, line.find('#')));
+    if (line.empty()) return;
+    const bool opens = line.back() == '{';
+    auto rest = line;
+    auto first = next_word(rest);
+    if (line == "}") {
+      depth = std::max(0, depth - 1);
+      if (depth <= 1) in_vips = false;
+      if (depth == 0) instance.clear();
+      return;
+    }
+    if (opens) {
+      if (depth == 0 && first == "vrrp_instance") {
+        instance = std::string(next_word(rest));
+        instances[instance];
+      } else if (depth == 1 && !instance.empty() && first == "virtual_ipaddress") {
+        in_vips = true;
+      }
+      ++depth;
+      return;
+    }
+    if (in_vips && depth == 2) {
       // "192.0.2.10/32 dev eth0"
       auto address = first.substr(0, first.find('/'));
       if (auto parsed = ip::Address::try_parse(std::string(address))) instances[instance].push_back(parsed->to_string());
