@@ -91,6 +91,7 @@ struct Observability {
   k8slb::metrics::Publisher publisher;
   std::optional<apply::NodeObserver> observer;
   explicit Observability(const NodeCommandOptions& options) : publisher(options.metrics) {
+    apply::NodeMetrics::process(); // every family shows from the first scrape
     if (options.no_keepalived || (options.metrics.address.empty() && options.metrics.file.empty())) return;
     observer.emplace(apply::NodeMetrics::process(), options.runtime_dir + "/" + k8slb::render::kNotifyFifoFile,
                      options.config_dir + "/keepalived.conf", std::chrono::milliseconds(500),
