@@ -106,8 +106,8 @@ void count(const apply::ApplyResult& result, std::chrono::steady_clock::time_poi
 }
 
 int run_once(const NodeCommandOptions& options) {
-  Observability observability(options);
-  apply::NodeApplier applier(to_node_options(options));
+  apply::NodeApplier applier(to_node_options(options)); // makes the runtime dir
+  Observability observability(options);                // before any daemon starts
   const auto seen = std::chrono::steady_clock::now();
   auto result = applier.apply(apply::read_file_set(options.from_dir));
   count(result, seen);
@@ -123,8 +123,8 @@ int run_once(const NodeCommandOptions& options) {
 // applied (coalescing). Between inputs, daemons that die are restarted.
 int run_stream(const NodeCommandOptions& options) {
   install_stop_handlers();
-  Observability observability(options);
-  apply::NodeApplier applier(to_node_options(options));
+  apply::NodeApplier applier(to_node_options(options)); // makes the runtime dir
+  Observability observability(options);                // before any daemon starts
   std::string buffer;
   bool input_open = true;
   int document = 0;
