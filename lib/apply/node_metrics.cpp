@@ -127,10 +127,10 @@ NodeMetrics::NodeMetrics(metrics::Registry& registry)
                             {"daemon"})),
       vrrp_state_(registry.gauge("k8slb_vrrp_state",
                                  "1 for the state keepalived last reported for the VRRP instance, 0 for the others.",
-                                 {"instance", "state"})),
+                                 {"vrrp_instance", "state"})),
       transitions_(registry.counter("k8slb_vrrp_transitions_total",
                                     "State changes keepalived reported for the VRRP instance, by the state entered.",
-                                    {"instance", "state"})),
+                                    {"vrrp_instance", "state"})),
       vips_(registry.gauge("k8slb_node_vips",
                            "VIPs of keepalived.conf this node holds on its interfaces now, by family (ipv4, ipv6).",
                            {"family"})) {

@@ -104,9 +104,9 @@ class MetricsTest(unittest.TestCase):
 
         self.assertEqual(h.send(apply, self.files())["actions"], {"haproxy": "start", "keepalived": "start"})
         # keepalived says MASTER on its FIFO; the VIP is on veth0 and counted.
-        samples = self.wait_for('k8slb_vrrp_state{instance="test_local_v4",state="MASTER"}', 1)
-        self.assertEqual(samples['k8slb_vrrp_state{instance="test_local_v4",state="BACKUP"}'], 0)
-        self.assertEqual(samples['k8slb_vrrp_transitions_total{instance="test_local_v4",state="MASTER"}'], 1)
+        samples = self.wait_for('k8slb_vrrp_state{vrrp_instance="test_local_v4",state="MASTER"}', 1)
+        self.assertEqual(samples['k8slb_vrrp_state{vrrp_instance="test_local_v4",state="BACKUP"}'], 0)
+        self.assertEqual(samples['k8slb_vrrp_transitions_total{vrrp_instance="test_local_v4",state="MASTER"}'], 1)
         samples = self.wait_for('k8slb_node_vips{family="ipv4"}', 1)
         self.assertEqual(samples['k8slb_node_vips{family="ipv6"}'], 0)
         self.assertGreater(samples["k8slb_last_apply_success_timestamp_seconds"], time.time() - 60)
@@ -139,15 +139,15 @@ class MetricsTest(unittest.TestCase):
         master = h.pid_file("haproxy.pid")
         os.kill(master, signal.SIGKILL)  # the master the tool under test started in our namespace
         samples = self.wait_for('k8slb_daemon_restarts_total{daemon="haproxy"}', 1)
-        self.assertEqual(samples['k8slb_vrrp_state{instance="test_local_v4",state="MASTER"}'], 1)
+        self.assertEqual(samples['k8slb_vrrp_state{vrrp_instance="test_local_v4",state="MASTER"}'], 1)
 
         # keepalived killed: its instance reads STOP until it is back, MASTER again.
         keepalived = h.pid_file("keepalived.pid")
         os.kill(keepalived, signal.SIGKILL)
         samples = self.wait_for('k8slb_daemon_restarts_total{daemon="keepalived"}', 1)
-        self.wait_for('k8slb_vrrp_state{instance="test_local_v4",state="MASTER"}', 1)
+        self.wait_for('k8slb_vrrp_state{vrrp_instance="test_local_v4",state="MASTER"}', 1)
         samples = self.wait_for('k8slb_node_vips{family="ipv4"}', 1)
-        self.assertGreaterEqual(samples['k8slb_vrrp_transitions_total{instance="test_local_v4",state="MASTER"}'], 2)
+        self.assertGreaterEqual(samples['k8slb_vrrp_transitions_total{vrrp_instance="test_local_v4",state="MASTER"}'], 2)
         self.check_with_promtool(self.scrape())
 
     def test_scraping_does_not_slow_applies(self):

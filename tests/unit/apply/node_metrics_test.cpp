@@ -212,10 +212,10 @@ struct VrrpStep {
 };
 
 std::string state_series(const std::string& instance, const std::string& state) {
-  return "k8slb_vrrp_state{instance=\"" + instance + "\",state=\"" + state + "\"}";
+  return "k8slb_vrrp_state{vrrp_instance=\"" + instance + "\",state=\"" + state + "\"}";
 }
 std::string transitions_series(const std::string& instance, const std::string& state) {
-  return "k8slb_vrrp_transitions_total{instance=\"" + instance + "\",state=\"" + state + "\"}";
+  return "k8slb_vrrp_transitions_total{vrrp_instance=\"" + instance + "\",state=\"" + state + "\"}";
 }
 
 TEST(NodeMetrics, VrrpStatesAndVips) {
