@@ -19,13 +19,6 @@
 
 namespace k8slb::apply {
 
-std::set<std::string> node_addresses() {
-  std::set<std::string> held;
-  for (const auto& interface : node::read_interfaces())
-    for (const auto& prefix : interface.addresses) held.insert(prefix.address.to_string());
-  return held;
-}
-
 struct NodeObserver::State {
   NodeMetrics& metrics;
   std::string fifo;
@@ -38,7 +31,7 @@ struct NodeObserver::State {
 
   void refresh() {
     try {
-      metrics.vips(detail::read_optional(keepalived_conf).value_or(""), node_addresses());
+      metrics.vips(detail::read_optional(keepalived_conf).value_or(""), node::read_addresses());
     } catch (const std::exception& error) {
       if (warn) warn(fmt::format("VIP metrics not updated: {}", error.what()));
     }

@@ -111,7 +111,4 @@ private:
   std::unique_ptr<State> state_;
 };
 
-// The node's addresses (every interface), canonical text.
-std::set<std::string> node_addresses();
-
 } // namespace k8slb::apply
