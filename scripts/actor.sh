@@ -40,6 +40,10 @@
 #                   NodeAssigned when this node takes a Service's VIP (failover notice). false: none
 #   RESTART_MAX_DELAY  longest wait before restarting a dead pipeline, seconds (default 30; the
 #                   watcher's name; RESTART_DELAY_MAX, the actor's old name, is still read)
+#   METRICS_ADDR    serve Prometheus metrics on this address, e.g. :9403 (default: off); the
+#                   tools keep theirs in files under METRICS_DIR that `k8slb-apply metrics` serves
+#                   as one endpoint (docs/observability.md)
+#   METRICS_DIR     (default RUN_DIR/actor/metrics)
 #
 # When k8slb-watch or k8slb-render exits (the API unreachable or refusing the credentials, say)
 # only those two start again, after a delay that doubles up to RESTART_MAX_DELAY: k8slb-apply
@@ -65,6 +69,8 @@ HP_OPTIONS=${HP_OPTIONS:-}
 NX_OPTIONS=${NX_OPTIONS:-}
 EVENTS=${EVENTS:-true}
 STATE_DIR="$RUN_DIR/actor"
+METRICS_ADDR=${METRICS_ADDR:-}
+METRICS_DIR=${METRICS_DIR:-$STATE_DIR/metrics}
 
 # One line per message, as the tools print theirs with LOG_FORMAT=logfmt (exported to them):
 #   time=2026-11-28T10:03:20.123Z level=info component=actor.sh msg="..."
@@ -123,6 +129,8 @@ validate_options() {
   case $EVENTS in true | false) ;; *) die "EVENTS: '$EVENTS' is not true or false" ;; esac
   [[ $RESTART_MAX_DELAY =~ ^[0-9]{1,4}$ ]] && ((RESTART_MAX_DELAY >= 1)) \
     || die "RESTART_MAX_DELAY: '$RESTART_MAX_DELAY' is not a number of seconds"
+  [[ -z $METRICS_ADDR || $METRICS_ADDR =~ ^(\[[0-9A-Fa-f:.]+\]|[0-9.]+)?:[0-9]{1,5}$ ]] \
+    || die "METRICS_ADDR: '$METRICS_ADDR' is not :PORT, IPv4:PORT or [IPv6]:PORT, e.g. :9403"
 }
 
 # ip_nonlocal_bind lets nginx bind a VIP before (or while) another node holds it. HAProxy binds
@@ -234,10 +242,23 @@ pipeline_args() {
 #   node:   k8slb-apply node | k8slb-apply events
 #                                           its daemons live as long as k8slb-apply node
 # so a failed watch never takes the daemons, and the VIPs they hold, down with it.
-READER_PIDS=() APPLY_PID='' EVENTS_PID=''
+READER_PIDS=() APPLY_PID='' EVENTS_PID='' METRICS_PID=''
+METRICS_DELAY=1
+METRICS_ON=0 # set by run: the pipeline's tools keep metrics files for the endpoint
+
+# --metrics-file for a part of the pipeline (nothing when metrics are off).
+metrics_file() { ((METRICS_ON)) && printf '%s\n' --metrics-file "$METRICS_DIR/$1.prom"; return 0; }
+
+# The node's one metrics endpoint; restarted by run's loop when it ends.
+start_metrics() {
+  "$APPLY" metrics --listen "$METRICS_ADDR" "$METRICS_DIR" 3>&- &
+  METRICS_PID=$!
+}
 
 start_reader() {
-  "$WATCH" "${WATCH_ARGS[@]}" >"$STATE_DIR/watch.fifo" 3>&- &
+  local watch_metrics
+  mapfile -t watch_metrics < <(metrics_file k8slb-watch)
+  "$WATCH" "${WATCH_ARGS[@]}" "${watch_metrics[@]}" >"$STATE_DIR/watch.fifo" 3>&- &
   READER_PIDS=($!)
   local events=()
   [[ $EVENTS == true ]] && events=(--events)
@@ -248,7 +269,9 @@ start_reader() {
 }
 
 start_events() {
-  "$APPLY" events --node "$NODE_NAME" <"$STATE_DIR/apply.fifo" 3>&- &
+  local events_metrics
+  mapfile -t events_metrics < <(metrics_file k8slb-apply-events)
+  "$APPLY" events --node "$NODE_NAME" "${events_metrics[@]}" <"$STATE_DIR/apply.fifo" 3>&- &
   EVENTS_PID=$!
 }
 
@@ -259,14 +282,16 @@ start_pipeline() {
   # Held open read-write: k8slb-apply never sees the end of its input while the reader
   # restarts, and a line a dying render left half-written can be ended (see restart_reader).
   exec 3<>"$STATE_DIR/render.fifo"
+  local apply_metrics
+  mapfile -t apply_metrics < <(metrics_file k8slb-apply-node)
   if [[ $EVENTS == true ]]; then
     exec 4<>"$STATE_DIR/apply.fifo"
-    "$APPLY" "${APPLY_ARGS[@]}" <"$STATE_DIR/render.fifo" >&4 3>&- 4>&- &
+    "$APPLY" "${APPLY_ARGS[@]}" "${apply_metrics[@]}" <"$STATE_DIR/render.fifo" >&4 3>&- 4>&- &
     APPLY_PID=$!
     start_events
     exec 4>&-
   else
-    "$APPLY" "${APPLY_ARGS[@]}" <"$STATE_DIR/render.fifo" 3>&- &
+    "$APPLY" "${APPLY_ARGS[@]}" "${apply_metrics[@]}" <"$STATE_DIR/render.fifo" 3>&- &
     APPLY_PID=$!
     EVENTS_PID=''
   fi
@@ -296,6 +321,7 @@ stop_pids() {
 stop_reader() {
   stop_pids 50 "${READER_PIDS[@]}"
   READER_PIDS=()
+  rm -f "$METRICS_DIR/k8slb-watch.prom" # a killed part's figures are no longer live
   { printf '\n' >&3; } 2>/dev/null || true
 }
 
@@ -313,6 +339,7 @@ on_stop() {
   log "stopping"
   stop_pipeline
   stop_daemons # whatever k8slb-apply left running (it was killed, or never stopped them)
+  [[ -n $METRICS_PID ]] && stop_pids 50 "$METRICS_PID"
   rm -f "$STATE_DIR/actor.pid" "$STATE_DIR/vrrp-password" "$STATE_DIR/watch.fifo" "$STATE_DIR/render.fifo" \
     "$STATE_DIR/apply.fifo"
   log "stopped"
@@ -342,13 +369,26 @@ run() {
   log "node $NODE_NAME, proxy $PROXY, selector $NODE_SELECTOR, advert ${ADVERT_INT}cs, unicast $UNICAST"
 
   local delay=1 started status pid exited
+  if [[ -n $METRICS_ADDR ]]; then
+    mkdir -p "$METRICS_DIR"
+    METRICS_ON=1
+    pipeline_args
+    start_metrics
+  fi
   start_pipeline
   started=$SECONDS
   while ((!STOPPING)); do
     status=0 exited=''
-    wait -n -p exited "${READER_PIDS[@]}" "$APPLY_PID" ${EVENTS_PID:+"$EVENTS_PID"} || status=$?
+    wait -n -p exited "${READER_PIDS[@]}" "$APPLY_PID" ${EVENTS_PID:+"$EVENTS_PID"} ${METRICS_PID:+"$METRICS_PID"} || status=$?
     ((STOPPING)) && break
     [[ -n $exited ]] || continue # a signal, not a child
+    if [[ $exited == "$METRICS_PID" ]]; then
+      log "warning: k8slb-apply metrics exited (status $status); starting it again in $METRICS_DELAY s"
+      sleep "$METRICS_DELAY"
+      METRICS_DELAY=$((METRICS_DELAY * 2 > RESTART_MAX_DELAY ? RESTART_MAX_DELAY : METRICS_DELAY * 2))
+      start_metrics
+      continue
+    fi
     if [[ $exited == "$EVENTS_PID" ]]; then
       # Events are reports: their loss costs no traffic. k8slb-apply node goes on meanwhile.
       log "k8slb-apply events exited (status $status); starting it again"

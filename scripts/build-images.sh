@@ -73,7 +73,7 @@ build_image() {
   # The tools: what the build stage installs into /out/usr/local/bin.
   tools=$(sed -n '/install -D -m 0755 -t \/out\/usr\/local\/bin/,/^$/p' "$dockerfile" \
     | grep -oE '/build/k8slb-[a-z]+' | sed 's|/build/||' | sort -u)
-  scripts=$(printf '%s' "$stage" | sed -n 's|^COPY \(scripts/[a-z.-]*\) /usr/local/bin/.*|\1|p')
+  scripts=$(printf '%s' "$stage" | sed -n 's|^COPY \(scripts/[a-z0-9.-]*\) /usr/local/bin/.*|\1|p')
   removals=$(printf '%s' "$stage" | grep -oE 'rm -f /etc/[^ ]+' | sed 's/^rm -f //' || true)
   user=$(printf '%s' "$stage" | sed -n 's/^USER //p')
   entrypoint=$(printf '%s' "$stage" | sed -n 's/^ENTRYPOINT //p')

@@ -4,7 +4,7 @@
 # Only what is missing is installed; safe to run again.
 set -euo pipefail
 
-PACKAGES="build-essential cmake pkg-config git ca-certificates curl openssl iproute2 procps psmisc python3 nlohmann-json3-dev libyaml-cpp-dev libfmt-dev libcurl4-openssl-dev libssl-dev libcli11-dev libboost-dev libboost-filesystem-dev libgtest-dev haproxy nginx libnginx-mod-stream keepalived wrk python3-yaml python3-kubernetes mmdebstrap podman runc clang libclang-rt-14-dev valgrind systemd logrotate prometheus"
+PACKAGES="build-essential cmake pkg-config git ca-certificates curl openssl iproute2 procps psmisc python3 nlohmann-json3-dev libyaml-cpp-dev libfmt-dev libcurl4-openssl-dev libssl-dev libcli11-dev libboost-dev libboost-filesystem-dev libgtest-dev haproxy nginx libnginx-mod-stream keepalived prometheus wrk python3-yaml python3-kubernetes mmdebstrap podman runc clang libclang-rt-14-dev valgrind systemd logrotate"
 
 missing=()
 for package in $PACKAGES; do

@@ -24,6 +24,9 @@
 #   EVENT_INTERVAL   seconds between two writes of the same Event (default 300)
 #   WATCH_DEBOUNCE   coalesce changes within this window (k8slb-watch --debounce, e.g. 200ms)
 #   RESTART_MAX_DELAY  longest pause before restarting a failed pipeline, seconds (default 30)
+#   METRICS_ADDR     serve Prometheus metrics on this address, e.g. :9402 (default: off); the
+#                    tools keep theirs in files that `k8slb-apply metrics` serves as one endpoint
+#   METRICS_DIR      where those files are kept (default: beside the FIFOs, under TMPDIR)
 #
 # watcher.sh --help prints this text.
 #   K8SLB_BIN        directory of the k8slb tools (default: found on PATH)
@@ -95,6 +98,12 @@ if ! [[ $max_delay =~ ^[0-9]+$ ]] || [ "$max_delay" -lt 1 ]; then
   exit 2
 fi
 
+metrics_addr=${METRICS_ADDR:-}
+if [ -n "$metrics_addr" ] && ! [[ $metrics_addr =~ ^(\[[0-9A-Fa-f:.]+\]|[0-9.]+)?:[0-9]{1,5}$ ]]; then
+  log "error: METRICS_ADDR=$metrics_addr: expected :PORT, IPv4:PORT or [IPv6]:PORT, e.g. :9402"
+  exit 2
+fi
+
 for part in k8slb-watch k8slb-allocate k8slb-apply; do
   if ! command -v "$(tool "$part")" >/dev/null 2>&1; then
     log "error: $(tool "$part"): not found (install the tools on PATH, or set K8SLB_BIN to their directory)"
@@ -127,6 +136,31 @@ if ! fifo_dir=$(mktemp -d "${TMPDIR:-/tmp}/k8slb-watcher.XXXXXX"); then
   log "error: cannot create a directory for the pipeline's FIFOs in ${TMPDIR:-/tmp}: mount a writable volume there or set TMPDIR"
   exit 1
 fi
+metrics_dir=""
+metrics_pid=""
+if [ -n "$metrics_addr" ]; then
+  metrics_dir=${METRICS_DIR:-$fifo_dir/metrics}
+  if ! mkdir -p "$metrics_dir"; then
+    log "error: METRICS_DIR=$metrics_dir: cannot be created"
+    exit 1
+  fi
+fi
+# --metrics-file for each part of the pipeline (nothing when metrics are off).
+watch_metrics=() allocate_metrics=() apply_metrics=()
+if [ -n "$metrics_dir" ]; then
+  watch_metrics=(--metrics-file "$metrics_dir/k8slb-watch.prom")
+  allocate_metrics=(--metrics-file "$metrics_dir/k8slb-allocate.prom")
+  apply_metrics=(--metrics-file "$metrics_dir/k8slb-apply-cluster.prom")
+fi
+# The pod's one metrics endpoint, started again if it ended (checked before each pipeline run).
+start_metrics() {
+  [ -n "$metrics_addr" ] || return 0
+  if [ -n "$metrics_pid" ] && kill -0 "$metrics_pid" 2>/dev/null; then return 0; fi
+  [ -n "$metrics_pid" ] && log "warning: k8slb-apply metrics (pid $metrics_pid) ended; starting it again"
+  "$(tool k8slb-apply)" metrics --listen "$metrics_addr" "$metrics_dir" &
+  metrics_pid=$!
+}
+
 stopping=0
 gate_pid=""
 watch_pid="" allocate_pid="" apply_pid=""
@@ -155,6 +189,8 @@ stop_pipeline() {
   [ -n "$allocate_pid" ] && rest+=("$allocate_pid")
   if [ "${#rest[@]}" -gt 0 ]; then stop_pids "${rest[@]}"; fi
   watch_pid="" allocate_pid="" apply_pid=""
+  # A part killed outright left its metrics file behind: its figures are no longer live.
+  if [ -n "$metrics_dir" ]; then rm -f "$metrics_dir"/k8slb-watch.prom "$metrics_dir"/k8slb-allocate.prom "$metrics_dir"/k8slb-apply-cluster.prom; fi
 }
 
 on_term() {
@@ -167,6 +203,7 @@ on_term() {
 cleanup() {
   if [ -n "$gate_pid" ]; then stop_pids "$gate_pid"; fi
   stop_pipeline
+  if [ -n "$metrics_pid" ]; then stop_pids "$metrics_pid"; fi
   rm -rf "$fifo_dir"
 }
 trap on_term TERM INT
@@ -175,7 +212,7 @@ trap cleanup EXIT
 # Waits for the lease (returns 0 once held), or returns non-zero when stopping or on error.
 acquire() {
   if [ "${#lease_args[@]}" = 0 ]; then return 0; fi
-  "$(tool k8slb-apply)" cluster --acquire-only "${lease_args[@]}" &
+  "$(tool k8slb-apply)" cluster --acquire-only "${lease_args[@]}" "${apply_metrics[@]}" &
   gate_pid=$!
   local status=0
   while :; do
@@ -198,11 +235,11 @@ acquire() {
 run_pipeline() {
   rm -f "$fifo_dir/watch" "$fifo_dir/allocate"
   mkfifo "$fifo_dir/watch" "$fifo_dir/allocate"
-  "$(tool k8slb-watch)" "${watch_args[@]}" >"$fifo_dir/watch" &
+  "$(tool k8slb-watch)" "${watch_args[@]}" "${watch_metrics[@]}" >"$fifo_dir/watch" &
   watch_pid=$!
-  "$(tool k8slb-allocate)" "${allocate_args[@]}" <"$fifo_dir/watch" >"$fifo_dir/allocate" &
+  "$(tool k8slb-allocate)" "${allocate_args[@]}" "${allocate_metrics[@]}" <"$fifo_dir/watch" >"$fifo_dir/allocate" &
   allocate_pid=$!
-  "$(tool k8slb-apply)" cluster "${apply_args[@]}" "${lease_args[@]}" <"$fifo_dir/allocate" &
+  "$(tool k8slb-apply)" cluster "${apply_args[@]}" "${lease_args[@]}" "${apply_metrics[@]}" <"$fifo_dir/allocate" &
   apply_pid=$!
   log "pipeline started: k8slb-watch $watch_pid | k8slb-allocate $allocate_pid | k8slb-apply $apply_pid"
   log "debug: k8slb-watch ${watch_args[*]} | k8slb-allocate ${allocate_args[*]} | k8slb-apply cluster ${apply_args[*]} ${lease_args[*]}"
@@ -280,6 +317,7 @@ run_pipeline() {
 
 delay=1
 while [ "$stopping" = 0 ]; do
+  start_metrics
   if ! acquire; then
     [ "$stopping" = 1 ] && break
     log "warning: waiting for the lease failed; retrying in ${delay}s"

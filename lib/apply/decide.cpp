@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <csignal>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -300,6 +301,82 @@ std::optional<std::string> keepalived_hold_reason(const std::vector<DaemonResult
     return fmt::format("{} did not take its new config", to_string(result.daemon));
   }
   return std::nullopt;
+}
+
+std::string checker_summary(std::string_view output, const std::vector<std::pair<std::string, std::string>>& names,
+                            std::size_t max_size) {
+  std::string text(output);
+  auto by_length = names;
+  std::sort(by_length.begin(), by_length.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  for (const auto& [from, to] : by_length) {
+    if (from.empty()) continue;
+    for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
+      text.replace(at, from.size(), to);
+  }
+  // nginx: "2026/11/28 12:43:04 [emerg] 8122#8122: message" or "nginx: [emerg] message";
+  // HAProxy: "[ALERT]    (8114) : config : message".
+  static const std::regex nginx_line(R"(^(?:\d{4}/\d\d/\d\d \d\d:\d\d:\d\d |nginx: )\[(\w+)\] (?:\d+#\d+: )?(.*)$)");
+  static const std::regex haproxy_line(R"(^\[(\w+)\]\s*\(\d+\)\s*:\s*(.*)$)");
+  static const std::regex summary_line(
+      R"(Error\(s\) found in configuration file|Fatal errors found in configuration|configuration file .* test failed)");
+  std::vector<std::string> kept, summaries;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+    line.erase(0, std::min(line.size(), line.find_first_not_of(" \t")));
+    if (line.empty()) continue;
+    std::smatch match;
+    if (std::regex_match(line, match, nginx_line) || std::regex_match(line, match, haproxy_line)) {
+      if (match[1] == "NOTICE") continue; // HAProxy's version banner
+      line = "[" + match[1].str() + "] " + match[2].str();
+    }
+    auto& list = std::regex_search(line, summary_line) ? summaries : kept;
+    if (std::find(list.begin(), list.end(), line) == list.end()) list.push_back(line);
+  }
+  if (kept.empty()) kept = std::move(summaries);
+  std::string out;
+  for (const auto& line : kept) out += (out.empty() ? "" : "; ") + line;
+  if (out.size() > max_size) {
+    std::size_t cut = max_size > 3 ? max_size - 3 : 0;
+    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut; // UTF-8
+    out = out.substr(0, cut) + "...";
+  }
+  return out;
+}
+
+nlohmann::json rejected_config_events(const ApplyResult& result, const nlohmann::json& vips) {
+  nlohmann::json events = nlohmann::json::array();
+  if (!vips.is_object()) return events;
+  auto text = [](const nlohmann::json& object, const char* key) {
+    auto found = object.find(key);
+    return found != object.end() && found->is_string() ? found->get<std::string>() : std::string();
+  };
+  for (const auto& daemon : result.daemons) {
+    if (daemon.rejected.empty()) continue;
+    std::set<std::string> seen; // a Service with two VIPs gets one Event
+    for (const auto& [vip, services] : vips.items()) {
+      if (!services.is_array()) continue;
+      for (const auto& service : services) {
+        if (!service.is_object()) continue;
+        const std::string ns = text(service, "namespace"), name = text(service, "name");
+        if (ns.empty() || name.empty() || !seen.insert(ns + "/" + name).second) continue;
+        events.push_back(
+            {{"apiVersion", "v1"},
+             {"kind", "Event"},
+             {"metadata", {{"namespace", ns}, {"generateName", name + "."}}},
+             {"involvedObject",
+              {{"apiVersion", "v1"}, {"kind", "Service"}, {"namespace", ns}, {"name", name}, {"uid", text(service, "uid")}}},
+             {"reason", "ConfigRejected"},
+             {"message", fmt::format("{} rejected by `{} {}`, the node keeps its running config: {}",
+                                     config_file_of(daemon.daemon), to_string(daemon.daemon),
+                                     daemon.daemon == Daemon::haproxy ? "-c" : "-t", daemon.rejected)},
+             {"type", "Warning"},
+             {"source", {{"component", "k8slb"}}},
+             {"reportingComponent", "k8slb"}});
+      }
+    }
+  }
+  return events;
 }
 
 nlohmann::json ApplyResult::to_json() const {

@@ -160,6 +160,10 @@ int spawn_daemon(const std::vector<std::string>& argv, const SpawnOptions& optio
         dup2(log_fd, 1);
         dup2(log_fd, 2);
       } else {
+        if (options.output_fd >= 0) {
+          dup2(options.output_fd, 1);
+          dup2(options.output_fd, 2);
+        }
         setpgid(0, 0); // not in our process group: a terminal's ^C reaches us, and we stop it
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent) _exit(1);

@@ -143,6 +143,7 @@ struct NodeApplier::State {
   Clock::time_point started{};
   int failures = 0;             // deaths in a row, for the restart backoff
   std::optional<Clock::time_point> restart_at;
+  int output_fd = -1;           // where its stdout and stderr go (DaemonLog); -1: ours
 };
 
 namespace {
@@ -275,6 +276,10 @@ NodeApplier::NodeApplier(NodeOptions options) : options_(std::move(options)) {
       state->wanted = true;
       state->started = Clock::now();
     }
+    if (!options_.detach) {
+      if (!daemon_log_) daemon_log_ = std::make_unique<detail::DaemonLog>();
+      state->output_fd = daemon_log_->output_fd(daemon);
+    }
     states_[daemon] = std::move(state);
   }
 }
@@ -335,7 +340,7 @@ void wait_started(const NodeOptions& options, State& state, const std::string& c
 
 void start_daemon(const NodeOptions& options, State& state, const std::string& content) {
   const auto paths = paths_for(options, state.daemon);
-  detail::SpawnOptions spawn{options.detach, paths.log};
+  detail::SpawnOptions spawn{options.detach, paths.log, state.output_fd};
   state.pid = detail::spawn_daemon(start_argv(options, state.daemon, content), spawn);
   state.child = true;
   state.wanted = true;
@@ -494,6 +499,10 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
           if (checked.timed_out) output = fmt::format("timed out after {} s. {}", options_.check_timeout_s, output);
           problem("ConfigRejected", fmt::format("rejected by `{} {}` (kept as {}), the running config stays: {}",
                                                 basename_of(check[0]), check[1], rejected, output));
+          // For the Event: worded alike on every node (no paths of this node, no pids).
+          outcome.rejected = checker_summary(checked.output, {{*staged, file}, {rejected, file},
+                                                              {options_.config_dir + "/", ""}, {options_.runtime_dir + "/", ""}});
+          if (checked.timed_out) outcome.rejected = fmt::format("timed out after {} s. {}", options_.check_timeout_s, outcome.rejected);
           if (!running) start_last_good(options_, state, installed, result);
           result.daemons.push_back(outcome);
           continue;

@@ -132,9 +132,9 @@ NodeMetrics::NodeMetrics(metrics::Registry& registry)
                                     "State changes keepalived reported for the VRRP instance, by the state entered.",
                                     {"vrrp_instance", "state"})),
       vips_(registry.gauge("k8slb_node_vips",
-                           "VIPs of keepalived.conf this node holds on its interfaces now, by family (ipv4, ipv6).",
+                           "VIPs of keepalived.conf this node holds on its interfaces now, by family (IPv4, IPv6).",
                            {"family"})) {
-  for (const char* family : {"ipv4", "ipv6"}) vips_.set({family}, 0);
+  for (auto family : {ip::Family::v4, ip::Family::v6}) vips_.set({std::string(ip::to_string(family))}, 0);
 }
 
 NodeMetrics& NodeMetrics::process() {
@@ -187,12 +187,14 @@ void NodeMetrics::vrrp(const VrrpNotice& notice) {
 
 void NodeMetrics::vips(std::string_view keepalived_conf, const std::set<std::string>& held) {
   auto instances = keepalived_instances(keepalived_conf);
-  std::map<std::string, int> counts{{"ipv4", 0}, {"ipv6", 0}};
+  std::map<std::string, int> counts{{std::string(ip::to_string(ip::Family::v4)), 0},
+                                    {std::string(ip::to_string(ip::Family::v6)), 0}};
   std::set<std::string> names, counted;
   for (const auto& [name, vips] : instances) {
     names.insert(name);
     for (const auto& vip : vips)
-      if (held.count(vip) && counted.insert(vip).second) ++counts[vip.find(':') == std::string::npos ? "ipv4" : "ipv6"];
+      if (held.count(vip) && counted.insert(vip).second)
+        ++counts[std::string(ip::to_string(vip.find(':') == std::string::npos ? ip::Family::v4 : ip::Family::v6))];
   }
   for (const auto& [family, count] : counts) vips_.set({family}, count);
   // An instance gone from the config (or told of before its config was read) loses its series.

@@ -1,6 +1,7 @@
 #include "k8slb/documents.hpp"
 
 #include <cctype>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -643,6 +644,27 @@ Objects read_objects(const std::vector<std::string>& paths) {
   }
   require_objects(objects, names);
   return objects;
+}
+
+std::string observed_at_text(std::chrono::system_clock::time_point time) {
+  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(time.time_since_epoch()).count();
+  return fmt::format("{}.{:06}", micros / 1000000, micros % 1000000);
+}
+
+std::optional<std::chrono::system_clock::time_point> observed_at(const json& document) {
+  if (!document.is_object()) return std::nullopt;
+  auto text = document.value(json::json_pointer("/metadata/annotations/k8slb.io~1observed-at"), json());
+  if (!text.is_string()) return std::nullopt;
+  const auto& value = text.get_ref<const std::string&>();
+  double seconds = 0;
+  auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), seconds);
+  if (error != std::errc() || end != value.data() + value.size() || !(seconds > 0)) return std::nullopt;
+  return std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(seconds)));
+}
+
+void set_observed_at(json& document, const std::optional<std::chrono::system_clock::time_point>& time) {
+  if (time && document.is_object()) document["metadata"]["annotations"][kObservedAtAnnotation] = observed_at_text(*time);
 }
 
 } // namespace k8slb

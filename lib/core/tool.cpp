@@ -62,29 +62,29 @@ std::string_view level_name(Level level) {
   return "info";
 }
 
-void emit(Level level, std::string_view message) {
+void emit(Level level, std::string_view message, std::string_view component) {
   const LogSettings& settings = log_settings();
   if (level > settings.level) return;
   // Messages are built from shortened parts (describe); a message built otherwise (a library's
   // text quoting its input) is cut here.
   const std::string text = shorten(message, 3 * kMaxShown);
   if (settings.logfmt) {
-    fmt::print(stderr, "{}\n", logfmt_line(std::chrono::system_clock::now(), level, program_name(), text));
+    fmt::print(stderr, "{}\n", logfmt_line(std::chrono::system_clock::now(), level, component, text));
   } else {
     std::string_view prefix = level == Level::error ? "error: " : level == Level::warn ? "warning: "
                               : level == Level::debug ? "debug: " : "";
-    fmt::print(stderr, "{}: {}{}\n", program_name(), prefix, text);
+    fmt::print(stderr, "{}: {}{}\n", component, prefix, text);
   }
   std::fflush(stderr);
 }
 
-void print(Level level, std::string_view message) {
+void print(Level level, std::string_view message, std::string_view component = program_name()) {
   // Tools log from several threads (k8slb-apply cluster, events): said once, whichever is first.
   static std::once_flag said;
   std::call_once(said, [] {
-    if (!log_settings().problem.empty()) emit(Level::warn, log_settings().problem);
+    if (!log_settings().problem.empty()) emit(Level::warn, log_settings().problem, program_name());
   });
-  emit(level, message);
+  emit(level, message, component);
 }
 } // namespace
 
@@ -137,6 +137,7 @@ void warning(std::string_view message) { print(Level::warn, message); }
 void info(std::string_view message) { print(Level::info, message); }
 void debug(std::string_view message) { print(Level::debug, message); }
 bool enabled(Level level) { return level <= log_settings().level; }
+void print_as(std::string_view component, Level level, std::string_view message) { print(level, message, component); }
 
 bool write_line(std::string_view line) {
   std::cout.clear(); // a reader that went away may have come back (a FIFO reopened)

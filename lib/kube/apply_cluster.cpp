@@ -1,6 +1,7 @@
 // Writing k8slb-allocate's decisions to the API: the plan of a document, Events and their rate
 // limit, and the writer that sends them. See k8slb/cluster.hpp.
 #include "k8slb/cluster.hpp"
+#include "k8slb/metrics.hpp"
 #include "k8slb/hash.hpp"
 
 #include <algorithm>
@@ -605,7 +606,30 @@ WriteSummary ClusterWriter::write(const json& document) {
                      options_.event_limits.burst));
   }
   limiter_.expire(Clock::now(), std::max(options_.event_limits.interval * 2, Seconds(3600)));
+  record_metrics(summary);
   return summary;
+}
+
+void record_metrics(const WriteSummary& summary) {
+  static auto& registry = metrics::process_registry();
+  static auto& statuses = registry.counter(
+      "k8slb_status_writes_total",
+      "Service status writes by result: written, current (already so), skipped (changed underneath or gone), failed.",
+      {"result"});
+  static auto& events = registry.counter(
+      "k8slb_events_written_total",
+      "Events by result: created, updated (count raised), shared (another node created it), suppressed (written "
+      "within the interval), dropped (rate limit).",
+      {"result"});
+  const std::pair<const char*, int> status_counts[] = {
+      {"written", summary.written}, {"current", summary.current}, {"skipped", summary.skipped}, {"failed", summary.failed}};
+  for (const auto& [result, count] : status_counts) statuses.add({result}, count);
+  const std::pair<const char*, int> event_counts[] = {{"created", summary.events_created},
+                                                      {"updated", summary.events_updated},
+                                                      {"shared", summary.events_shared},
+                                                      {"suppressed", summary.events_suppressed},
+                                                      {"dropped", summary.events_dropped}};
+  for (const auto& [result, count] : event_counts) events.add({result}, count);
 }
 
 } // namespace k8slb::cluster

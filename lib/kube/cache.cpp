@@ -2,11 +2,26 @@
 #include "k8slb/kube.hpp"
 
 #include "k8slb/documents.hpp"
+#include "k8slb/metrics.hpp"
 
 #include <condition_variable>
 
 namespace k8slb::kube {
 namespace {
+// Families of the watch loop, by resource ("services", "configmap/k8slb-system/global").
+struct WatchMetrics {
+  metrics::Family& reconnects = metrics::process_registry().counter(
+      "k8slb_watch_reconnects_total", "Watch streams started again after one ended or failed.", {"resource"});
+  metrics::Family& relists = metrics::process_registry().counter(
+      "k8slb_watch_relists_total", "Full lists after the server no longer had the resourceVersion (410 Gone).",
+      {"resource"});
+  metrics::Family& events = metrics::process_registry().counter(
+      "k8slb_watch_events_total", "Watch events received.", {"resource"});
+};
+WatchMetrics& watch_metrics() {
+  static WatchMetrics families;
+  return families;
+}
 
 // How many times a paged list restarts because its continue token expired.
 constexpr int kMaxListRestarts = 5;
@@ -124,6 +139,7 @@ void Cache::watch_loop(std::stop_token stop) {
         {
           std::lock_guard lock(mutex_);
           ++stats_.relists;
+          watch_metrics().relists.add({options_.resource.to_string()});
         }
         need_list = false;
       }
@@ -137,7 +153,10 @@ void Cache::watch_loop(std::stop_token stop) {
         std::lock_guard lock(mutex_);
         watch.resource_version = store_.resource_version();
         ++stats_.watches;
-        if (!first) ++stats_.reconnects;
+        if (!first) {
+          ++stats_.reconnects;
+          watch_metrics().reconnects.add({options_.resource.to_string()});
+        }
       }
       first = false;
       bool gone = false;
@@ -171,6 +190,7 @@ void Cache::watch_loop(std::stop_token stop) {
               std::lock_guard lock(mutex_);
               change = store_.apply(event);
               ++stats_.events;
+              watch_metrics().events.add({options_.resource.to_string()});
             }
             if (change) report({std::move(*change)});
             return true;

@@ -13,6 +13,7 @@
 #include <curl/curl.h>
 
 #include "k8slb/documents.hpp"
+#include "k8slb/metrics.hpp"
 
 #ifndef K8SLB_VERSION
 #define K8SLB_VERSION "dev"
@@ -245,6 +246,18 @@ std::string Client::bearer_token() const {
   return file_token_;
 }
 
+namespace {
+// Every answer the API gave, or "error" for none (connection refused, timeout): what an
+// operator graphs to see throttling (429), refused credentials (401, 403) or an unreachable
+// server. A watch counts once, when its stream ends, as verb WATCH.
+void count_request(std::string_view verb, long status) {
+  static auto& requests = metrics::process_registry().counter(
+      "k8slb_api_requests_total", "Requests to the Kubernetes API by process, verb and HTTP status (error: no answer).",
+      {"component", "verb", "code"});
+  requests.add({metrics::component(), std::string(verb), status > 0 ? std::to_string(status) : "error"});
+}
+} // namespace
+
 Response Client::perform(std::string_view method, std::string_view path_and_query,
                          std::string_view body, std::string_view content_type) const {
   // This thread's handle for plain requests: reset to defaults, connections kept. It holds the
@@ -276,12 +289,14 @@ Response Client::perform(std::string_view method, std::string_view path_and_quer
   curl_easy_setopt(curl.get(), CURLOPT_ERRORBUFFER, error_buffer);
   CURLcode code = curl_easy_perform(curl.get());
   if (code != CURLE_OK) {
+    count_request(method, 0);
     std::string detail = error_buffer[0] ? error_buffer : curl_easy_strerror(code);
     throw TransportError(std::string(method) + " " + target + ": " + detail);
   }
   long status = 0;
   curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &status);
   response.status = static_cast<int>(status);
+  count_request(method, status);
   return response;
 }
 
@@ -383,6 +398,7 @@ Response Client::stream_lines(std::string_view path_and_query,
   long status = 0;
   curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &status);
   response.status = static_cast<int>(status);
+  count_request("WATCH", status);
   if (code != CURLE_OK && !stream.stopped_by_caller && status == 0) {
     std::string detail = error_buffer[0] ? error_buffer : curl_easy_strerror(code);
     throw TransportError("GET " + target + ": " + detail);

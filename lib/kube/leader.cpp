@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "k8slb/kube.hpp"
+#include "k8slb/metrics.hpp"
 
 namespace k8slb::cluster {
 
@@ -159,9 +160,33 @@ ElectorState wrote(ElectorState state, const LeaseRecord& record, TimePoint now)
 // ---------------------------------------------------------------------------------------
 // Elector
 
+namespace {
+metrics::Family& leader_gauge() {
+  static auto& leader = metrics::process_registry().gauge("k8slb_leader", "1 while this replica holds the watcher's Lease.");
+  return leader;
+}
+
+// k8slb_leader follows whether this replica leads after every round; a change is counted.
+class LeadershipMetrics {
+public:
+  LeadershipMetrics(const bool& leading) : leading_(leading), was_(leading) {}
+  ~LeadershipMetrics() {
+    static auto& transitions = metrics::process_registry().counter(
+        "k8slb_leader_transitions_total", "Times this replica started or stopped leading.");
+    leader_gauge().set(leading_ ? 1 : 0);
+    if (leading_ != was_) transitions.add();
+  }
+
+private:
+  const bool& leading_;
+  bool was_;
+};
+} // namespace
+
 Elector::Elector(kube::Client& client, ElectionConfig config, Log log)
     : client_(client), config_(std::move(config)), log_(std::move(log)) {
   validate(config_);
+  leader_gauge().set(0); // until the first round says otherwise
 }
 
 bool Elector::leading() const {
@@ -175,6 +200,7 @@ Action Elector::try_acquire_or_renew() {
   std::string path = kube::object_path(leases, config_.lease_namespace, config_.lease_name);
   std::string name = config_.lease_namespace + "/" + config_.lease_name;
   bool was_leading = state_.leading;
+  LeadershipMetrics reported(state_.leading);
   last_round_failed_ = false;
   try {
     // The leader's fast path (client-go's since 1.27): renew with one PUT on the Lease as last
@@ -337,6 +363,7 @@ bool Elector::acquire(const std::atomic<bool>& cancelled) {
 void Elector::release() {
   std::lock_guard lock(mutex_);
   if (!state_.leading) return;
+  LeadershipMetrics reported(state_.leading);
   const kube::ResourceKind& leases = kube::find_kind("leases");
   std::string path = kube::object_path(leases, config_.lease_namespace, config_.lease_name);
   std::string wall_now = rfc3339_micro(std::chrono::system_clock::now());

@@ -1,6 +1,10 @@
 // The view k8slb-watch prints: filtered, sorted, serialised once per change.
 #include "k8slb/kube.hpp"
 
+#include <fmt/format.h>
+
+#include "k8slb/documents.hpp"
+
 namespace k8slb::kube {
 
 bool wanted_service(const json& service, const ViewOptions& options) {
@@ -52,7 +56,7 @@ bool View::apply(const ResourceKind& kind, const std::vector<Change>& changes) {
   return changed;
 }
 
-std::string View::document() const {
+std::string View::document(std::string_view observed_at) const {
   std::size_t size = 100;
   for (const auto& [key, text] : items_) size += text.size() + 1;
   std::string out;
@@ -64,7 +68,9 @@ std::string View::document() const {
     first = false;
     out += text;
   }
-  out += R"(],"kind":"List","metadata":{"resourceVersion":""}})";
+  out += R"(],"kind":"List","metadata":{"resourceVersion":"")";
+  if (!observed_at.empty()) out += fmt::format(R"(,"annotations":{{"{}":"{}"}})", kObservedAtAnnotation, observed_at);
+  out += "}}";
   return out;
 }
 

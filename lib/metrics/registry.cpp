@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include "k8slb/tool.hpp"
+
 namespace k8slb::metrics {
 namespace {
 
@@ -207,6 +209,21 @@ std::uint64_t Registry::version() const {
 Registry& process_registry() {
   static Registry registry;
   return registry;
+}
+
+namespace {
+std::mutex component_mutex;
+std::string component_name;
+} // namespace
+
+void set_component(std::string name) {
+  std::lock_guard lock(component_mutex);
+  component_name = std::move(name);
+}
+
+std::string component() {
+  std::lock_guard lock(component_mutex);
+  return component_name.empty() ? tool::program() : component_name;
 }
 
 std::vector<double> duration_buckets() {

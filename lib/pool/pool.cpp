@@ -249,15 +249,16 @@ Config parse_config_map(const json& config_map) {
 
 Config load_config_file(const std::string& path) {
   std::string text = read_file(path, kConfigLimits.max_bytes);
-  std::vector<json> items = flatten_items(parse_documents(text, path, kConfigLimits));
+  const std::string name = path == "-" ? "<stdin>" : path;
+  std::vector<json> items = flatten_items(parse_documents(text, name, kConfigLimits));
   for (const auto& item : items) {
     if (item.is_object() && item.contains("kind") && item["kind"] == "ConfigMap") return parse_config_map(item);
   }
-  if (items.size() != 1) fail(path, "", "expected one config document or a ConfigMap carrying it");
+  if (items.size() != 1) fail(name, "", "expected one config document or a ConfigMap carrying it");
   try {
     return parse_config(items.front());
   } catch (const Error& e) {
-    throw Error(fmt::format("{}: {}", path, e.what()));
+    throw Error(fmt::format("{}: {}", name, e.what()));
   }
 }
 

@@ -100,6 +100,21 @@ class WatcherImageTest(unittest.TestCase):
                 "spec": {"type": "LoadBalancer", "selector": {"app": name},
                          "ports": [{"port": 80, "targetPort": 8080}]}}
 
+    def test_kubectl_plugin_lints_offline_in_the_image(self):
+        """The watcher image ships kubectl-k8slb: `lint -f -` needs no kubectl and no network, and
+        says what k8slb-allocate on this machine says about the same config."""
+        image = f"{podman_pod.IMAGE_REPO}/watcher:{image_tag()}"
+        good = load("config")[0]["data"]["config"]
+        bad = json.dumps({"pools": {"default": {"network": "192.0.2.0/24", "range": "198.51.100.1"}}})
+        for config, status in ((good, 0), (bad, 1)):
+            ran = podman_pod.podman("run", "--rm", "-i", "--network=none", "--ulimit", "nofile=16384:16384",
+                                    "--ulimit", "nproc=4096:4096", "--entrypoint", "kubectl-k8slb", image,
+                                    "lint", "-f", "-", input=config, check=False, timeout=60)
+            here = subprocess.run([os.path.join(podman_pod.BINARY_DIR, "k8slb-allocate"), "--lint", "--config", "-"],
+                                  input=config, capture_output=True, text=True, timeout=30)
+            self.assertEqual((ran.returncode, ran.stdout, ran.stderr), (status, here.stdout, here.stderr))
+        self.assertIn("pools.default.range: 198.51.100.1/32 is not inside network 192.0.2.0/24", ran.stderr)
+
     def test_two_replicas_assign_and_hand_over(self):
         documents = load("haproxy")
         self.kubectl_apply([d for d in documents if d["kind"] in ("Namespace", "ConfigMap")] + load("config"))

@@ -8,7 +8,9 @@ figures (FIGURE lines, $K8SLB_E2E_FIGURES), never asserted as timings.
   * a pool the nodes cannot place (`interface: eth9`): no VIP is lost;
   * a missing certificate: only that Service's TLS ports are left out; its other ports and
     every other Service are served;
-  * the last two also reach `kubectl describe`: one Warning Event on the Service per problem,
+  * a config document line HAProxy's checker refuses (`haproxy.defaults`): both nodes keep the
+    config they run and the VIP keeps serving;
+  * the last three also reach `kubectl describe`: one Warning Event on the Service per problem,
     however many nodes report it (k8slb-apply events);
   * k8slb-watch dies (the API refusing the actor, say): only the reader restarts; the daemons
     keep running with their config and no VIP moves.
@@ -16,6 +18,7 @@ figures (FIGURE lines, $K8SLB_E2E_FIGURES), never asserted as timings.
 
 import json
 import os
+import re
 import signal
 import time
 import unittest
@@ -44,6 +47,10 @@ spec:
 
 
 comm = test_vip.FailoverTest._comm
+
+# A line of the pod log (docs/observability.md, Logs): the tools', the scripts' and the daemons'.
+LOGFMT = re.compile(r'^time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=(error|warn|info|debug) '
+                    r'component=(\S+) msg=("(?:[^"\\]|\\.)*"|\S+)$')
 
 
 def children(pid):
@@ -79,6 +86,18 @@ class NodeFaultCase(VipTestCase):
         return [e for e in events if e["involvedObject"].get("kind") == "Service"
                 and e["involvedObject"].get("name") == name
                 and e["involvedObject"].get("uid") == service["metadata"]["uid"] and e["reason"] == reason]
+
+    def assert_log_is_logfmt(self, node, daemons):
+        """Every line of the actor's log on stderr is logfmt, the daemons' under their names (on
+        stdout: k8slb-apply's result lines, data)."""
+        components = set()
+        for line in self.actor_log(node).splitlines():
+            if line.startswith("{") and "actions" in json.loads(line):
+                continue
+            match = LOGFMT.match(line)
+            self.assertTrue(match, f"{node.role}: not a logfmt line: {line!r}")
+            components.add(match.group(2))
+        self.assertLessEqual(set(daemons), components, f"{node.role}: components {components}")
 
     def assert_one_event_each(self, events, messages):
         """Each message in exactly one Warning Event, from one of the load-balancer nodes."""
@@ -257,6 +276,64 @@ class MissingCertificateTest(NodeFaultCase):
         time.sleep(2)
         self.assert_one_event_each(self.service_events("default", "web", "MissingCertificate"), messages)
         self.assertEqual(self.service_events("default", "other", "MissingCertificate"), [])
+
+
+class ConfigRejectedTest(NodeFaultCase):
+    proxy = "haproxy"
+    # A line of the config document that reaches the proxy's config as given; its checker
+    # refuses it. (document, what the actor logs, the start of the Event, the checker's words)
+    refused = ({"haproxy": {"defaults": ["no-such-keyword here"]}},
+               "haproxy.cfg: rejected by `haproxy -c`",
+               "haproxy.cfg rejected by `haproxy -c`, the node keeps its running config: [ALERT] config : "
+               "parsing [haproxy.cfg:",
+               "unknown keyword 'no-such-keyword' in 'defaults' section")
+
+    def test_config_rejected_once(self):
+        document, logged, message, words = self.refused
+        vip, _ = self.create_web()
+        owner = self.assert_held_by_first_choice(vip)
+        probe = self.start_probe(f"http://{vip}/", duration=60)
+        netns.wait_until(lambda: self.probe_report(probe)["last_ok"], 10, what="first probe")
+        changed_at = time.time()
+        failures_before = self.probe_report(probe)["failures"]
+        self.cluster.apply_objects([{
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "global", "namespace": "k8slb-system"},
+            "data": {"config": json.dumps(dict(document, pools=self.cluster.pools), indent=2)}}])
+        config_file = logged.split(":")[0]
+        for node in self.topology.lb_nodes:
+            netns.wait_until(lambda: logged in self.actor_log(node), 30,
+                             what=f"{node.role}'s checker refusing the config")
+            with open(os.path.join(self.workdir, node.role, "etc", config_file)) as f:
+                cfg = f.read()
+            self.assertNotIn(words.split()[-1], cfg, f"{node.role} installed the refused config")
+        # kubectl describe service web: one Warning Event naming the checker's message, though
+        # both nodes' checkers refused the config.
+        netns.wait_until(lambda: self.service_events("default", "web", "ConfigRejected"), 30,
+                         what="a ConfigRejected Event on default/web")
+        time.sleep(2)  # the other node's report, if it were to make a second Event
+        events = self.service_events("default", "web", "ConfigRejected")
+        self.assert_one_event_each(events, [message])
+        self.assertIn(words, events[0]["message"])
+        gaps, report = self.gaps_since(probe, changed_at)
+        record_figure(f"node_faults.{self.proxy}_config_rejected_failed_probes", report["failures"] - failures_before,
+                      unit="probes of 20 ms")
+        self.assertEqual(self.holder_of(vip), [owner], "the VIP left its node")
+        self.assertEqual(gaps, [], "the VIP stopped serving after the refused config")
+        self.assertFalse(report["failing_now"])
+        self.stop_probe(probe)
+        # The pod log: one format, the daemons' lines under their names.
+        for node in self.topology.lb_nodes:
+            self.assert_log_is_logfmt(node, {self.proxy, "keepalived", "k8slb-apply", "actor.sh"})
+
+
+class NginxConfigRejectedTest(ConfigRejectedTest):
+    proxy = "nginx"
+    refused = ({"nginx": {"http": ["no_such_directive on;"]}},
+               "nginx.conf: rejected by `nginx -t`",
+               "nginx.conf rejected by `nginx -t`, the node keeps its running config: [emerg] unknown directive "
+               '"no_such_directive" in nginx.conf:',
+               "no_such_directive")
 
 
 class ReaderRestartTest(NodeFaultCase):

@@ -107,8 +107,8 @@ class MetricsTest(unittest.TestCase):
         samples = self.wait_for('k8slb_vrrp_state{vrrp_instance="test_local_v4",state="MASTER"}', 1)
         self.assertEqual(samples['k8slb_vrrp_state{vrrp_instance="test_local_v4",state="BACKUP"}'], 0)
         self.assertEqual(samples['k8slb_vrrp_transitions_total{vrrp_instance="test_local_v4",state="MASTER"}'], 1)
-        samples = self.wait_for('k8slb_node_vips{family="ipv4"}', 1)
-        self.assertEqual(samples['k8slb_node_vips{family="ipv6"}'], 0)
+        samples = self.wait_for('k8slb_node_vips{family="IPv4"}', 1)
+        self.assertEqual(samples['k8slb_node_vips{family="IPv6"}'], 0)
         self.assertGreater(samples["k8slb_last_apply_success_timestamp_seconds"], time.time() - 60)
 
         # A reload of haproxy, then new endpoints through the runtime API.
@@ -146,7 +146,7 @@ class MetricsTest(unittest.TestCase):
         os.kill(keepalived, signal.SIGKILL)
         samples = self.wait_for('k8slb_daemon_restarts_total{daemon="keepalived"}', 1)
         self.wait_for('k8slb_vrrp_state{vrrp_instance="test_local_v4",state="MASTER"}', 1)
-        samples = self.wait_for('k8slb_node_vips{family="ipv4"}', 1)
+        samples = self.wait_for('k8slb_node_vips{family="IPv4"}', 1)
         self.assertGreaterEqual(samples['k8slb_vrrp_transitions_total{vrrp_instance="test_local_v4",state="MASTER"}'], 2)
         self.check_with_promtool(self.scrape())
 

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import unittest
 
@@ -333,6 +334,57 @@ class NginxTest(NodeTest):
         subprocess.run(h.netns_exec() + ["sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1"], check=True)
         self.assertEqual(h.send(apply, elsewhere)["actions"], {"nginx": "reload"})
         h.wait_for_traffic()
+
+
+    def test_unread_log_blocks_no_request(self):
+        """nginx writes a line per request (access_log to its stderr); the tool's stderr is a
+        pipe nobody reads for a while: nginx keeps serving (its lines are dropped, and counted,
+        rather than fill the pipe), and once the log is read again its lines come as nginx's."""
+        h = self.h
+        h.start_backends(1)
+        apply = h.spawn([APPLY, "node", "--config-dir", h.config_dir, "--runtime-dir", h.runtime_dir,
+                         "--proxy", "nginx", "--no-keepalived"],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                        env=dict(os.environ, LOG_FORMAT="logfmt", LOG_LEVEL="info"))
+        files = nginx_files(h.runtime_dir, [0])
+        files["nginx.conf"] = files["nginx.conf"].replace("access_log off;", "access_log /dev/stderr;")
+        apply.stdin.write(json.dumps({"files": files, "problems": []}) + "\n")
+        apply.stdin.flush()
+        started = read_line(apply.stdout, 30)
+        if not started:
+            apply.wait(timeout=10)
+        self.assertEqual(json.loads(started or "{}").get("actions"), {"nginx": "start"},
+                         started or apply.stderr.read())
+        h.wait_for_traffic()
+        # A pipe holds 64 KiB: some 600 lines of access log. The load makes thousands.
+        stats = json.loads(h.start_load(max_seconds=8)[0].communicate(timeout=40)[0])
+        figures("nginx-unread-log", stats)
+        self.assertGreater(stats["ok"], 0)
+        self.assertEqual(stats["failed"], 0, stats["errors"])
+        self.assertTrue(running(apply.pid))
+        # The log read again: the lines kept, then how many were dropped, all logfmt.
+        os.set_blocking(apply.stderr.fileno(), False)
+        data, deadline = b"", time.time() + 10
+        while b"dropped" not in data and time.time() < deadline:
+            try:
+                data += os.read(apply.stderr.fileno(), 1 << 20)
+            except BlockingIOError:
+                time.sleep(0.1)
+        text = data.decode(errors="replace")
+        text = text[:text.rfind("\n") + 1]
+        self.assertIn("line(s) of the daemons' output dropped: the log's reader was behind", text)
+        lines = [line for line in text.splitlines() if line]
+        self.assertTrue(any('component=nginx msg="' in line and '"GET / HTTP/1.' in line for line in lines), text[-2000:])
+        for line in lines:
+            self.assertRegex(line, r'^time=\S+ level=(error|warn|info|debug) component=(nginx|k8slb-apply) msg=')
+        # Still applying (its log read again).
+        os.set_blocking(apply.stderr.fileno(), True)
+        threading.Thread(target=apply.stderr.buffer.read if hasattr(apply.stderr, "buffer") else apply.stderr.read,
+                         daemon=True).start()
+        apply.stdin.write(json.dumps({"files": nginx_files(h.runtime_dir, [0]), "problems": []}) + "\n")
+        apply.stdin.flush()
+        answer = read_line(apply.stdout, 30)
+        self.assertEqual(json.loads(answer or "{}").get("actions"), {"nginx": "reload"}, (answer, apply.poll()))
 
 
 KEEPALIVED_CONF = """global_defs {

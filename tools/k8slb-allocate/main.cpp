@@ -15,17 +15,20 @@
 #include "k8slb/allocate.hpp"
 #include "k8slb/documents.hpp"
 #include "k8slb/error.hpp"
+#include "k8slb/metrics.hpp"
 #include "k8slb/model.hpp"
 #include "k8slb/pool.hpp"
 #include "k8slb/render.hpp"
 #include "k8slb/render_model.hpp"
 #include "k8slb/tool.hpp"
+#include "report.hpp"
 
 namespace {
 
 using k8slb::json;
 
 struct Options {
+  k8slb::metrics::Options metrics;
   std::vector<std::string> files;    // empty: a stream of documents on stdin
   std::string config_file;           // empty: the ConfigMap in the input
   std::string config_map = "k8slb-system/global";
@@ -33,6 +36,9 @@ struct Options {
   std::string lb_class;
   std::string proxy; // haproxy | nginx | kubeproxy: also check what that proxy can carry
   bool pretty = false;
+  bool lint = false;
+  std::string report; // status | pools (kubectl k8slb)
+  std::string output = "table";
 };
 
 // What the node side will refuse (a port the proxy cannot carry, an annotation outside its
@@ -117,6 +123,7 @@ std::pair<json, bool> allocate_document(k8slb::Objects objects, const Options& o
       if (config_error.empty()) k8slb::tool::error(why);
       for (json& event : k8slb::allocate::no_config_events(snapshot.services, why, {options.lb_class}))
         config_events.push_back(std::move(event));
+      k8slb::allocate::record_metrics(nullptr, {}, false);
       json document = {{"apiVersion", "v1"}, {"kind", "List"}, {"items", std::move(snapshot.items)}};
       for (json& event : config_events) document["items"].push_back(std::move(event));
       return {std::move(document), false};
@@ -143,6 +150,7 @@ std::pair<json, bool> allocate_document(k8slb::Objects objects, const Options& o
       k8slb::tool::warning(result.problem->to_string()); // served, with a caveat
     }
   }
+  k8slb::allocate::record_metrics(&*config, results, !config_error.empty());
   k8slb::allocate::PublishOptions publish_options;
   publish_options.ip_mode = options.ip_mode == "none" ? "" : options.ip_mode;
   json document =
@@ -190,6 +198,7 @@ int run(const Options& options) {
   // otherwise fills them, and glibc's consolidation of them costs as much as the parse
   // (measured: docs/cluster.md, "Figures").
   ::mallopt(M_MXFAST, 0);
+  k8slb::metrics::Publisher metrics(options.metrics);
   std::optional<k8slb::pool::Config> config;
   if (!options.config_file.empty()) config = k8slb::pool::load_config_file(options.config_file);
   int indent = options.pretty ? 2 : -1;
@@ -206,12 +215,14 @@ int run(const Options& options) {
   StageTimer timer;
   while (true) {
     std::optional<json> document;
+    std::optional<std::chrono::system_clock::time_point> seen; // passed on (k8slb/documents.hpp)
     bool ok = false;
     json out;
     try {
       document = reader.next();
       if (!document) break;
       timer.mark("read");
+      seen = k8slb::observed_at(*document);
       auto objects = k8slb::take_objects({std::move(*document)}, reader.name());
       k8slb::require_objects(objects, reader.name());
       std::tie(out, ok) = allocate_document(std::move(objects), options, config, true);
@@ -221,6 +232,7 @@ int run(const Options& options) {
       continue;
     }
     timer.mark("allocate");
+    k8slb::set_observed_at(out, seen);
     all_ok = all_ok && ok;
     std::string line = out.dump(indent, ' ', false, json::error_handler_t::replace);
     timer.mark("dump");
@@ -273,5 +285,23 @@ int main(int argc, char** argv) {
                  "(haproxy: UDP and SCTP ports; bad annotations)")
       ->check(CLI::IsMember({"haproxy", "nginx", "kubeproxy"}));
   app.add_flag("--pretty", options.pretty, "Indent the output");
-  return k8slb::tool::run_main(app, argc, argv, [&] { return run(options); });
+  k8slb::metrics::add_options(app, options.metrics);
+  auto* lint = app.add_flag("--lint", options.lint,
+                            "Check the config (--config FILE, or the ConfigMap in the input) as the allocator "
+                            "reads it, and stop");
+  auto* report = app.add_option("--report", options.report,
+                 "Print what kubectl k8slb shows: status (each Service's IPs, pool, node) or pools (size, "
+                 "in use, free), from the Services, Events and ConfigMap in the input")
+      ->check(CLI::IsMember({"status", "pools"}))
+      ->excludes(lint);
+  app.add_option("-o,--output", options.output, "With --report: table or json")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->needs(report)
+      ->capture_default_str();
+  return k8slb::tool::run_main(app, argc, argv, [&] {
+    if (!options.lint && options.report.empty()) return run(options);
+    k8slb_allocate::ReportOptions report{options.report, options.output, options.files,
+                                         options.config_file, options.config_map, options.lb_class};
+    return options.lint ? k8slb_allocate::run_lint(report) : k8slb_allocate::run_report(report);
+  });
 }

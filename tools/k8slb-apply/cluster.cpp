@@ -28,6 +28,7 @@
 #include "k8slb/cluster.hpp"
 #include "k8slb/documents.hpp"
 #include "k8slb/kube.hpp"
+#include "k8slb/metrics.hpp"
 #include "k8slb/tool.hpp"
 
 namespace k8slb_apply {
@@ -41,6 +42,7 @@ namespace tool = k8slb::tool;
 constexpr int kExitRestart = 4; // acquired the lease in a running pipeline: restart it
 
 struct ClusterOptions {
+  k8slb::metrics::Options metrics;
   std::string kubeconfig;
   std::string context;
   bool dry_run = false;
@@ -112,6 +114,8 @@ int run_cluster(const ClusterOptions& options) {
   // Block the termination signals in every thread; the signal thread takes them.
   sigset_t signals = termination_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  k8slb::metrics::set_component("k8slb-apply cluster");
+  k8slb::metrics::Publisher metrics(options.metrics); // its threads start with the signals blocked
 
   std::unique_ptr<kube::Client> client;
   std::unique_ptr<kube::Client> lease_client;
@@ -200,6 +204,10 @@ int run_cluster(const ClusterOptions& options) {
   cluster::ClusterWriter writer(client.get(), writer_options, log_line, may_write);
   k8slb::JsonStreamReader reader(std::cin, "stdin");
   const bool timing = std::getenv("K8SLB_TIMING") != nullptr; // one line per document on stderr
+  auto& status_latency = k8slb::metrics::process_registry().histogram(
+      "k8slb_status_write_duration_seconds",
+      "From a change seen by k8slb-watch to the status writes it caused (documents that wrote a status).",
+      k8slb::metrics::duration_buckets());
   bool stale = false;                // the documents lag behind our own writes ...
   cluster::TimePoint stale_since{};  // ... since then
   while (std::optional<k8slb::json> document = reader.next()) {
@@ -211,7 +219,9 @@ int run_cluster(const ClusterOptions& options) {
     }
     try {
       const auto received = std::chrono::steady_clock::now();
+      const auto seen = k8slb::observed_at(*document);
       cluster::WriteSummary summary = writer.write(*document);
+      if (seen && summary.written > 0) status_latency.observe(std::chrono::duration<double>(std::chrono::system_clock::now() - *seen).count());
       document.reset();
       ::malloc_trim(0); // the document is freed: do not keep the heap at its high-water mark
       if (timing)
@@ -279,6 +289,7 @@ void add_cluster_command(CLI::App& app, std::function<int()>& run) {
       ->capture_default_str();
   sub->add_option("--event-qps", options->event_qps, "Event writes per second after the burst")
       ->capture_default_str();
+  k8slb::metrics::add_options(*sub, options->metrics);
   sub->callback([&run, options] { run = [options] { return run_cluster(*options); }; });
 }
 

@@ -24,6 +24,7 @@
 #include "k8slb/cluster.hpp"
 #include "k8slb/documents.hpp"
 #include "k8slb/kube.hpp"
+#include "k8slb/metrics.hpp"
 #include "k8slb/node.hpp"
 #include "k8slb/tool.hpp"
 
@@ -37,6 +38,7 @@ namespace tool = k8slb::tool;
 using k8slb::json;
 
 struct EventsOptions {
+  k8slb::metrics::Options metrics;
   std::string node; // NodeAssigned notices for the VIPs this node takes; empty: none
   int vip_poll_ms = 250;
   std::string kubeconfig;
@@ -98,6 +100,8 @@ private:
 int run_events(const EventsOptions& options) {
   if (options.event_burst < 1) k8slb::fail("", "--event-burst", "must be at least 1");
   if (options.event_qps < 0) k8slb::fail("", "--event-qps", "must not be negative");
+  k8slb::metrics::set_component("k8slb-apply events");
+  k8slb::metrics::Publisher metrics(options.metrics);
   cluster::WriterOptions writer_options;
   writer_options.dry_run = options.dry_run;
   writer_options.instance = tool::instance_name();
@@ -116,9 +120,10 @@ int run_events(const EventsOptions& options) {
   }
   auto log = [](const std::string& line) { tool::info(line); };
   cluster::ClusterWriter writer(client.get(), writer_options, log);
-  // A node taking a VIP back a minute after it lost it says so again.
+  // A node taking a VIP back says so again, unless within a second of its last notice (the
+  // tracker reports only real takeovers; burst and qps bound a flapping VIP's notices).
   cluster::WriterOptions takeover_options = writer_options;
-  takeover_options.event_limits.interval = cluster::Seconds(10);
+  takeover_options.event_limits.interval = cluster::Seconds(1);
   cluster::ClusterWriter takeover_writer(client.get(), takeover_options, log);
 
   Mailbox mailbox;
@@ -178,6 +183,12 @@ int run_events(const EventsOptions& options) {
     if (events != line->end() && events->is_array()) {
       if (tool::enabled(tool::Level::debug))
         tool::debug(fmt::format("line {}: {} Event(s) to post", reader.count(), events->size()));
+      // k8slb-apply node's own Events (ConfigRejected) do not know the node: this is it.
+      if (!options.node.empty())
+        for (auto& event : *events)
+          if (event.is_object() && !(event.contains("source") && event["source"].is_object() &&
+                                     event["source"].contains("host")))
+            event["source"]["host"] = options.node;
       mailbox.put(std::move(*events));
       line->erase("events");
     }
@@ -223,6 +234,7 @@ void add_events_command(CLI::App& app, std::function<int()>& run) {
       ->capture_default_str();
   sub->add_option("--event-qps", options->event_qps, "Event writes per second after the burst")
       ->capture_default_str();
+  k8slb::metrics::add_options(*sub, options->metrics);
   sub->callback([&run, options] { run = [options] { return run_events(*options); }; });
 }
 

@@ -14,5 +14,6 @@ int main(int argc, char** argv) {
   k8slb_apply::add_node_command(app, run);
   k8slb_apply::add_health_command(app, run);
   k8slb_apply::add_events_command(app, run);
+  k8slb_apply::add_metrics_command(app, run);
   return k8slb::tool::run_main(app, argc, argv, [&] { return run(); });
 }

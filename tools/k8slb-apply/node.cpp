@@ -23,6 +23,7 @@ namespace apply = k8slb::apply;
 namespace tool = k8slb::tool;
 
 struct NodeCommandOptions {
+  k8slb::metrics::Options metrics;
   std::string from_dir;
   std::string config_dir = "/etc/k8slb";
   std::string runtime_dir = "/run/k8slb";
@@ -37,7 +38,6 @@ struct NodeCommandOptions {
   int check_timeout_s = 30;
   int start_timeout_s = 10;
   int haproxy_max_old_workers = 8;
-  k8slb::metrics::Options metrics;
 };
 
 volatile std::sig_atomic_t stop_requested = 0;
@@ -73,7 +73,8 @@ apply::NodeOptions to_node_options(const NodeCommandOptions& options) {
 }
 
 // Prints the problems on stderr and the result line on stdout, with the input's Events (from
-// k8slb-render --events) passed on for `k8slb-apply events`. False when stdout is closed.
+// k8slb-render --events) passed on for `k8slb-apply events`, and a ConfigRejected on each of
+// the input's Services when a checker refused a config. False when stdout is closed.
 bool report(const apply::ApplyResult& result, const k8slb::json& events = nullptr, const k8slb::json& vips = nullptr) {
   for (const auto& problem : result.problems) tool::error(problem.to_string());
   for (const auto& daemon : result.daemons)
@@ -81,7 +82,10 @@ bool report(const apply::ApplyResult& result, const k8slb::json& events = nullpt
       tool::info(std::string(apply::to_string(daemon.daemon)) + ": " + std::string(apply::to_string(daemon.action)) +
                  " (" + daemon.detail + ")");
   auto line = result.to_json();
-  if (events.is_array()) line["events"] = events;
+  if (events.is_array()) {
+    line["events"] = events;
+    for (auto& event : apply::rejected_config_events(result, vips)) line["events"].push_back(std::move(event));
+  }
   if (vips.is_object()) line["vips"] = vips;
   return tool::write_line(line.dump(-1, ' ', false, k8slb::json::error_handler_t::replace));
 }
@@ -99,10 +103,19 @@ struct Observability {
   }
 };
 
-void count(const apply::ApplyResult& result, std::chrono::steady_clock::time_point seen) {
-  apply::NodeMetrics::process().applied(
-      result, std::chrono::steady_clock::now() - seen,
-      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+// Counts an apply. Its duration runs from the change k8slb-watch saw (the set's "observedAt",
+// from k8slb-render --stream) when the set carries it, else from the set read (`seen`).
+void count(const apply::ApplyResult& result, std::chrono::steady_clock::time_point seen,
+           const k8slb::json& observed = nullptr) {
+  const auto now = std::chrono::system_clock::now();
+  std::chrono::steady_clock::duration since = std::chrono::steady_clock::now() - seen;
+  if (observed.is_string()) {
+    k8slb::json list{{"metadata", {{"annotations", {{k8slb::kObservedAtAnnotation, observed}}}}}};
+    if (auto at = k8slb::observed_at(list); at && *at <= now)
+      since = std::chrono::duration_cast<std::chrono::steady_clock::duration>(now - *at);
+  }
+  apply::NodeMetrics::process().applied(result, since,
+                                        std::chrono::duration<double>(now.time_since_epoch()).count());
 }
 
 int run_once(const NodeCommandOptions& options) {
@@ -170,12 +183,13 @@ int run_stream(const NodeCommandOptions& options) {
     if (lines == 0) continue;
     document += lines;
     std::map<std::string, std::string> files;
-    k8slb::json events, vips;
+    k8slb::json events, vips, observed;
     try {
       auto set = k8slb::json::parse(last);
       files = apply::file_set_from_json(set);
       if (auto found = set.find("events"); found != set.end() && found->is_array()) events = std::move(*found);
       if (auto found = set.find("vips"); found != set.end() && found->is_object()) vips = std::move(*found);
+      if (auto found = set.find("observedAt"); found != set.end()) observed = *found;
     } catch (const std::exception& error) {
       tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
       continue;
@@ -188,7 +202,7 @@ int run_stream(const NodeCommandOptions& options) {
       tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
       continue;
     }
-    count(result, seen);
+    count(result, seen, observed);
     // A closed stdout loses the result lines, not the node: only the end of stdin (or SIGTERM)
     // stops the daemons.
     report(result, events, vips);

@@ -180,6 +180,7 @@ int run(Options options) {
       try {
         auto document = reader.next();
         if (!document) break;
+        const auto seen = k8slb::observed_at(*document); // passed on for k8slb-apply node's timing
         auto objects = k8slb::take_objects({std::move(*document)}, reader.name());
         k8slb::require_objects(objects, reader.name());
         json events;
@@ -190,6 +191,7 @@ int run(Options options) {
         for (const auto& error : errors) problems.push_back(error);
         for (const auto& problem : output.problems) problems.push_back(problem.to_string());
         line = json{{"files", output.files}, {"problems", problems}};
+        if (seen) line["observedAt"] = k8slb::observed_at_text(*seen);
         if (options.events) {
           line["events"] = std::move(events["events"]);
           line["vips"] = std::move(events["vips"]);

@@ -17,7 +17,9 @@
 #include <fmt/format.h>
 
 #include "k8slb/error.hpp"
+#include "k8slb/documents.hpp"
 #include "k8slb/kube.hpp"
+#include "k8slb/metrics.hpp"
 #include "k8slb/tool.hpp"
 
 namespace {
@@ -26,6 +28,7 @@ using namespace std::chrono_literals;
 namespace kube = k8slb::kube;
 
 struct Options {
+  k8slb::metrics::Options metrics;
   std::string kubeconfig;
   std::string context;
   std::string ns;
@@ -72,6 +75,7 @@ int run(const Options& options) {
   // otherwise fills them, and glibc's consolidation of them costs as much as the parse
   // (measured: docs/cluster.md, "Figures").
   ::mallopt(M_MXFAST, 0);
+  k8slb::metrics::Publisher metrics(options.metrics);
   const auto debounce = parse_duration(options.debounce);
   std::vector<kube::ResourceRef> refs;
   for (const auto& name : options.resources) refs.push_back(kube::parse_resource(name));
@@ -118,8 +122,8 @@ int run(const Options& options) {
   };
   // K8SLB_TIMING=1: one line per document on stderr (docs/cluster.md, "Figures").
   const bool timing = std::getenv("K8SLB_TIMING") != nullptr;
-  auto print = [&](std::chrono::steady_clock::time_point since) {
-    bool written = k8slb::tool::write_line(printed);
+  auto print = [&](std::chrono::steady_clock::time_point since, std::chrono::system_clock::time_point seen) {
+    bool written = k8slb::tool::write_line(view.document(k8slb::observed_at_text(seen)));
     // The list, the watch events and the superseded texts are freed by now: give the memory
     // back rather than keep the heap at its high-water mark.
     ::malloc_trim(0);
@@ -130,9 +134,10 @@ int run(const Options& options) {
     return written;
   };
   const auto started = std::chrono::steady_clock::now();
+  const auto started_wall = std::chrono::system_clock::now();
   drain();
   printed = view.document();
-  if (!print(started) || options.once) return k8slb::tool::kExitOk;
+  if (!print(started, started_wall) || options.once) return k8slb::tool::kExitOk;
 
   while (!g_terminate && !stdout_closed()) {
     {
@@ -142,6 +147,7 @@ int run(const Options& options) {
     }
     // Coalesce a burst: wait out the debounce window from the first change.
     const auto first_change = std::chrono::steady_clock::now();
+    const auto first_change_wall = std::chrono::system_clock::now();
     const auto deadline = first_change + debounce;
     while (!g_terminate && std::chrono::steady_clock::now() < deadline) {
       std::unique_lock lock(inbox.mutex);
@@ -152,7 +158,7 @@ int run(const Options& options) {
     std::string document = view.document();
     if (document == printed) continue;
     printed = std::move(document);
-    if (!print(first_change)) break;
+    if (!print(first_change, first_change_wall)) break;
   }
   return k8slb::tool::kExitOk;
 }
@@ -177,6 +183,7 @@ int main(int argc, char** argv) {
   app.add_option("--debounce", options.debounce, "coalesce changes within this window (e.g. 200ms, 1s)")
       ->capture_default_str();
   app.add_flag("--once", options.once, "print the current state once and exit");
+  k8slb::metrics::add_options(app, options.metrics);
   app.add_option("resources", options.resources,
                  "services, endpointslices, nodes, configmaps, configmap/NAMESPACE/NAME, ...")
       ->required();

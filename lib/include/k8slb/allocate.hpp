@@ -97,4 +97,10 @@ nlohmann::json publish(std::vector<nlohmann::json>&& items,
                        const std::vector<model::Service>& services,
                        const std::vector<Result>& results, const PublishOptions& options = {});
 
+// The allocator's state as Prometheus gauges in the process registry (docs/observability.md),
+// set again after every document: the pools' addresses, those in use and free (as
+// report::pool_usage, kubectl k8slb pools, counts them), the Services
+// allocated, those that failed by reason, and whether the config in use is the newest one.
+void record_metrics(const pool::Config* config, const std::vector<Result>& results, bool config_stale);
+
 } // namespace k8slb::allocate

@@ -18,6 +18,7 @@
 
 #include "k8slb/error.hpp"
 #include "k8slb/render.hpp"
+#include "k8slb/tool.hpp"
 
 namespace k8slb::apply {
 
@@ -143,6 +144,7 @@ struct DaemonResult {
   bool ok = true;
   std::string detail; // reason, or what failed
   bool held = false;  // not applied because an earlier daemon failed (keepalived after the proxy)
+  std::string rejected = {}; // the checker refused the new config: its message, the same on every node
 };
 
 // Proxy first: keepalived may take its new VIP set only when the proxy runs its new config.
@@ -159,6 +161,33 @@ struct ApplyResult {
   nlohmann::json to_json() const;
 };
 
+// ---- The daemons' own output ----------------------------------------------------------------
+
+// One line a daemon wrote, as k8slb logs it: the daemon's level where its line shows one
+// (HAProxy's [NOTICE]/[WARNING]/[ALERT], nginx's [emerg]...[debug]; keepalived shows none: info,
+// or warn for its "WARNING -" lines) and the message without the daemon's own timestamp and
+// level. "[WARNING]  (33) : Proxy web stopped." -> {warn, "(33) Proxy web stopped."}
+struct DaemonLine {
+  tool::Level level = tool::Level::info;
+  std::string message;
+  bool operator==(const DaemonLine&) const = default;
+};
+DaemonLine parse_daemon_line(Daemon daemon, std::string_view line);
+
+// ---- Events from the node ------------------------------------------------------------------
+
+// A checker's output as one line every node words alike (so the Events they post share one
+// name): banner and summary lines dropped; nginx's timestamp and pid, HAProxy's "(pid)" cut; each
+// path in `names` (the staged and kept file, the config dir) replaced by the short name it maps
+// to; at most `max_size` bytes. "[ALERT] config : parsing [haproxy.cfg:12] : unknown keyword ..."
+std::string checker_summary(std::string_view output, const std::vector<std::pair<std::string, std::string>>& names,
+                            std::size_t max_size = 600);
+
+// A Warning Event ConfigRejected on each Service of `vips` (k8slb-render --events: VIP ->
+// [{namespace, name, uid}]) for each daemon whose checker refused its new config: the whole
+// config is refused, so no Service gets its change on this node. Empty when none was refused.
+nlohmann::json rejected_config_events(const ApplyResult& result, const nlohmann::json& vips);
+
 // The files of a set that k8slb-apply knows, read from a directory (k8slb-render --output-dir).
 std::map<std::string, std::string> read_file_set(const std::string& dir);
 
@@ -171,6 +200,10 @@ std::map<std::string, std::string> file_set_from_json(const nlohmann::json& docu
 // healthy, else what is wrong.
 std::optional<std::string> proxy_health(render::Proxy proxy, const std::string& runtime_dir,
                                         std::chrono::milliseconds budget);
+
+namespace detail {
+class DaemonLog;
+}
 
 class NodeApplier {
 public:
@@ -199,6 +232,7 @@ private:
   NodeOptions options_;
   std::vector<Daemon> daemons_;
   std::map<Daemon, std::unique_ptr<State>> states_;
+  std::unique_ptr<detail::DaemonLog> daemon_log_; // !detach: the daemons' output, in our log
 };
 
 } // namespace k8slb::apply

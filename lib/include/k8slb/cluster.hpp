@@ -225,6 +225,10 @@ struct WriteSummary {
   int events_shared = 0; // shared_event_names: another node had created it (409)
   std::optional<std::string> stale; // the document predates our writes to this Service: skipped
 };
+// Adds a document's counts to k8slb_status_writes_total and k8slb_events_written_total
+// (ClusterWriter::write does, after each document).
+void record_metrics(const WriteSummary& summary);
+
 
 // Writes the status and Events a document asks for. Never throws for one Service: a failure
 // is logged (`log`) and counted, and the others go on. `may_write` is asked before every

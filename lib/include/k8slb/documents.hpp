@@ -7,6 +7,7 @@
 // nested at most Limits::max_depth deep; a key twice in one object, a recursive YAML alias or
 // binary data is an error naming the input and the path of the key.
 
+#include <chrono>
 #include <cstddef>
 #include <istream>
 #include <map>
@@ -27,6 +28,17 @@ struct Limits {
   std::size_t max_values = 16'000'000;            // values in one document, aliases expanded
   std::size_t max_depth = 512;                    // nesting of arrays and objects
 };
+
+// When the change a stream document carries was first seen (by k8slb-watch): the List's
+// metadata.annotations["k8slb.io/observed-at"], Unix seconds with a fraction ("1764331200.123").
+// Each tool downstream passes it on, so the last one times the whole pipeline (the metrics'
+// k8slb_status_write_duration_seconds). Readers that do not know it ignore it.
+inline constexpr const char* kObservedAtAnnotation = "k8slb.io/observed-at";
+std::string observed_at_text(std::chrono::system_clock::time_point time);
+// The time in `document`, if it is a List that carries a well-formed one.
+std::optional<std::chrono::system_clock::time_point> observed_at(const json& document);
+// Sets it on `document` (a List), when `time` is set.
+void set_observed_at(json& document, const std::optional<std::chrono::system_clock::time_point>& time);
 
 // Reads one JSON document after another from a stream (NDJSON or concatenated documents).
 // next() returns nullopt at end of input. A malformed or oversized document throws Error

@@ -381,8 +381,9 @@ public:
   explicit View(ViewOptions options = {});
   // Applies changes from one cache (Services are filtered); true when the view changed.
   bool apply(const ResourceKind& kind, const std::vector<Change>& changes);
-  // The whole view as one line: {"apiVersion":"v1","items":[...],"kind":"List","metadata":{...}}
-  std::string document() const;
+  // The whole view as one line: {"apiVersion":"v1","items":[...],"kind":"List","metadata":{...}},
+  // with the time the change was seen (observed_at_text(), k8slb/documents.hpp) when given.
+  std::string document(std::string_view observed_at = {}) const;
   std::size_t size() const { return items_.size(); }
 
 private:

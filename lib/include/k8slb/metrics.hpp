@@ -90,6 +90,11 @@ private:
 // The registry of this process, where the tools' metrics live.
 Registry& process_registry();
 
+// The name this process gives itself in the families that several processes of one pod
+// export alike (API requests): "k8slb-watch", "k8slb-apply cluster". Default: the program's.
+void set_component(std::string name);
+std::string component();
+
 // Buckets for durations of the pipeline, from 5 ms to 30 s.
 std::vector<double> duration_buckets();
 

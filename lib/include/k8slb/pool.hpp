@@ -62,7 +62,8 @@ Config parse_config(const nlohmann::json& document);
 Config parse_config_text(std::string_view text, std::string_view source);
 // From the ConfigMap that carries the document in data.config.
 Config parse_config_map(const nlohmann::json& config_map);
-// Reads a file that holds either the document itself or a ConfigMap carrying it.
+// Reads a file ("-": stdin, named <stdin> in errors) that holds either the document itself or
+// a ConfigMap carrying it.
 Config load_config_file(const std::string& path);
 
 } // namespace k8slb::pool

@@ -36,6 +36,9 @@ void warning(std::string_view message);
 void info(std::string_view message);
 void debug(std::string_view message);
 bool enabled(Level level); // whether lines of `level` are printed (skip building costly ones)
+// A line on behalf of another program (a daemon's own output): "haproxy: warning: message", or
+// logfmt with component=haproxy. LOG_LEVEL applies.
+void print_as(std::string_view component, Level level, std::string_view message);
 
 // "error", "warn"/"warning", "info", "debug", in any case; nullopt for anything else.
 std::optional<Level> parse_level(std::string_view text);

@@ -298,6 +298,101 @@ TEST(StopPlan, GracefulSignalPerDaemon) {
   }
 }
 
+TEST(ParseDaemonLine, TheDaemonsLevelAndMessage) {
+  using tool::Level;
+  struct Case {
+    Daemon daemon;
+    std::string line;
+    DaemonLine expected;
+  };
+  for (const auto& test : std::vector<Case>{
+           {Daemon::haproxy, "[NOTICE]   (33) : haproxy version is 2.6.12\n", {Level::info, "(33) haproxy version is 2.6.12"}},
+           {Daemon::haproxy, "[WARNING]  (33) : Proxy web stopped.", {Level::warn, "(33) Proxy web stopped."}},
+           {Daemon::haproxy, "[ALERT]    (33) : config : cannot bind", {Level::error, "(33) config : cannot bind"}},
+           {Daemon::haproxy, "Proxy stats started.", {Level::info, "Proxy stats started."}},
+           {Daemon::nginx, "2026/11/28 12:43:04 [emerg] 8122#8122: bind() failed", {Level::error, "(8122) bind() failed"}},
+           {Daemon::nginx, "2026/11/28 12:43:04 [warn] 8#8: *1 upstream slow", {Level::warn, "(8) *1 upstream slow"}},
+           {Daemon::nginx, "2026/11/28 12:43:04 [notice] 8#8: signal process started", {Level::info, "(8) signal process started"}},
+           {Daemon::nginx, "2026/11/28 12:43:04 [debug] 8#8: epoll add", {Level::debug, "(8) epoll add"}},
+           {Daemon::nginx, "nginx: [warn] the \"user\" directive makes sense only as root", {Level::warn, "the \"user\" directive makes sense only as root"}},
+           {Daemon::nginx, "10.0.0.1 - - [28/Nov/2026:12:00:00 +0000] \"GET / HTTP/1.1\" 200", {Level::info, "10.0.0.1 - - [28/Nov/2026:12:00:00 +0000] \"GET / HTTP/1.1\" 200"}},
+           {Daemon::keepalived, "Sat Nov 28 12:57:48 2026: (pool_default) Entering MASTER STATE", {Level::info, "(pool_default) Entering MASTER STATE"}},
+           {Daemon::keepalived, "Sat Nov  1 02:57:48 2026: Starting Keepalived v2.2.7", {Level::info, "Starting Keepalived v2.2.7"}},
+           {Daemon::keepalived, "(keepalived.conf: Line 2) WARNING - interface eth9 doesn't exist", {Level::warn, "(keepalived.conf: Line 2) WARNING - interface eth9 doesn't exist"}},
+       }) {
+    SCOPED_TRACE(test.line);
+    auto parsed = parse_daemon_line(test.daemon, test.line);
+    EXPECT_EQ(parsed.level, test.expected.level);
+    EXPECT_EQ(parsed.message, test.expected.message);
+  }
+}
+
+TEST(CheckerSummary, WordedAlikeOnEveryNode) {
+  struct Case {
+    std::string description;
+    std::string output;
+    std::string expected;
+  };
+  const std::vector<std::pair<std::string, std::string>> names = {
+      {"/node-a/etc/.haproxy.cfg.tmp123", "haproxy.cfg"}, {"/node-a/etc/haproxy.cfg.rejected", "haproxy.cfg"},
+      {"/node-a/etc/.nginx.conf.tmp9", "nginx.conf"}, {"/node-a/etc/.keepalived.conf.tmp7", "keepalived.conf"},
+      {"/node-a/etc/", ""}};
+  for (const auto& test : std::vector<Case>{
+           {"haproxy: banner and summary lines go, pids and paths too",
+            "[NOTICE]   (8114) : haproxy version is 2.6.12-1+deb12u4\n"
+            "[NOTICE]   (8114) : path to executable is /usr/sbin/haproxy\n"
+            "[ALERT]    (8114) : config : parsing [/node-a/etc/.haproxy.cfg.tmp123:2] : unknown keyword "
+            "'no-such-keyword' in 'defaults' section\n"
+            "[ALERT]    (8114) : config : Error(s) found in configuration file : /node-a/etc/.haproxy.cfg.tmp123\n"
+            "[ALERT]    (8114) : config : Fatal errors found in configuration.\n",
+            "[ALERT] config : parsing [haproxy.cfg:2] : unknown keyword 'no-such-keyword' in 'defaults' section"},
+           {"nginx: its timestamp and pid#tid go",
+            "2026/11/28 12:43:04 [emerg] 8122#8122: unknown directive \"no_such_directive\" in "
+            "/node-a/etc/.nginx.conf.tmp9:2\n"
+            "nginx: configuration file /node-a/etc/.nginx.conf.tmp9 test failed\n",
+            "[emerg] unknown directive \"no_such_directive\" in nginx.conf:2"},
+           {"nginx before its log is open",
+            "nginx: [emerg] bind() to 203.0.113.99:80 failed (99: Cannot assign requested address)\n",
+            "[emerg] bind() to 203.0.113.99:80 failed (99: Cannot assign requested address)"},
+           {"keepalived: repeated lines once, joined",
+            "(/node-a/etc/.keepalived.conf.tmp7: Line 2) WARNING - interface no-such-if for vrrp_instance x doesn't exist\n"
+            "Non-existent interface specified in configuration\n"
+            "Non-existent interface specified in configuration\n",
+            "(keepalived.conf: Line 2) WARNING - interface no-such-if for vrrp_instance x doesn't exist; "
+            "Non-existent interface specified in configuration"},
+           {"only a summary: kept", "[ALERT]    (1) : config : Fatal errors found in configuration.\n",
+            "[ALERT] config : Fatal errors found in configuration."},
+           {"bounded", std::string(700, 'x'), std::string(597, 'x') + "..."},
+       }) {
+    SCOPED_TRACE(test.description);
+    EXPECT_EQ(checker_summary(test.output, names), test.expected);
+  }
+}
+
+TEST(RejectedConfigEvents, OneWarningPerServiceOfTheRefusedConfig) {
+  ApplyResult result;
+  result.daemons.push_back({Daemon::haproxy, Action::reload, false, "", false, "[ALERT] config : bad"});
+  result.daemons.push_back({Daemon::keepalived, Action::none, false, "", true, ""});
+  const json vips = json::parse(R"({
+    "192.0.2.10": [{"namespace": "default", "name": "web", "uid": "u1"}],
+    "2001:db8::10": [{"namespace": "default", "name": "web", "uid": "u1"}],
+    "192.0.2.11": [{"namespace": "shop", "name": "cart", "uid": "u2"}, {"name": "no-namespace"}]})");
+  auto events = rejected_config_events(result, vips);
+  ASSERT_EQ(events.size(), 2u) << events.dump(1);
+  EXPECT_EQ(events[0]["involvedObject"]["name"], "web");
+  EXPECT_EQ(events[0]["involvedObject"]["uid"], "u1");
+  EXPECT_EQ(events[1]["involvedObject"]["namespace"], "shop");
+  for (const auto& event : events) {
+    EXPECT_EQ(event["reason"], "ConfigRejected");
+    EXPECT_EQ(event["type"], "Warning");
+    EXPECT_EQ(event["message"],
+              "haproxy.cfg rejected by `haproxy -c`, the node keeps its running config: [ALERT] config : bad");
+  }
+  result.daemons[0].rejected.clear(); // a reload that failed otherwise: no ConfigRejected
+  EXPECT_TRUE(rejected_config_events(result, vips).empty());
+  EXPECT_TRUE(rejected_config_events(result, nullptr).empty());
+}
+
 TEST(FileSet, FromAStreamLine) {
   auto files = file_set_from_json(json::parse(
       R"({"files": {"haproxy.cfg": "global\n", "keepalived.conf": "vrrp\n"}, "problems": []})"));

@@ -225,8 +225,8 @@ TEST(NodeMetrics, VrrpStatesAndVips) {
   const VrrpStep steps[] = {
       {"before any notice: no VIP held, no state",
        [](NodeMetrics& m) { m.vips(kKeepalivedConf, {"192.0.2.1", "127.0.0.1"}); },
-       {{"k8slb_node_vips{family=\"ipv4\"}", "0"},
-        {"k8slb_node_vips{family=\"ipv6\"}", "0"},
+       {{"k8slb_node_vips{family=\"IPv4\"}", "0"},
+        {"k8slb_node_vips{family=\"IPv6\"}", "0"},
         {state_series(a, "MASTER"), std::nullopt}}},
       {"a starts as backup",
        [](NodeMetrics& m) { m.vrrp({"default_lb-a_v4", "BACKUP", 150}); },
@@ -243,8 +243,8 @@ TEST(NodeMetrics, VrrpStatesAndVips) {
        {{state_series(a, "MASTER"), "1"},
         {state_series(a, "BACKUP"), "0"},
         {transitions_series(a, "MASTER"), "1"},
-        {"k8slb_node_vips{family=\"ipv4\"}", "2"},
-        {"k8slb_node_vips{family=\"ipv6\"}", "1"}}},
+        {"k8slb_node_vips{family=\"IPv4\"}", "2"},
+        {"k8slb_node_vips{family=\"IPv6\"}", "1"}}},
       {"the same state again is no transition",
        [](NodeMetrics& m) { m.vrrp({"default_lb-a_v4", "MASTER", 150}); },
        {{transitions_series(a, "MASTER"), "1"}}},
@@ -268,8 +268,8 @@ TEST(NodeMetrics, VrrpStatesAndVips) {
        {{state_series(a, "MASTER"), "1"},
         {state_series(b, "BACKUP"), std::nullopt},
         {state_series(b, "STOP"), std::nullopt},
-        {"k8slb_node_vips{family=\"ipv4\"}", "1"},
-        {"k8slb_node_vips{family=\"ipv6\"}", "0"}}},
+        {"k8slb_node_vips{family=\"IPv4\"}", "1"},
+        {"k8slb_node_vips{family=\"IPv6\"}", "0"}}},
   };
   for (const auto& step : steps) {
     SCOPED_TRACE(step.description);

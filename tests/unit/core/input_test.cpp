@@ -219,3 +219,37 @@ TEST(Messages, HugeValuesAreCutToAReadableLengthWithAMarker) {
 
 } // namespace
 } // namespace k8slb
+
+namespace k8slb {
+namespace {
+
+TEST(ObservedAt, ReadBackAsWrittenAndOnlyWhenWellFormed) {
+  const auto time = std::chrono::system_clock::time_point(std::chrono::microseconds(1764331200123456));
+  EXPECT_EQ(observed_at_text(time), "1764331200.123456");
+  json list = {{"apiVersion", "v1"}, {"kind", "List"}, {"items", json::array()}};
+  set_observed_at(list, time);
+  auto read = observed_at(list);
+  ASSERT_TRUE(read.has_value());
+  EXPECT_LT(std::chrono::abs(*read - time), std::chrono::microseconds(2));
+  struct Case {
+    std::string annotation;
+    bool read;
+  };
+  const std::vector<Case> cases = {
+      {"1764331200.5", true}, {"1764331200", true}, {"", false},  {"soon", false},
+      {"-5", false},          {"12x", false},       {"0", false},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.annotation);
+    json document = {{"kind", "List"}, {"metadata", {{"annotations", {{kObservedAtAnnotation, c.annotation}}}}}};
+    EXPECT_EQ(observed_at(document).has_value(), c.read);
+  }
+  EXPECT_FALSE(observed_at(json::array()).has_value());
+  EXPECT_FALSE(observed_at(json{{"metadata", {{"annotations", {{kObservedAtAnnotation, 5}}}}}}).has_value());
+  json untouched = {{"kind", "List"}};
+  set_observed_at(untouched, std::nullopt);
+  EXPECT_EQ(untouched, (json{{"kind", "List"}}));
+}
+
+} // namespace
+} // namespace k8slb
