@@ -26,7 +26,8 @@ import cluster as cluster_module
 from e2e import netns
 from test_vip import VipTestCase
 
-ACTOR_PORT = 9402
+ACTOR_PORT = 9403  # the manifests' METRICS_ADDR for the actors
+ALERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "prometheus", "alerts.yaml")
 PROMETHEUS = "127.0.0.1:9090"  # in the client's namespace, which is the test's own
 
 
@@ -72,7 +73,10 @@ class PrometheusTest(VipTestCase):
     def start_prometheus(self):
         directory = os.path.join(self.workdir, "prometheus")
         os.makedirs(os.path.join(directory, "data"))
-        config = {"global": {"scrape_interval": "1s", "scrape_timeout": "900ms"},
+        checked = netns.run(["promtool", "check", "rules", ALERTS], check=False)
+        self.assertEqual(checked.returncode, 0, checked.stdout + checked.stderr)
+        config = {"global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
+                  "rule_files": [os.path.abspath(ALERTS)],
                   "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}
                                      for job, targets in self.targets().items()]}
         config_path = os.path.join(directory, "prometheus.yml")
@@ -102,6 +106,11 @@ class PrometheusTest(VipTestCase):
         """'job address' -> health ('up', 'down', 'unknown') of the active targets."""
         data = self.api("targets", state="active") or {"activeTargets": []}
         return {f"{t['labels']['job']} {t['labels']['instance']}": t["health"] for t in data["activeTargets"]}
+
+    def rule_health(self):
+        """alert name -> health of the loaded rules ('ok' once evaluated without error)."""
+        data = self.api("rules") or {"groups": []}
+        return {rule["name"]: rule["health"] for group in data["groups"] for rule in group["rules"]}
 
     def query(self, expression):
         """An instant query: [(labels, value)]."""
@@ -163,6 +172,9 @@ class PrometheusTest(VipTestCase):
                     checked = netns.run(["promtool", "check", "metrics"], input=text, check=False)
                     self.assertEqual(checked.returncode, 0, checked.stdout + checked.stderr)
         self.assertEqual(self.query('up{job="k8slb-actor"} == 0'), [])
+        # The example alerts load and evaluate on what the endpoints serve.
+        netns.wait_until(lambda: self.rule_health() and set(self.rule_health().values()) == {"ok"}, 30,
+                         interval=0.5, what=f"the example alerts evaluated: {self.rule_health()}")
 
         # Before the failover: each node as keepalived holds it.
         views = self.assert_views_match(self.topology.lb_nodes)
