@@ -14,6 +14,7 @@
 
 #include "edge.hpp"
 #include "k8slb/documents.hpp"
+#include "k8slb/node_metrics.hpp"
 
 namespace k8slb::apply {
 
@@ -636,6 +637,7 @@ std::vector<std::string> NodeApplier::supervise() {
       continue;
     }
     if (!death.empty()) {
+      if (daemon == Daemon::keepalived) NodeMetrics::process().keepalived_gone();
       state.failures = now - state.started > 60s ? 1 : state.failures + 1;
       const auto delay = restart_delay(state.failures);
       state.restart_at = now + delay;
@@ -653,6 +655,7 @@ std::vector<std::string> NodeApplier::supervise() {
     try {
       start_daemon(options_, state, *content);
       log.push_back(fmt::format("restarted {} (pid {})", to_string(daemon), state.pid));
+      NodeMetrics::process().restarted(daemon);
     } catch (const Error& error) {
       state.failures += 1;
       const auto delay = restart_delay(state.failures);

@@ -232,6 +232,13 @@ std::vector<CertificateFile> read_certificate_files(const std::string& dir) {
   return found;
 }
 
+std::set<std::string> read_addresses() {
+  std::set<std::string> held;
+  for (const auto& interface : read_interfaces())
+    for (const auto& prefix : interface.addresses) held.insert(prefix.address.to_string());
+  return held;
+}
+
 std::vector<Interface> read_interfaces() {
   ifaddrs* list = nullptr;
   if (getifaddrs(&list) != 0) throw Error(fmt::format("getifaddrs: {}", std::strerror(errno)));

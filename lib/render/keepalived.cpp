@@ -343,6 +343,10 @@ std::string print_keepalived(const KeepalivedPlan& plan, const Settings& setting
   line(fmt::format("  router_id {}", plan.router_id));
   line(fmt::format("  vrrp_version {}", plan.vrrp_version));
   line("  enable_script_security");
+  // State changes for k8slb-apply node's metrics; keepalived opens the FIFO non-blocking and
+  // never waits for its reader. The user (of a notify_fifo_script, of which there is none) must
+  // be named under enable_script_security when no keepalived_script user exists.
+  line(fmt::format("  notify_fifo {}/{} root", settings.runtime_dir, kNotifyFifoFile));
   if (!settings.notify_script.empty() || !plan.track_proxy.empty()) line("  script_user root");
   if (plan.email) {
     line("  notification_email {");

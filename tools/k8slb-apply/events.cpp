@@ -97,13 +97,6 @@ private:
   bool closed_ = false;
 };
 
-std::set<std::string> held_addresses() {
-  std::set<std::string> held;
-  for (const auto& interface : k8slb::node::read_interfaces())
-    for (const auto& prefix : interface.addresses) held.insert(prefix.address.to_string());
-  return held;
-}
-
 int run_events(const EventsOptions& options) {
   if (options.event_burst < 1) k8slb::fail("", "--event-burst", "must be at least 1");
   if (options.event_qps < 0) k8slb::fail("", "--event-qps", "must not be negative");
@@ -155,7 +148,7 @@ int run_events(const EventsOptions& options) {
     vip_poller = std::thread([&] {
       while (reading) {
         try {
-          auto held = held_addresses();
+          auto held = k8slb::node::read_addresses();
           std::vector<json> taken;
           {
             std::lock_guard lock(takeovers_mutex);

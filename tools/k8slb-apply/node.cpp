@@ -1,6 +1,8 @@
 // k8slb-apply node: install, check and reload the daemons' configs on this node.
 #include <cerrno>
+#include <chrono>
 #include <csignal>
+#include <optional>
 #include <string>
 
 #include <poll.h>
@@ -11,6 +13,7 @@
 #include "k8slb/documents.hpp"
 #include "k8slb/error.hpp"
 #include "k8slb/metrics.hpp"
+#include "k8slb/node_metrics.hpp"
 #include "k8slb/tool.hpp"
 
 namespace k8slb_apply {
@@ -87,9 +90,40 @@ bool report(const apply::ApplyResult& result, const k8slb::json& events = nullpt
   return tool::write_line(line.dump(-1, ' ', false, k8slb::json::error_handler_t::replace));
 }
 
+// What the metrics options ask for: the endpoint or file, and keepalived's state changes.
+struct Observability {
+  k8slb::metrics::Publisher publisher;
+  std::optional<apply::NodeObserver> observer;
+  explicit Observability(const NodeCommandOptions& options) : publisher(options.metrics) {
+    apply::NodeMetrics::process(); // every family shows from the first scrape
+    if (options.no_keepalived || (options.metrics.address.empty() && options.metrics.file.empty())) return;
+    observer.emplace(apply::NodeMetrics::process(), options.runtime_dir + "/" + k8slb::render::kNotifyFifoFile,
+                     options.config_dir + "/keepalived.conf", std::chrono::milliseconds(500),
+                     [](const std::string& line) { tool::warning(line); });
+  }
+};
+
+// Counts an apply. Its duration runs from the change k8slb-watch saw (the set's "observedAt",
+// from k8slb-render --stream) when the set carries it, else from the set read (`seen`).
+void count(const apply::ApplyResult& result, std::chrono::steady_clock::time_point seen,
+           const k8slb::json& observed = nullptr) {
+  const auto now = std::chrono::system_clock::now();
+  std::chrono::steady_clock::duration since = std::chrono::steady_clock::now() - seen;
+  if (observed.is_string()) {
+    k8slb::json list{{"metadata", {{"annotations", {{k8slb::kObservedAtAnnotation, observed}}}}}};
+    if (auto at = k8slb::observed_at(list); at && *at <= now)
+      since = std::chrono::duration_cast<std::chrono::steady_clock::duration>(now - *at);
+  }
+  apply::NodeMetrics::process().applied(result, since,
+                                        std::chrono::duration<double>(now.time_since_epoch()).count());
+}
+
 int run_once(const NodeCommandOptions& options) {
-  apply::NodeApplier applier(to_node_options(options));
+  apply::NodeApplier applier(to_node_options(options)); // makes the runtime dir
+  Observability observability(options);                // before any daemon starts
+  const auto seen = std::chrono::steady_clock::now();
   auto result = applier.apply(apply::read_file_set(options.from_dir));
+  count(result, seen);
   report(result);
   if (result.ok()) return tool::kExitOk;
   // Partial: a daemon was updated while another was not (each named on stderr).
@@ -102,8 +136,8 @@ int run_once(const NodeCommandOptions& options) {
 // applied (coalescing). Between inputs, daemons that die are restarted.
 int run_stream(const NodeCommandOptions& options) {
   install_stop_handlers();
-  k8slb::metrics::Publisher metrics(options.metrics);
-  apply::NodeApplier applier(to_node_options(options));
+  apply::NodeApplier applier(to_node_options(options)); // makes the runtime dir
+  Observability observability(options);                // before any daemon starts
   std::string buffer;
   bool input_open = true;
   int document = 0;
@@ -120,6 +154,7 @@ int run_stream(const NodeCommandOptions& options) {
     if (ready <= 0) continue;
     char chunk[65536];
     ssize_t n = ::read(0, chunk, sizeof chunk);
+    const auto seen = std::chrono::steady_clock::now();
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       input_open = false;
@@ -148,12 +183,13 @@ int run_stream(const NodeCommandOptions& options) {
     if (lines == 0) continue;
     document += lines;
     std::map<std::string, std::string> files;
-    k8slb::json events, vips;
+    k8slb::json events, vips, observed;
     try {
       auto set = k8slb::json::parse(last);
       files = apply::file_set_from_json(set);
       if (auto found = set.find("events"); found != set.end() && found->is_array()) events = std::move(*found);
       if (auto found = set.find("vips"); found != set.end() && found->is_object()) vips = std::move(*found);
+      if (auto found = set.find("observedAt"); found != set.end()) observed = *found;
     } catch (const std::exception& error) {
       tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
       continue;
@@ -166,6 +202,7 @@ int run_stream(const NodeCommandOptions& options) {
       tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
       continue;
     }
+    count(result, seen, observed);
     // A closed stdout loses the result lines, not the node: only the end of stdin (or SIGTERM)
     // stops the daemons.
     report(result, events, vips);

@@ -24,6 +24,8 @@ struct Interface {
 std::vector<Interface> interfaces_from_ip_json(const nlohmann::json& document);
 // The running system's interfaces (getifaddrs), sorted by name.
 std::vector<Interface> read_interfaces();
+// Every address of the running system's interfaces, canonical text ("192.0.2.10", "2001:db8::1").
+std::set<std::string> read_addresses();
 
 // The certificate files in `dir` that can be read and hold PEM text ("<pool>.pem",
 // "<pool>.key"; other names are ignored). An absent or unreadable dir holds none.

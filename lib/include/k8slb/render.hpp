@@ -98,6 +98,9 @@ std::vector<ip::Address> announced_vips(std::string_view bird_conf);
 // render library's stable 64-bit hash, FNV-1a with a splitmix64 finaliser).
 // k8slb-apply node --from-dir applies only files a manifest names, with their size and hash.
 inline constexpr const char* kManifestFile = "k8slb-render.json";
+// keepalived's notify_fifo in the runtime dir: keepalived.conf names it, k8slb-apply node reads
+// the VRRP state changes from it.
+inline constexpr const char* kNotifyFifoFile = "keepalived.fifo";
 std::string manifest_of(const std::map<std::string, std::string>& files);
 // The files `manifest` names, checked against what `read` returns for each name (nullopt when
 // absent). Throws Error("<source>: <file>: ...") when the manifest is malformed, or a file is
