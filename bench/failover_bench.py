@@ -112,12 +112,7 @@ class Bench:
         if cause == "kill":
             victims = self.netns.namespace_pids(host.namespace)
             at = time.time()
-            for sig in (signal.SIGSTOP, signal.SIGKILL):
-                for pid in victims:
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
+            self.netns.crash(victims)  # frozen, then SIGKILLed children first: a crash, not a stop
         elif cause == "linkdown":
             at = time.time()
             host.ip("link", "set", "eth0", "down")
