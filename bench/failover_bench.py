@@ -173,6 +173,22 @@ class Bench:
             log(f"logs kept in {self.workdir}")
 
 
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def sched_policy(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[38])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def summary(values):
     return {"runs": len(values), "p50_s": round(statistics.median(values), 3), "max_s": round(max(values), 3),
             "min_s": round(min(values), 3), "all_s": values}
@@ -204,6 +220,10 @@ def main(argv):
         with open(os.path.join(bench.workdir, owner, "etc", "keepalived.conf")) as conf:
             result["keepalived_timers"] = sorted({line.strip() for line in conf
                                                   if line.startswith("  vrrp_") or "advert_int" in line})
+        # Scheduling policy of each keepalived process (0 normal, 1 FIFO, 2 RR: real-time).
+        result["keepalived_sched_policy"] = sorted(
+            sched_policy(pid) for host in bench.topology.lb_nodes
+            for pid in bench.netns.namespace_pids(host.namespace) if comm(pid) == "keepalived")
         gaps = {}
         for cause in causes:
             gaps[cause] = []
