@@ -215,7 +215,10 @@ def main(argv):
     result = {"machine": {"cores": os.cpu_count(), "kernel": platform.release()},
               "advert_int_cs": options.advert_int or "actor default", "vip": bench.vip}
     try:
-        owner = bench.holders()[0]
+        # The first election may briefly leave the VIP on both nodes; the first choice keeps it.
+        time.sleep(2)
+        owner = bench.netns.wait_until(lambda: len(h := bench.holders()) == 1 and h[0], 60,
+                                       what="the VIP on one node")
         bench.settled(owner)
         with open(os.path.join(bench.workdir, owner, "etc", "keepalived.conf")) as conf:
             result["keepalived_timers"] = sorted({line.strip() for line in conf
