@@ -122,7 +122,7 @@ class Cluster:
     """The simulator plus k8slb's watcher and actors, inside a netns.Topology."""
 
     def __init__(self, topology, workdir, proxy="haproxy", pools=None, keepalived=None,
-                 proxy_settings=None, advert_int=20, unicast=False, vrrp_password="",
+                 proxy_settings=None, advert_int=None, unicast=False, vrrp_password="",
                  start_actors=True, cert_ips=(), settings=None, ip_families="IPv4", bgp=None):
         self.topology = topology
         # The simulated cluster's service IP families (kubesim --ip-families): single-stack
@@ -274,9 +274,11 @@ class Cluster:
         base = os.path.join(self.workdir, node.role)
         env = self._environment({
             "NODE_NAME": node.role, "PROXY": self.proxy, "CERT_PATH": self.cert_dir,
-            "ADVERT_INT": str(self.advert_int), "UNICAST": "true" if self.unicast else "false",
+            "UNICAST": "true" if self.unicast else "false",
             "RUN_DIR": os.path.join(base, "run"), "CONFIG_DIR": os.path.join(base, "etc"),
             "RESTART_DELAY_MAX": "2"})
+        if self.advert_int is not None:  # else actor.sh's default, as the manifests ship
+            env["ADVERT_INT"] = str(self.advert_int)
         if self.vrrp_password:
             env["VRRP_PASSWORD"] = self.vrrp_password
         return env

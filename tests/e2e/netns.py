@@ -117,6 +117,40 @@ def namespace_pids(namespace):
     return [int(p) for p in result.stdout.split() if p.isdigit()]
 
 
+def _parent_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def crash(pids):
+    """Kills `pids` as a crash would: none of them gets to see another die and stop gracefully.
+
+    All are frozen (SIGSTOP) first, then SIGKILLed children before parents. The order matters:
+    a process killed while its children are stopped can leave behind a process group with
+    stopped members and no parent in the session (k8slb-apply runs each daemon in its own
+    group), and the kernel then sends that group SIGHUP and SIGCONT (orphaned process groups,
+    POSIX). keepalived, woken that way with the SIGTERM its dead parent left pending, would
+    send priority-0 adverts and remove its VIPs: a graceful stop, not a crash."""
+    pids = list(pids)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    parent = {pid: _parent_of(pid) for pid in pids}
+
+    def depth(pid):
+        seen, count = set(), 0
+        while pid in parent and pid not in seen:
+            seen.add(pid)
+            pid, count = parent[pid], count + 1
+        return count
+    for pid in sorted(pids, key=depth, reverse=True):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def kill_namespace_processes(namespace, grace=2.0):
     """SIGTERM, then SIGKILL, every process inside a namespace this harness created."""
     pids = namespace_pids(namespace)

@@ -283,14 +283,10 @@ class FailoverTest(VipTestCase):
         victims = [pid for pid in netns.namespace_pids(owner_host.namespace) if pid not in sink_pids]
         self.assertTrue(any(self._comm(pid) == "keepalived" for pid in victims), victims)
         killed_at = time.time()
-        # Freeze all first, so that no process sees another die and stops gracefully (the
-        # daemons get SIGTERM when k8slb-apply dies): this is a crash, not a stop.
-        for sig in (signal.SIGSTOP, signal.SIGKILL):
-            for pid in victims:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+        # Frozen first, then killed children before parents, so that no process sees another
+        # die and stops gracefully (the daemons get SIGTERM when k8slb-apply dies, and a
+        # stopped orphaned process group gets SIGCONT): this is a crash, not a stop.
+        netns.crash(victims)
         gap_kill = self.gap_after(probe, killed_at, backup, vip)
         record_figure("failover.sigkill_gap", gap_kill)
         self.assertLess(gap_kill, 15, "traffic must resume within a generous bound")
