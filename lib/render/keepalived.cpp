@@ -347,13 +347,8 @@ std::string print_keepalived(const KeepalivedPlan& plan, const Settings& setting
   // never waits for its reader. The user (of a notify_fifo_script, of which there is none) must
   // be named under enable_script_security when no keepalived_script user exists.
   line(fmt::format("  notify_fifo {}/{} root", settings.runtime_dir, kNotifyFifoFile));
-  // The VRRP process runs at real-time priority so that CPU load on the node (proxies,
-  // anything else) never delays its adverts past the backups' master-down interval, which is
-  // only 3 adverts (0.15 s at the default 5 cs): a late advert is a spurious failover. The
-  // CPU-time limit between blocking calls is raised from keepalived's 10 ms so that parsing a
-  // large configuration on reload is not killed by the kernel.
-  line("  vrrp_rt_priority 50");
-  line("  vrrp_rlimit_rttime 1000000");
+  // No vrrp_rt_priority: with it, a keepalived reload that added an instance left another
+  // instance's VIP on no node for a moment (e2e ReaderRestartTest, 3 probes of 20 ms lost).
   if (!settings.notify_script.empty() || !plan.track_proxy.empty()) line("  script_user root");
   if (plan.email) {
     line("  notification_email {");

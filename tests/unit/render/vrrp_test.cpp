@@ -218,12 +218,12 @@ TEST(Vrrp, PasswordVersionUnicastAndAdverts) {
 // (256 - priority) / 256 of an advert, RFC 5798) runs out: with the default 0.2 s adverts, under
 // 0.8 s on every backup (ADVERT_INT=5 gives 0.18 s, but showed a spurious failover on a loaded
 // machine). The VRRP process runs at real-time priority, so CPU load on the node does not delay
-// its adverts into a spurious failover.
-TEST(Vrrp, DefaultTimersAndRealTimeAdverts) {
+// its adverts into a spurious failover. Not rendered: vrrp_rt_priority made a reload drop a VIP.
+TEST(Vrrp, DefaultTimersAndNoRealTimePriority) {
   auto input = cluster(4, 1, "lb-1");
   const auto text = render_keepalived(input).files.at("keepalived.conf");
   const auto global_defs = text.substr(0, text.find("\n}\n"));
-  EXPECT_NE(global_defs.find("\n  vrrp_rt_priority 50\n  vrrp_rlimit_rttime 1000000"), std::string::npos)
+  EXPECT_EQ(global_defs.find("vrrp_rt_priority"), std::string::npos)
       << text;
   const auto plan = plan_keepalived(input);
   ASSERT_FALSE(plan.instances.empty());
