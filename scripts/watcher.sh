@@ -22,7 +22,7 @@
 #   LEASE_IDENTITY   holderIdentity (default $POD_NAME, else the host name)
 #   LEASE_DURATION, LEASE_RENEW_DEADLINE, LEASE_RETRY_PERIOD   seconds (default 15, 10, 2)
 #   EVENT_INTERVAL   seconds between two writes of the same Event (default 300)
-#   WATCH_DEBOUNCE   coalesce changes within this window (k8slb-watch --debounce, e.g. 200ms)
+#   WATCH_DEBOUNCE   at most one document per window (k8slb-watch --debounce; default 50ms)
 #   RESTART_MAX_DELAY  longest pause before restarting a failed pipeline, seconds (default 30)
 #   METRICS_ADDR     serve Prometheus metrics on this address, e.g. :9402 (default: off); the
 #                    tools keep theirs in files that `k8slb-apply metrics` serves as one endpoint

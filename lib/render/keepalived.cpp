@@ -295,7 +295,7 @@ KeepalivedPlan plan_keepalived(const Input& input) {
         continue;
       }
       if (owner == self) {
-        instance.priority = 150;
+        instance.priority = kOwnerPriority;
       } else {
         std::vector<std::string> others;
         for (const auto& name : nodes)
@@ -376,7 +376,7 @@ std::string print_keepalived(const KeepalivedPlan& plan, const Settings& setting
     line("");
     line(fmt::format("# pool {}: first choice {}", instance.pool, instance.owner));
     line(fmt::format("vrrp_instance {} {{", instance.name));
-    line("  state BACKUP");
+    line(instance.priority == kOwnerPriority ? "  state MASTER" : "  state BACKUP");
     line(fmt::format("  interface {}", instance.interface));
     line(fmt::format("  virtual_router_id {}", instance.router_id));
     line(fmt::format("  priority {}", instance.priority));

@@ -205,6 +205,30 @@ class WatchTest(unittest.TestCase):
         self.assertEqual(len(watcher.documents), 4)
         self.assertEqual(watcher.stop(), 0)  # SIGTERM ends it cleanly
 
+    def test_debounce_prints_a_lone_change_at_once_and_a_burst_as_one_document(self):
+        """--debounce is at most one document per window, not a delay: a change after a quiet
+        window is printed without waiting the window out; changes within the window of the
+        last document come together when it ends."""
+        window = 4.0
+        watcher = Watcher(["--kubeconfig", self.sim.kubeconfig, "--debounce", f"{window:g}s", "services"])
+        self.watchers.append(watcher)
+        watcher.wait_for(lambda d: keys(d) == [], "the first (empty) document")
+        time.sleep(window + 0.5)  # a quiet window
+        created = time.monotonic()
+        self.create(lb_service("a"))
+        watcher.wait_for_services(["a"])
+        lone_change_printed_after = time.monotonic() - created
+        for name in ("b", "c", "d"):  # a burst within the window of the last document
+            self.create(lb_service(name))
+        watcher.wait_for_services(["a", "b", "c", "d"])
+        self.assertLess(lone_change_printed_after, window / 2,
+                        "a lone change waited for the debounce window")
+        self.assertEqual([keys(d) for d in watcher.documents],
+                         [[], ["Service default/a"],
+                          ["Service default/a", "Service default/b", "Service default/c", "Service default/d"]],
+                         "the burst was not coalesced into one document")
+        self.assert_history_sane(watcher)
+
     def test_service_that_stops_being_a_load_balancer_is_kept_while_it_holds_an_ip(self):
         self.create(lb_service("a"))
         watcher = self.watch("services")

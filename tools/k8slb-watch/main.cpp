@@ -1,6 +1,6 @@
 // k8slb-watch: the cluster as a stream of snapshots. Lists and watches the named resources
 // and prints their state as one `v1 List` per line: once at the start, then after each
-// change (bursts coalesced within --debounce), only when the content changed.
+// change (at most one per --debounce window), only when the content changed.
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -35,7 +35,7 @@ struct Options {
   std::string selector;
   std::string node_selector;
   std::string lb_class;
-  std::string debounce = "200ms";
+  std::string debounce = "50ms";
   bool once = false;
   std::vector<std::string> resources;
 };
@@ -138,6 +138,7 @@ int run(const Options& options) {
   drain();
   printed = view.document();
   if (!print(started, started_wall) || options.once) return k8slb::tool::kExitOk;
+  auto last_printed = std::chrono::steady_clock::now();
 
   while (!g_terminate && !stdout_closed()) {
     {
@@ -145,10 +146,11 @@ int run(const Options& options) {
       inbox.cv.wait_for(lock, 200ms, [&] { return !inbox.batches.empty() || !inbox.error.empty(); });
       if (inbox.batches.empty() && inbox.error.empty()) continue;
     }
-    // Coalesce a burst: wait out the debounce window from the first change.
+    // At most one document per debounce window: a change after a quiet window goes out at
+    // once; changes within the window of the last document wait for its end, coalesced.
     const auto first_change = std::chrono::steady_clock::now();
     const auto first_change_wall = std::chrono::system_clock::now();
-    const auto deadline = first_change + debounce;
+    const auto deadline = std::max(first_change, last_printed + debounce);
     while (!g_terminate && std::chrono::steady_clock::now() < deadline) {
       std::unique_lock lock(inbox.mutex);
       if (!inbox.error.empty()) break;
@@ -159,6 +161,7 @@ int run(const Options& options) {
     if (document == printed) continue;
     printed = std::move(document);
     if (!print(first_change, first_change_wall)) break;
+    last_printed = std::chrono::steady_clock::now();
   }
   return k8slb::tool::kExitOk;
 }
@@ -180,7 +183,7 @@ int main(int argc, char** argv) {
   app.add_option("--node-selector", options.node_selector, "label selector for nodes, e.g. type=loadBalancer");
   app.add_option("--lb-class", options.lb_class,
                  "spec.loadBalancerClass of the Services to pass on (default: Services without a class)");
-  app.add_option("--debounce", options.debounce, "coalesce changes within this window (e.g. 200ms, 1s)")
+  app.add_option("--debounce", options.debounce, "at most one document per window; a lone change goes out at once (e.g. 200ms, 1s)")
       ->capture_default_str();
   app.add_flag("--once", options.once, "print the current state once and exit");
   k8slb::metrics::add_options(app, options.metrics);

@@ -96,6 +96,11 @@ struct ProxyPlan {
 // Decides everything the proxy's config needs. Empty (but with Service problems) for kubeproxy.
 ProxyPlan plan_proxy(const Input& input);
 
+// The owner's priority: VRRP's "address owner", which keepalived starts as master at once
+// (rendered `state MASTER`) instead of waiting three adverts to hear none: a new Service's VIP
+// is up as soon as its instance is. The other nodes back it up with 100 - rank.
+inline constexpr int kOwnerPriority = 255;
+
 struct VrrpInstance {
   std::string name; // "<pool>_<owner>_v4|v6"
   std::string pool;

@@ -170,8 +170,30 @@ TEST(Vrrp, PrioritiesOwnerFirstOthersDistinct) {
   for (const auto& [name, set] : priorities) {
     SCOPED_TRACE(name);
     EXPECT_EQ(set.size(), 5u) << "two nodes share a priority";
-    EXPECT_EQ(owner_priority[name], 150);
-    EXPECT_EQ(*set.rbegin(), 150);
+    EXPECT_EQ(owner_priority[name], render::kOwnerPriority);
+    EXPECT_EQ(*set.rbegin(), render::kOwnerPriority);
+  }
+}
+
+// A new (pool, owner) instance must not wait for an election before its first VIP is up: the
+// owner renders it `state MASTER` at priority 255 (keepalived then skips the master-down wait),
+// every other node `state BACKUP`.
+TEST(Vrrp, OwnerStartsAsMasterOthersAsBackup) {
+  const int nodes = 3;
+  for (int n = 0; n < nodes; ++n) {
+    const auto self = fmt::format("lb-{}", n);
+    SCOPED_TRACE(self);
+    const auto text = render_keepalived(cluster(nodes, 1, self)).files.at("keepalived.conf");
+    int masters = 0, backups = 0;
+    for (const auto& instance : plan_keepalived(cluster(nodes, 1, self)).instances) {
+      const auto block = text.substr(text.find(fmt::format("vrrp_instance {} {{", instance.name)));
+      const auto state = block.substr(0, block.find("\n}\n")).find("\n  state MASTER\n") != std::string::npos;
+      EXPECT_EQ(state, instance.owner == self) << instance.name;
+      EXPECT_EQ(instance.priority == kOwnerPriority, instance.owner == self) << instance.name;
+      (state ? masters : backups) += 1;
+    }
+    EXPECT_EQ(masters, 1);
+    EXPECT_EQ(backups, nodes - 1);
   }
 }
 
@@ -229,7 +251,7 @@ TEST(Vrrp, DefaultTimersAndNoRealTimePriority) {
   ASSERT_FALSE(plan.instances.empty());
   EXPECT_EQ(plan.advert_int, "0.2");
   for (const auto& instance : plan.instances) {
-    if (instance.priority == 150) continue;
+    if (instance.priority == render::kOwnerPriority) continue;
     SCOPED_TRACE(instance.name);
     const double advert = input.settings.advert_int_cs / 100.0;
     const double master_down = 3 * advert + (256 - instance.priority) * advert / 256;
@@ -271,7 +293,7 @@ TEST(Vrrp, OfflineWithoutNodesIsOneNode) {
   auto plan = plan_keepalived(input);
   EXPECT_EQ(plan.router_id, "local");
   ASSERT_EQ(plan.instances.size(), 1u);
-  EXPECT_EQ(plan.instances.front().priority, 150);
+  EXPECT_EQ(plan.instances.front().priority, render::kOwnerPriority);
   EXPECT_EQ(plan.instances.front().vips.size(), 64u);
 }
 
