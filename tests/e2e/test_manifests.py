@@ -219,7 +219,7 @@ class ManifestTest(unittest.TestCase):
                 self.assertLessEqual(set(env), documented, "variables actor.sh does not document")
                 capabilities = container["securityContext"]["capabilities"]
                 self.assertEqual(capabilities["drop"], ["ALL"])
-                self.assertEqual(sorted(capabilities["add"]), ["NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW", "SYS_NICE"])
+                self.assertEqual(sorted(capabilities["add"]), ["NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW"])
                 self.assertNotIn("privileged", container["securityContext"])
                 self.assertEqual(container["livenessProbe"]["exec"]["command"],
                                  ["/usr/local/bin/actor.sh", "health"])

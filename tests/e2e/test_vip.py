@@ -118,13 +118,22 @@ class VipTestCase(NetnsTestCase):
 
     def assert_held_by_first_choice(self, vip, timeout=30):
         """Every actor names the same first-choice node for the VIP, gives it the highest
-        priority, and that node (only) holds the VIP."""
-        owners, priorities = set(), {}
-        for node in self.topology.lb_nodes:
-            for owner, priority, vips in instances_of(self.keepalived_conf(node)):
-                if vip in vips:
-                    owners.add(owner)
-                    priorities[node.role] = priority
+        priority, and that node (only) holds the VIP. The owner serves a new VIP as soon as its
+        own keepalived has it, so the other actors may still be applying: wait for them."""
+        def configured():
+            owners, priorities = set(), {}
+            for node in self.topology.lb_nodes:
+                for owner, priority, vips in instances_of(self.keepalived_conf(node)):
+                    if vip in vips:
+                        owners.add(owner)
+                        priorities[node.role] = priority
+            return owners, priorities
+        try:
+            netns.wait_until(lambda: len(configured()[1]) == len(self.topology.lb_nodes), timeout,
+                             interval=0.1, what=f"{vip} in every node's keepalived.conf")
+        except TimeoutError:
+            pass  # the assertions below say which node
+        owners, priorities = configured()
         self.assertEqual(len(owners), 1, f"the actors disagree on who owns {vip}: {owners}")
         owner = owners.pop()
         self.assertEqual(set(priorities), {n.role for n in self.topology.lb_nodes},
