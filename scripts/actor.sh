@@ -24,7 +24,7 @@
 #   PROXY           haproxy (default) | nginx | kubeproxy
 #   CERT_PATH       TLS certificates, <pool>.pem (+ <pool>.key for nginx) (default /etc/certs)
 #   VRID_OFFSET     added to every VRRP virtual_router_id (default 0)
-#   ADVERT_INT      VRRP advert interval in centiseconds (default 20 = 0.2 s, VRRPv3; 5 fails over in 0.18 s)
+#   ADVERT_INT      VRRP advert interval in centiseconds (default 5 = 0.05 s, VRRPv3: 0.18 s failover)
 #   UNICAST         true: VRRP unicast to the other nodes' InternalIPs (default false)
 #   VRRP_PASSWORD   VRRP password (from a Secret); empty: VRRPv3 without authentication
 #   KA_OPTIONS, HP_OPTIONS, NX_OPTIONS   extra command-line options for keepalived, haproxy, nginx
@@ -59,7 +59,7 @@ LB_CLASS=${LB_CLASS:-}
 PROXY=${PROXY:-haproxy}
 CERT_PATH=${CERT_PATH:-/etc/certs}
 VRID_OFFSET=${VRID_OFFSET:-0}
-ADVERT_INT=${ADVERT_INT:-20}
+ADVERT_INT=${ADVERT_INT:-5}
 UNICAST=${UNICAST:-false}
 RUN_DIR=${RUN_DIR:-/run/k8slb}
 CONFIG_DIR=${CONFIG_DIR:-/etc/k8slb}

@@ -34,7 +34,7 @@ struct Settings {
   std::string cert_dir = "/etc/certs";
   std::string runtime_dir = "/run/k8slb"; // haproxy admin socket, pid files
   int vrid_offset = 0;                     // added to every virtual_router_id
-  int advert_int_cs = 20;                  // VRRP advert interval, centiseconds (VRRPv3)
+  int advert_int_cs = 5;                   // VRRP advert interval, centiseconds (VRRPv3)
   bool unicast = false;                    // unicast_peer lists from the nodes' InternalIPs
   std::string vrrp_password;               // empty: no auth (VRRPv3 has none)
   int min_server_slots = 8;                // haproxy server slots per backend, at least
