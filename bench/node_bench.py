@@ -714,6 +714,10 @@ def main(argv):
         for proxy in options.proxies:
             result["live"][proxy] = live(options, proxy, started)
     result["machine"]["loadavg_end"] = loadavg()
+    # The lead may rebuild the binaries meanwhile: what HEAD was at the end.
+    result["binaries_commit_end"] = subprocess.run(
+        ["git", "-C", os.path.dirname(options.binary_dir), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True, timeout=10).stdout.strip() or None
     result["seconds"] = round(time.monotonic() - started)
     json.dump(result, sys.stdout, indent=1)
     print()
