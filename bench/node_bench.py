@@ -62,12 +62,14 @@ sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "kubesim"))
 
 POD = "198.51.100.200"
 POOLS = {
-    "ipv6": {"network": "2001:db8:203::/64", "range": "2001:db8:203::1:0-2001:db8:203::1:ffff"},
+    "ipv6": {"network": "2001:db8:203::1:0/112", "range": "2001:db8:203::1:0/112"},
     "ipv4": {"network": "203.0.113.0/24", "range": "203.0.113.20-203.0.113.239"},
 }
+MAX_POOLS = 64
 PROXY_FILE = {"haproxy": "haproxy.cfg", "nginx": "nginx.conf"}
 TRANSITION = re.compile(r"Entering (MASTER|BACKUP|FAULT) STATE")
 APPLIED = re.compile(r'msg="(haproxy|nginx|keepalived|bird): (start|reload|runtime-update)\b')
+REJECTED = re.compile(r"level=error component=k8slb-apply msg=\"\S+: rejected by")
 LOG_TIME = re.compile(r"^time=(\S+)")
 
 
@@ -77,11 +79,14 @@ def log(*args):
 
 # --- the cluster's objects, as a user (and the endpoint controller) would write them -------------
 
-def service(name, vip=None):
-    """A LoadBalancer Service with one port (http 80 -> 8080); with vip, as allocated."""
+def service(name, vip=None, pool=None):
+    """A LoadBalancer Service with one port (http 80 -> 8080); with vip, as allocated; with
+    pool, asking for that pool."""
     obj = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
            "spec": {"type": "LoadBalancer", "selector": {"app": name},
                     "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}
+    if pool:
+        obj["metadata"]["annotations"] = {"loadbalancer/pool": pool}
     if vip:
         obj["status"] = {"loadBalancer": {"ingress": [{"ip": vip, "ipMode": "Proxy"}]}}
     return obj
@@ -99,13 +104,28 @@ def endpoint_slice(name):
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
 
 
-def pool_config(family):
-    return {"pools": {"default": POOLS[family]}}
+def pool_name(index, pool_size):
+    """The pool of bulk Service `index`: Services 0..pool_size-1 in `default` (no annotation),
+    the next pool_size in bulk01, ... (pool_size 0: all in `default`)."""
+    number = min(index // pool_size, MAX_POOLS - 1) if pool_size else 0
+    return None if number == 0 else f"bulk{number:02d}"
 
 
-def first_addresses(family, count):
-    first = ipaddress.ip_address(POOLS[family]["range"].split("-")[0])
-    return [str(first + i) for i in range(count)]
+def pool_config(family, pools=1):
+    """`default`, and for IPv6 pools bulk01.. beside it: 2001:db8:203::<n+1>:0/112 each, all
+    on the LAN's /64 (networks may not overlap)."""
+    config = {"default": POOLS[family]}
+    for number in range(1, pools if family == "ipv6" else 1):
+        network = f"2001:db8:203::{number + 1:x}:0/112"
+        config[f"bulk{number:02d}"] = {"network": network, "range": network}
+    return {"pools": config}
+
+
+def first_addresses(family, pool):
+    """The addresses allocation hands out first in a pool, lowest first."""
+    text = pool["range"]
+    first = ipaddress.ip_address(text.split("-")[0]) if "-" in text else ipaddress.ip_network(text)[0]
+    return (str(first + i) for i in range(1 << 16))
 
 
 # --- /proc ------------------------------------------------------------------------------------
@@ -185,6 +205,10 @@ def timed(argv, timeout=300, stdout=None):
 
 # --- offline: render and check a snapshot -------------------------------------------------------
 
+def pools_for(count, pool_size):
+    return min(MAX_POOLS, -(-count // pool_size)) if pool_size else 1
+
+
 def lb1_interfaces():
     """lb1's interfaces as `ip -j addr` prints them (netns.Topology gives it these addresses)."""
     addresses = [("inet", "192.0.2.11", 24), ("inet", "203.0.113.11", 24),
@@ -195,18 +219,22 @@ def lb1_interfaces():
              "addr_info": [{"family": f, "local": a, "prefixlen": p} for f, a, p in addresses]}]
 
 
-def snapshot(count, family):
+def snapshot(count, family, pool_size):
     """What k8slb-watch --once prints for the actor, with `count` Services allocated."""
+    config = pool_config(family, pools_for(count, pool_size))
     items = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "global", "namespace": "k8slb-system"},
-              "data": {"config": json.dumps(pool_config(family))}}]
+              "data": {"config": json.dumps(config)}}]
     for index in (1, 2):
         items.append({"apiVersion": "v1", "kind": "Node",
                       "metadata": {"name": f"lb{index}", "labels": {"type": "loadBalancer",
                                                                     "kubernetes.io/hostname": f"lb{index}"}},
                       "status": {"addresses": [{"type": "InternalIP", "address": f"192.0.2.{10 + index}"}],
                                  "conditions": [{"type": "Ready", "status": "True"}]}})
-    for i, vip in enumerate(first_addresses(family, count)):
-        items += [service(f"bulk-{i:05d}", vip), endpoint_slice(f"bulk-{i:05d}")]
+    addresses = {name: first_addresses(family, pool) for name, pool in config["pools"].items()}
+    for i in range(count):
+        pool = pool_name(i, pool_size)
+        vip = next(addresses[pool or "default"])
+        items += [service(f"bulk-{i:05d}", vip, pool), endpoint_slice(f"bulk-{i:05d}")]
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
@@ -233,7 +261,7 @@ def offline(options, host, workdir):
         os.makedirs(os.path.join(run_dir, "nginx"), exist_ok=True)
         snap = os.path.join(directory, "snapshot.json")
         with open(snap, "w") as out:
-            json.dump(snapshot(size, options.family), out)
+            json.dump(snapshot(size, options.family, options.pool_size), out)
         for proxy in options.proxies:
             config = os.path.join(directory, PROXY_FILE[proxy])
             with open(config, "wb") as out:
@@ -256,7 +284,33 @@ def offline(options, host, workdir):
             log(f"offline {proxy} {size}: {row['config_bytes']} bytes, render {row['render_s']} s, "
                 f"check p50 {row['check_s']['p50']} s, {row['check_maxrss_mib']} MiB")
             results.append(row)
+        results.append(keepalived_checks(options, host, directory, snap, interfaces, size))
     return results
+
+
+def keepalived_checks(options, host, directory, snap, interfaces, size):
+    """keepalived.conf for the bench's pools and for all N Services in one pool, through
+    `keepalived -t` (what k8slb-apply checks it with): exit status, time, first message."""
+    render = os.path.join(options.binary_dir, "k8slb-render")
+    row = {"services": size, "daemon": "keepalived"}
+    single = os.path.join(directory, "snapshot-one-pool.json")
+    with open(single, "w") as out:
+        json.dump(snapshot(size, options.family, 0), out)
+    for label, source in (("bench_pools", snap), ("one_pool", single)):
+        config = os.path.join(directory, f"keepalived-{label}.conf")
+        with open(config, "wb") as out:
+            status, _, _, err = timed([render, "keepalived", "-f", source, "--node", "lb1", "--interfaces", interfaces,
+                                       "--no-cert-check"], stdout=out)
+        if status != 0:
+            raise RuntimeError(f"k8slb-render keepalived at {size} Services: exit {status}: {err[-2000:]}")
+        with open(config) as text:
+            instances = text.read().count("vrrp_instance ")
+        status, seconds, rss, err = timed(host.exec_argv(["keepalived", "-t", "-f", config]), timeout=120)
+        row[label] = {"instances": instances, "config_bytes": os.path.getsize(config), "check_exit": status,
+                      "check_s": round(seconds, 3), "message": err.strip().splitlines()[0] if err.strip() else ""}
+        log(f"offline keepalived {size} ({label}, {instances} instances): keepalived -t exit {status}"
+            + (f": {row[label]['message']}" if status else ""))
+    return row
 
 
 # --- live: the e2e data centre ----------------------------------------------------------------
@@ -386,11 +440,13 @@ class Live:
                                      "pod-web")
             netns.wait_until(lambda: netns.listening(self.topology.pods, POD, 8080), 10, what="backend")
             self.cluster = cluster_module.Cluster(self.topology, self.workdir, proxy=proxy)
+            most = max(options.sizes) + len(options.sizes) * options.runs
+            self.pools = pool_config(options.family, pools_for(most, options.pool_size))
             # The pools the test certificates were made for are small; the bench's pool holds
             # every Service (plain http: no certificate needed).
             self.cluster.apply_objects([{"apiVersion": "v1", "kind": "ConfigMap",
                                          "metadata": {"name": "global", "namespace": "k8slb-system"},
-                                         "data": {"config": json.dumps(pool_config(options.family))}}])
+                                         "data": {"config": json.dumps(self.pools)}}])
             self.sim = kubesim_client.Simulator(self.cluster.simulator, self.cluster.kube_dir,
                                                 f"https://127.0.0.1:{self.cluster.port}")
             for host in self.topology.lb_nodes:
@@ -440,12 +496,13 @@ class Live:
             f.seek(offset)
             return f.read().decode(errors="replace").splitlines()
 
-    def activity(self, offsets):
-        """Apply actions and VRRP transitions in the actors' logs since `offsets`."""
+    def activity(self, offsets, wanted=None):
+        """Apply actions and VRRP transitions (or lines matching `wanted`) in the actors' logs
+        since `offsets`."""
         lines = []
         for host in self.topology.lb_nodes:
             for line in self.log_since(f"actor-{host.role}.log", offsets[host.role]):
-                if APPLIED.search(line) or TRANSITION.search(line):
+                if (wanted.search(line) if wanted else APPLIED.search(line) or TRANSITION.search(line)):
                     lines.append((host.role, line))
         return lines
 
@@ -489,11 +546,13 @@ class Live:
         names = [f"bulk-{i:05d}" for i in range(self.bulk, self.bulk + max(0, target - self.created))]
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: self.post(endpoint_slice(n)), names))
-            list(pool.map(lambda n: self.post(service(n)), names))
+            list(pool.map(lambda i: self.post(service(f"bulk-{i:05d}", pool=pool_name(i, self.options.pool_size))),
+                          range(self.bulk, self.bulk + len(names))))
         self.bulk += len(names)
         self.created += len(names)
         created_s = time.monotonic() - started
-        timeout = 120 + 1.5 * self.created
+        timeout = 120 + 0.5 * self.created
+        offsets = {h.role: self.log_size(f"actor-{h.role}.log") for h in self.topology.lb_nodes}
         ips = self.netns.wait_until(lambda: (i := self.ingress()) and len(i) == self.created and all(i.values()) and i,
                                     timeout, interval=1, what=f"an IP on all {self.created} Services")
         ip_s = time.monotonic() - started
@@ -509,7 +568,16 @@ class Live:
             for host in self.topology.lb_nodes:
                 held |= set(host.addresses_on("eth0"))
             return vips <= held
-        self.netns.wait_until(configured, timeout, interval=1, what=f"all {len(vips)} VIPs configured and held")
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout) + 1):
+            # A config a checker refuses is never retried with the same input: stop here.
+            for role, line in self.activity(offsets, REJECTED):
+                raise RuntimeError(f"{role}: {line.split('msg=', 1)[-1][:600]}")
+            if configured() or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        if not configured():
+            raise TimeoutError(f"all {len(vips)} VIPs not configured and held within {timeout} s")
         self.quiet(3, timeout)
         # One bulk VIP answers through the client (the node serves what it says).
         some = ips[names[-1]] if names else next(iter(vips))
@@ -665,6 +733,9 @@ def main(argv):
     parser.add_argument("--runs", type=int, default=5, help="new Services timed per size and proxy")
     parser.add_argument("--proxy", choices=("haproxy", "nginx", "both"), default="both")
     parser.add_argument("--family", choices=("ipv6", "ipv4"), default="ipv6", help="the VIP pool's family")
+    parser.add_argument("--pool-size", type=int, default=64,
+                        help="IPv6: bulk Services per pool (default 64; 0: all in one pool, which keepalived "
+                             "refuses past about 83 VIPs per VRRP instance)")
     parser.add_argument("--checks", type=int, default=5, help="offline checker runs per size and proxy")
     parser.add_argument("--offline-sizes", default=None, help="sizes of the offline part (default: --sizes)")
     parser.add_argument("--offline-only", action="store_true")
@@ -682,10 +753,8 @@ def main(argv):
     options.checks = max(1, min(options.checks, 20))
     options.proxies = ["haproxy", "nginx"] if options.proxy == "both" else [options.proxy]
     options.binary_dir = os.path.abspath(options.binary_dir)
-    range_size = int(ipaddress.ip_address(POOLS[options.family]["range"].split("-")[1])) - \
-        int(ipaddress.ip_address(POOLS[options.family]["range"].split("-")[0])) + 1
-    if max(options.sizes) + len(options.sizes) * options.runs > range_size:
-        parser.error(f"--family {options.family}: the pool holds {range_size} addresses")
+    if options.family == "ipv4" and max(options.sizes) + len(options.sizes) * options.runs > 220:
+        parser.error("--family ipv4: the pool holds 220 addresses")
     os.environ["K8SLB_BINARY_DIR"] = options.binary_dir
     import netns
     netns.check_available()
@@ -700,7 +769,8 @@ def main(argv):
               "versions": {"haproxy": version(["haproxy", "-v"]), "nginx": version(["nginx", "-v"]),
                            "keepalived": version(["keepalived", "--version"])},
               "options": {"sizes": options.sizes, "runs": options.runs, "proxies": options.proxies,
-                          "family": options.family, "pool": POOLS[options.family]}}
+                          "family": options.family, "pool_size": options.pool_size,
+                          "default_pool": POOLS[options.family]}}
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="k8slb-node-bench-offline-")
     topology = netns.Topology("nboffline", workdir, lb_count=1)
