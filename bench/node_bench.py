@@ -6,7 +6,8 @@ Two parts, per size N and per proxy (HAProxy, nginx):
   offline   a snapshot of N LoadBalancer Services (1 port, 1 endpoint each, IPs from the pool),
             rendered for node lb1 by the real `k8slb-render`; then `haproxy -c -f` and
             `nginx -t` (as k8slb-apply runs them, inside a node namespace with non-local binds)
-            on it: wall time, peak memory (the checker's own maxrss, from wait4), config size.
+            on it: wall time, peak memory (the checker's maxrss, from GNU time), config size;
+            and keepalived.conf through `keepalived -t`, with the bench's pools and with one.
   live      the end-to-end data centre of tests/e2e (network namespaces, the API simulator,
             the watcher and two actors running scripts/actor.sh with the real keepalived and
             proxy, one pod). N Services (and their EndpointSlices) are created in bulk straight
@@ -20,10 +21,14 @@ Two parts, per size N and per proxy (HAProxy, nginx):
             summed) before, at peak during and after the run.
 
 Sizes grow within one cluster (1, then 99 more, then 900 more); the Services of earlier runs
-stay, so run k at size N has N + k - 1 other Services around (the JSON says how many). VIPs
-come from one IPv6 pool on the LAN (2001:db8:203::1:0-ffff): 1,000 addresses do not fit in the
-IPv4 documentation /24 the client shares with the nodes; --family ipv4 uses 203.0.113.20-239
-(sizes up to 200 or so).
+stay, so run k at size N has N + k - 1 other Services around (the JSON says how many). VIPs are
+IPv6, on the LAN's 2001:db8:203::/64: 1,000 addresses do not fit in the IPv4 documentation /24
+the client shares with the nodes (--family ipv4 uses 203.0.113.20-239, sizes up to 200 or so).
+The bulk Services go 64 to a pool (`default` 2001:db8:203::1:0/112, bulk01
+2001:db8:203::2:0/112, ...; --pool-size), the new ones to `default`: keepalived refuses
+(`keepalived -t` exits 5) a VRRP instance with more IPv6 VIPs than fit in one advert (about 85),
+and k8slb renders one instance per pool and owning node, so 1,000 Services in one IPv6 pool are
+not served (--pool-size 0 shows it; the offline part checks both keepalived.conf variants).
 
     python3 bench/node_bench.py --binary-dir build [--sizes 1,100,1000] [--runs 5]
                                 [--proxy haproxy|nginx|both] [--family ipv6|ipv4]
