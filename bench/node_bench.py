@@ -713,11 +713,18 @@ def live(options, proxy, started):
             log(f"{proxy}: {size} Services served after {setup['settled_s']} s (IPs after {setup['all_ips_s']} s)")
             runs = []
             for k in range(options.runs):
-                run = bench.new_service(f"new-{size}-{k}")
+                try:
+                    run = bench.new_service(f"new-{size}-{k}")
+                except (TimeoutError, RuntimeError) as error:
+                    out["stopped"] = f"size {size}, run {k + 1}: {error}"
+                    log(f"{proxy}: {out['stopped']}")
+                    break
                 log(f"{proxy} {size} run {k + 1}: IP {run['ip_s']} s, first byte {run['first_byte_s']} s, "
                     f"reloads {run['proxy_reloads_both_nodes']}, VRRP transitions {run['vrrp_transitions']}, "
                     f"config -> new worker {run.get('config_to_new_worker_s')} s on {run['holder']}")
                 runs.append(run)
+            if not runs:
+                break
             row = {"services": size, "setup": setup, "runs": runs}
             for stage in STAGES:
                 row[stage] = summary([r.get(stage) for r in runs])
@@ -726,6 +733,8 @@ def live(options, proxy, started):
             for key in ("before", "peak", "after"):
                 row[f"proxy_rss_{key}_mib"] = summary([r["proxy_rss_mib"][key] for r in runs], 1)
             out["sizes"].append(row)
+            if "stopped" in out:
+                break
     finally:
         bench.close()
     return out
