@@ -767,6 +767,8 @@ def main(argv):
     options.checks = max(1, min(options.checks, 20))
     options.proxies = ["haproxy", "nginx"] if options.proxy == "both" else [options.proxy]
     options.binary_dir = os.path.abspath(options.binary_dir)
+    if options.family == "ipv4":
+        options.pool_size = 0  # one pool: 220 addresses, too few VIPs for keepalived's limit
     if options.family == "ipv4" and max(options.sizes) + len(options.sizes) * options.runs > 220:
         parser.error("--family ipv4: the pool holds 220 addresses")
     os.environ["K8SLB_BINARY_DIR"] = options.binary_dir
