@@ -64,6 +64,9 @@ SOURCE_DIR = os.path.dirname(HERE)
 E2E = os.path.join(SOURCE_DIR, "tests", "e2e")
 sys.path.insert(0, E2E)
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "kubesim"))
+sys.path.insert(0, HERE)
+
+from cluster_bench import children, rss_kib  # noqa: E402  (/proc helpers of the cluster bench)
 
 POD = "198.51.100.200"
 POOLS = {
@@ -134,28 +137,6 @@ def first_addresses(family, pool):
 
 
 # --- /proc ------------------------------------------------------------------------------------
-
-def children(pid):
-    out = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(p) for p in f.read().split()]
-    except OSError:
-        pass
-    return out
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
 
 def start_time(pid):
     """Wall-clock start of a process (clock-tick resolution, 10 ms), from its start in ticks
@@ -415,7 +396,7 @@ class RssSampler(threading.Thread):
         while not self.stop_event.is_set() and time.monotonic() < deadline:
             for host in self.live.topology.lb_nodes:
                 pids = self.live.proxy_pids(host)
-                kib = sum(rss_kib(pid) for pid in pids)
+                kib = sum(rss_kib(pid) or 0 for pid in pids)
                 self.peak_kib[host.role] = max(self.peak_kib.get(host.role, 0), kib)
                 self.peak_processes[host.role] = max(self.peak_processes.get(host.role, 0), len(pids))
             self.stop_event.wait(0.02)
@@ -488,7 +469,7 @@ class Live:
         return found
 
     def proxy_rss_kib(self, host):
-        return sum(rss_kib(pid) for pid in self.proxy_pids(host))
+        return sum(rss_kib(pid) or 0 for pid in self.proxy_pids(host))
 
     def log_size(self, name):
         try:
