@@ -87,12 +87,14 @@ def log(*args):
 
 # --- the cluster's objects, as a user (and the endpoint controller) would write them -------------
 
-def service(name, vip=None, pool=None):
+def service(name, vip=None, pool=None, node_ports=True):
     """A LoadBalancer Service with one port (http 80 -> 8080); with vip, as allocated; with
-    pool, asking for that pool."""
+    pool, asking for that pool; without node_ports, allocateLoadBalancerNodePorts false."""
     obj = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
            "spec": {"type": "LoadBalancer", "selector": {"app": name},
                     "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}
+    if not node_ports:
+        obj["spec"]["allocateLoadBalancerNodePorts"] = False
     if pool:
         obj["metadata"]["annotations"] = {"loadbalancer/pool": pool}
     if vip:
@@ -532,7 +534,10 @@ class Live:
         names = [f"bulk-{i:05d}" for i in range(self.bulk, self.bulk + max(0, target - self.created))]
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: self.post(endpoint_slice(n)), names))
-            list(pool.map(lambda i: self.post(service(f"bulk-{i:05d}", pool=pool_name(i, self.options.pool_size))),
+            # The NodePort range (30000-32767) holds 2,768 ports, and the simulator, as the API
+            # server, refuses a Service once it is full: from 2,000 on, none (no renderer uses them).
+            list(pool.map(lambda i: self.post(service(f"bulk-{i:05d}", pool=pool_name(i, self.options.pool_size),
+                                                      node_ports=i < 2000)),
                           range(self.bulk, self.bulk + len(names))))
         self.bulk += len(names)
         self.created += len(names)
