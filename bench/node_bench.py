@@ -34,6 +34,8 @@ not served (--pool-size 0 shows it; the offline part checks both keepalived.conf
                                 [--proxy haproxy|nginx|both] [--family ipv6|ipv4]
     python3 bench/node_bench.py --binary-dir build --quick   # sizes 1,100; 3 runs
     python3 bench/node_bench.py --binary-dir build --offline-only --sizes 1,100,1000,10000
+    python3 bench/node_bench.py --binary-dir build --proxy haproxy --sizes 10000 --pool-size 157 \
+        --setup-timeout 1800    # 64 pools (the most: VRIDs), about 78 VIPs per instance; heavy
 
 Not part of ctest (run as root: it makes network namespaces). Output: one JSON document on
 stdout, progress on stderr. Every wait is bounded; namespaces and processes (by PID) are
