@@ -71,7 +71,7 @@ std::map<std::string, std::vector<std::string>> keepalived_instances(std::string
   std::map<std::string, std::vector<std::string>> instances;
   std::string instance;      // the vrrp_instance block we are in
   int depth = 0;             // of braces
-  bool in_vips = false;      // in its virtual_ipaddress block
+  bool in_vips = false;      // in its virtual_ipaddress or virtual_ipaddress_excluded block
   for_each_line(keepalived_conf, [&](std::string_view line) {
     line = trim(line.substr(0, line.find('#')));
     if (line.empty()) return;
@@ -88,7 +88,8 @@ std::map<std::string, std::vector<std::string>> keepalived_instances(std::string
       if (depth == 0 && first == "vrrp_instance") {
         instance = std::string(next_word(rest));
         instances[instance];
-      } else if (depth == 1 && !instance.empty() && first == "virtual_ipaddress") {
+      } else if (depth == 1 && !instance.empty() &&
+                 (first == "virtual_ipaddress" || first == "virtual_ipaddress_excluded")) {
         in_vips = true;
       }
       ++depth;

@@ -14,6 +14,8 @@
 
 namespace k8slb::render {
 
+int max_advertised_vips(ip::Family family) { return family == ip::Family::v4 ? 255 : 64; }
+
 std::string owner_of(const std::string& vip, const std::vector<std::string>& node_names) {
   if (node_names.empty()) return {};
   auto address = ip::Address::try_parse(vip);
@@ -273,6 +275,11 @@ KeepalivedPlan plan_keepalived(const Input& input) {
       auto stable_id = stable_ids.find(instance.name);
       instance.router_id = stable_id == stable_ids.end() ? 0 : stable_id->second;
       instance.vips.assign(vips->second.begin(), vips->second.end());
+      const auto advertised = static_cast<std::size_t>(max_advertised_vips(instance.family));
+      if (instance.vips.size() > advertised) {
+        instance.excluded_vips.assign(instance.vips.begin() + static_cast<std::ptrdiff_t>(advertised), instance.vips.end());
+        instance.vips.resize(advertised);
+      }
       instance.authenticated = plan.vrrp_version == 2 && instance.family == ip::Family::v4;
       instance.version = instance.authenticated ? 2 : 3;
       if (instance.router_id == 0) {
@@ -406,6 +413,12 @@ std::string print_keepalived(const KeepalivedPlan& plan, const Settings& setting
     for (const auto& vip : instance.vips)
       line(fmt::format("    {}/{} dev {}", vip.to_string(), ip::bits(vip.family()), instance.interface));
     line("  }");
+    if (!instance.excluded_vips.empty()) {
+      line("  virtual_ipaddress_excluded {");
+      for (const auto& vip : instance.excluded_vips)
+        line(fmt::format("    {}/{} dev {}", vip.to_string(), ip::bits(vip.family()), instance.interface));
+      line("  }");
+    }
     line("}");
   }
   return out;

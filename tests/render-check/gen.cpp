@@ -6,6 +6,7 @@
 // writes OUT_DIR/<variant>/{haproxy.cfg,nginx.conf,keepalived.conf}.
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -75,6 +76,25 @@ int main(int argc, char** argv) {
            service.name = "many-" + std::to_string(i);
            service.ports[0].port = 20000 + i;
            service.ports[0].target_port = 8080;
+           input.services.push_back(service);
+         }
+       }},
+      // 300 IPv6 VIPs in one pool, about 100 per owner: more than one advert carries
+      // (keepalived -t refuses an instance past 89), so the rest are excluded VIPs.
+      {"300-ipv6-vips", [](Input& input) {
+         auto base = *std::find_if(input.services.begin(), input.services.end(), [](const auto& s) {
+           return !s.ingress_ips.empty() && s.is_load_balancer() && s.lb_class.empty();
+         });
+         base.ports.resize(1);
+         base.ports[0].name = "tcp";
+         base.ports[0].protocol = "TCP";
+         base.annotations.clear();
+         for (int i = 0; i < 300; ++i) {
+           auto service = base;
+           service.name = "v6-" + std::to_string(i);
+           char vip[64];
+           std::snprintf(vip, sizeof vip, "2001:db8::%x", 0x1000 + i);
+           service.ingress_ips = {vip};
            input.services.push_back(service);
          }
        }},

@@ -95,6 +95,9 @@ vrrp_instance ipv6_lb-a_v6 {
   virtual_ipaddress {
     2001:db8:0:0::10/128 dev eth0
   }
+  virtual_ipaddress_excluded {
+    2001:db8::11/128 dev eth0
+  }
 }
 )";
 
@@ -103,7 +106,8 @@ TEST(KeepalivedConf, InstancesAndTheirVips) {
   std::map<std::string, std::vector<std::string>> expected{
       {"default_lb-a_v4", {"192.0.2.200", "192.0.2.201"}},
       {"default_lb-b_v4", {"192.0.2.202"}},
-      {"ipv6_lb-a_v6", {"2001:db8::10"}}, // canonical text, as the node's addresses are
+      // canonical text, as the node's addresses are; excluded VIPs (left out of the adverts) too
+      {"ipv6_lb-a_v6", {"2001:db8::10", "2001:db8::11"}},
   };
   EXPECT_EQ(instances, expected);
   EXPECT_TRUE(keepalived_instances("").empty());

@@ -197,6 +197,52 @@ TEST(Vrrp, OwnerStartsAsMasterOthersAsBackup) {
   }
 }
 
+// keepalived refuses a whole config (`keepalived -t` exits 5) when one instance has more VIPs
+// than an advert carries (IPv6: 89): one big pool would stop every new VIP on the node. The
+// VIPs past the advert's share are rendered as virtual_ipaddress_excluded, held the same way.
+TEST(Vrrp, VipsPastWhatAnAdvertCarriesAreExcluded) {
+  struct Case {
+    std::string description;
+    std::string network;
+    int vips;
+    std::size_t advertised;
+  };
+  const std::vector<Case> cases = {
+      {"a few IPv4 VIPs: all advertised, as before", "192.0.2.0/24", 20, 20},
+      {"IPv6 at the limit", "2001:db8:1::/64", 64, 64},
+      {"IPv6 past it", "2001:db8:1::/64", 300, 64},
+      {"IPv4 past the count field", "198.51.100.0/22", 300, 255},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    Input input;
+    auto network = ip::Range::parse(c.network);
+    input.config.pools.push_back({"big", network, network, "eth0"});
+    std::vector<ip::Address> all;
+    for (int i = 0; i < c.vips; ++i) {
+      auto vip = ip::Address(network.first().family(), network.first().value() + 1 + i);
+      all.push_back(vip);
+      model::Service service;
+      service.ns = "default";
+      service.name = fmt::format("s{}", i);
+      service.type = "LoadBalancer";
+      service.ingress_ips = {vip.to_string()};
+      input.services.push_back(service);
+    }
+    input.settings.proxy = Proxy::kubeproxy;
+    const auto plan = plan_keepalived(input);
+    ASSERT_EQ(plan.instances.size(), 1u);
+    const auto& instance = plan.instances.front();
+    EXPECT_EQ(instance.vips.size(), c.advertised);
+    auto held = instance.vips;
+    held.insert(held.end(), instance.excluded_vips.begin(), instance.excluded_vips.end());
+    EXPECT_EQ(held, all) << "every VIP held once, in order";
+    const auto text = render_keepalived(input).files.at("keepalived.conf");
+    EXPECT_EQ(text.find("virtual_ipaddress_excluded {") != std::string::npos,
+              c.vips > static_cast<int>(c.advertised));
+  }
+}
+
 TEST(Vrrp, SameInstancesOnEveryNode) {
   auto a = plan_keepalived(cluster(4, 3, "lb-0"));
   auto b = plan_keepalived(cluster(4, 3, "lb-3"));
