@@ -25,10 +25,11 @@ stay, so run k at size N has N + k - 1 other Services around (the JSON says how 
 IPv6, on the LAN's 2001:db8:203::/64: 1,000 addresses do not fit in the IPv4 documentation /24
 the client shares with the nodes (--family ipv4 uses 203.0.113.20-239, sizes up to 200 or so).
 The bulk Services go 64 to a pool (`default` 2001:db8:203::1:0/112, bulk01
-2001:db8:203::2:0/112, ...; --pool-size), the new ones to `default`: keepalived refuses
-(`keepalived -t` exits 5) a VRRP instance with more IPv6 VIPs than fit in one advert (about 85),
-and k8slb renders one instance per pool and owning node, so 1,000 Services in one IPv6 pool are
-not served (--pool-size 0 shows it; the offline part checks both keepalived.conf variants).
+2001:db8:203::2:0/112, ...; --pool-size), the new ones to `default`. Before e8c1a2d keepalived
+refused (`keepalived -t` exits 5) a VRRP instance with more IPv6 VIPs than fit in one advert (89),
+so 1,000 Services in one IPv6 pool were not served; k8slb now renders the excess as
+virtual_ipaddress_excluded (--pool-size 0 puts every Service in one pool; the offline part
+checks both keepalived.conf variants).
 
     python3 bench/node_bench.py --binary-dir build [--sizes 1,100,1000] [--runs 5]
                                 [--proxy haproxy|nginx|both] [--family ipv6|ipv4]
