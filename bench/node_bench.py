@@ -738,8 +738,8 @@ def main(argv):
     parser.add_argument("--proxy", choices=("haproxy", "nginx", "both"), default="both")
     parser.add_argument("--family", choices=("ipv6", "ipv4"), default="ipv6", help="the VIP pool's family")
     parser.add_argument("--pool-size", type=int, default=64,
-                        help="IPv6: bulk Services per pool (default 64; 0: all in one pool, which keepalived "
-                             "refuses past about 83 VIPs per VRRP instance)")
+                        help="IPv6: bulk Services per pool (default 64; 0: all in one pool, more VIPs per VRRP "
+                             "instance than one advert carries: the rest are excluded VIPs)")
     parser.add_argument("--checks", type=int, default=5, help="offline checker runs per size and proxy")
     parser.add_argument("--offline-sizes", default=None, help="sizes of the offline part (default: --sizes)")
     parser.add_argument("--offline-only", action="store_true")
