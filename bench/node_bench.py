@@ -27,9 +27,9 @@ the client shares with the nodes (--family ipv4 uses 203.0.113.20-239, sizes up 
 The bulk Services go 64 to a pool (`default` 2001:db8:203::1:0/112, bulk01
 2001:db8:203::2:0/112, ...; --pool-size), the new ones to `default`. Before e8c1a2d keepalived
 refused (`keepalived -t` exits 5) a VRRP instance with more IPv6 VIPs than fit in one advert (89),
-so 1,000 Services in one IPv6 pool were not served; k8slb now renders the excess as
-virtual_ipaddress_excluded (--pool-size 0 puts every Service in one pool; the offline part
-checks both keepalived.conf variants).
+so 1,000 Services in one IPv6 pool were not served; k8slb now advertises only each instance's
+lowest VIP, the others are virtual_ipaddress_excluded (--pool-size 0 puts every Service in one
+pool; the offline part checks both keepalived.conf variants).
 
     python3 bench/node_bench.py --binary-dir build [--sizes 1,100,1000] [--runs 5]
                                 [--proxy haproxy|nginx|both] [--family ipv6|ipv4]

@@ -14,8 +14,6 @@
 
 namespace k8slb::render {
 
-int max_advertised_vips(ip::Family family) { return family == ip::Family::v4 ? 255 : 64; }
-
 std::string owner_of(const std::string& vip, const std::vector<std::string>& node_names) {
   if (node_names.empty()) return {};
   auto address = ip::Address::try_parse(vip);
@@ -274,12 +272,13 @@ KeepalivedPlan plan_keepalived(const Input& input) {
       instance.interface = interface;
       auto stable_id = stable_ids.find(instance.name);
       instance.router_id = stable_id == stable_ids.end() ? 0 : stable_id->second;
-      instance.vips.assign(vips->second.begin(), vips->second.end());
-      const auto advertised = static_cast<std::size_t>(max_advertised_vips(instance.family));
-      if (instance.vips.size() > advertised) {
-        instance.excluded_vips.assign(instance.vips.begin() + static_cast<std::ptrdiff_t>(advertised), instance.vips.end());
-        instance.vips.resize(advertised);
-      }
+      // Only the lowest VIP is advertised, the others are excluded VIPs (held and moved
+      // alike): a backup drops adverts whose VIP list is not its own, so with every VIP in the
+      // adverts, one Service added or removed on the master before the backup had reloaded
+      // made the backup take the whole instance. One advertised address also never outgrows
+      // an advert (keepalived -t refuses more than 89 IPv6 VIPs in one).
+      instance.vips.assign(vips->second.begin(), std::next(vips->second.begin()));
+      instance.excluded_vips.assign(std::next(vips->second.begin()), vips->second.end());
       instance.authenticated = plan.vrrp_version == 2 && instance.family == ip::Family::v4;
       instance.version = instance.authenticated ? 2 : 3;
       if (instance.router_id == 0) {
@@ -354,6 +353,9 @@ std::string print_keepalived(const KeepalivedPlan& plan, const Settings& setting
   // never waits for its reader. The user (of a notify_fifo_script, of which there is none) must
   // be named under enable_script_security when no keepalived_script user exists.
   line(fmt::format("  notify_fifo {}/{} root", settings.runtime_dir, kNotifyFifoFile));
+  // Adverts from the master a backup already follows are not checked against its own VIP
+  // list: the lists differ while the nodes reload one after the other.
+  line("  vrrp_skip_check_adv_addr");
   // No vrrp_rt_priority: with it, a keepalived reload that added an instance left another
   // instance's VIP on no node for a moment (e2e ReaderRestartTest, 3 probes of 20 ms lost).
   if (!settings.notify_script.empty() || !plan.track_proxy.empty()) line("  script_user root");

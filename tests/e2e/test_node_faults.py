@@ -13,9 +13,13 @@ figures (FIGURE lines, $K8SLB_E2E_FIGURES), never asserted as timings.
   * the last three also reach `kubectl describe`: one Warning Event on the Service per problem,
     however many nodes report it (k8slb-apply events);
   * k8slb-watch dies (the API refusing the actor, say): only the reader restarts; the daemons
-    keep running with their config and no VIP moves.
+    keep running with their config and no VIP moves;
+  * one node applies a Service change before the other (here: the backup's k8slb-apply is
+    held while a Service sharing the VRRP instance of another is deleted): the other Service's
+    VIP stays on its node alone.
 """
 
+import ipaddress
 import json
 import os
 import re
@@ -367,6 +371,51 @@ class ReaderRestartTest(NodeFaultCase):
         self.assertEqual(self.holder_of(vip), [owner], "the VIP left its node")
         self.assertEqual(gaps, [], "the VIP stopped serving when k8slb-watch died")
         self.stop_probe(probe)
+
+
+class SharedInstanceTest(NodeFaultCase):
+    """The nodes apply a change one after the other. A backup that reloads later must still
+    accept the master's adverts for the instance the change touched: before, every VIP was in
+    the adverts, the backup dropped those whose list was not its own ("received an unexpected
+    ip number count") and took the whole instance 0.18 s later, so one Service's deletion moved
+    the other Services' VIPs (and cut their connections when they moved back)."""
+    proxy = "haproxy"
+
+    def test_backup_applies_late(self):
+        names = ["one", "two", "three"]  # two nodes: at least two share a first choice
+        for name in names:
+            self.cluster.create_endpoints("default", name, [POD_A], [("http", 8080, "TCP")])
+            self.cluster.apply_yaml(cluster_module.http_service(name))
+        vips = {name: self.cluster.wait_for_ip("default", name) for name in names}
+        owners = {name: self.assert_held_by_first_choice(vip) for name, vip in vips.items()}
+        pair = next([a, b] for a in names for b in names if a < b and owners[a] == owners[b])
+        kept, deleted = sorted(pair, key=lambda name: ipaddress.ip_address(vips[name]))
+        owner = owners[kept]
+        backup = next(n for n in self.topology.lb_nodes if n.role != owner)
+        applier = [pid for pid in children(self.cluster.actors[backup.role].pid) if comm(pid) == "k8slb-apply"
+                   and "node" in open(f"/proc/{pid}/cmdline").read().split("\0")]
+        self.assertEqual(len(applier), 1, "k8slb-apply node among the backup's actor's children")
+
+        def owner_applied():
+            return vips[deleted] not in json.dumps(test_vip.instances_of(self.keepalived_conf(self.node(owner))))
+        seen_on_backup = []
+        os.kill(applier[0], signal.SIGSTOP)  # the backup applies nothing until SIGCONT
+        try:
+            self.cluster.kubectl("delete", "service", "-n", "default", deleted)
+            netns.wait_until(owner_applied, 30, interval=0.05, what=f"{owner} to drop {vips[deleted]}")
+            deadline = time.monotonic() + 1.5  # 8 master-down intervals at 5 cs adverts
+            while time.monotonic() < deadline:
+                if backup.holds(vips[kept]):
+                    seen_on_backup.append(round(time.monotonic() - deadline + 1.5, 3))
+                time.sleep(0.02)
+        finally:
+            os.kill(applier[0], signal.SIGCONT)
+        self.assertEqual(seen_on_backup, [], f"{vips[kept]} ({kept}) went to {backup.role} when {deleted} was "
+                                             f"deleted on {owner} first")
+        netns.wait_until(lambda: not any(vips[deleted] in json.dumps(test_vip.instances_of(self.keepalived_conf(n)))
+                                         for n in self.topology.lb_nodes), 30, what="the backup applied too")
+        self.assertEqual(self.holder_of(vips[kept]), [owner])
+        self.wait_for_body(f"http://{vips[kept]}/", "pod web-", timeout=30)
 
 
 if __name__ == "__main__":

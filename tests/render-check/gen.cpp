@@ -79,8 +79,9 @@ int main(int argc, char** argv) {
            input.services.push_back(service);
          }
        }},
-      // 300 IPv6 VIPs in one pool, about 100 per owner: more than one advert carries
-      // (keepalived -t refuses an instance past 89), so the rest are excluded VIPs.
+      // 300 IPv6 VIPs in one pool, about 100 per owner: more than one advert could carry
+      // (keepalived -t refuses an instance advertising more than 89); all but the lowest are
+      // excluded VIPs.
       {"300-ipv6-vips", [](Input& input) {
          auto base = *std::find_if(input.services.begin(), input.services.end(), [](const auto& s) {
            return !s.ingress_ips.empty() && s.is_load_balancer() && s.lb_class.empty();

@@ -45,7 +45,7 @@ std::optional<VrrpNotice> parse_notify_fifo_line(std::string_view line);
 // ---- keepalived.conf as k8slb-render writes it ---------------------------------------------
 
 // The VRRP instances of keepalived.conf, by name, each with the VIPs of its virtual_ipaddress
-// block (canonical text).
+// and virtual_ipaddress_excluded blocks (canonical text).
 std::map<std::string, std::vector<std::string>> keepalived_instances(std::string_view keepalived_conf);
 
 // ---- the families --------------------------------------------------------------------------

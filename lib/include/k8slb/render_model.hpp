@@ -101,11 +101,6 @@ ProxyPlan plan_proxy(const Input& input);
 // is up as soon as its instance is. The other nodes back it up with 100 - rank.
 inline constexpr int kOwnerPriority = 255;
 
-// How many VIPs an instance puts in its adverts: keepalived refuses a config (`keepalived -t`
-// exits 5) whose instance has more than one advert carries: IPv4 255 (the VRRP count field),
-// IPv6 89 at MTU 1500 (64 here: room for an MTU down to 1,280). The rest are excluded VIPs.
-int max_advertised_vips(ip::Family family);
-
 struct VrrpInstance {
   std::string name; // "<pool>_<owner>_v4|v6"
   std::string pool;
@@ -116,10 +111,10 @@ struct VrrpInstance {
   int priority = 100; // this node's priority
   int version = 3;    // VRRP version: 2 only for an IPv4 instance with a password (IPv6 needs 3)
   bool authenticated = false; // auth_type PASS (VRRPv2 only)
-  std::vector<ip::Address> vips; // sorted; in virtual_ipaddress, so in every advert
-  // Held the same way but left out of the adverts (virtual_ipaddress_excluded): the VIPs past
-  // the first kMaxAdvertisedVips of their family, which one advert cannot carry.
-  std::vector<ip::Address> excluded_vips; // sorted, all above the last of vips
+  std::vector<ip::Address> vips; // the lowest VIP alone: virtual_ipaddress, in every advert
+  // The others, held and moved the same way but left out of the adverts
+  // (virtual_ipaddress_excluded), so that the adverts do not change with every Service.
+  std::vector<ip::Address> excluded_vips; // sorted, all above vips
   std::optional<ip::Address> unicast_src;   // set when Settings.unicast
   std::vector<ip::Address> unicast_peers;
 };
