@@ -2,7 +2,6 @@
 // and prints their state as one `v1 List` per line: once at the start, then after each
 // change (at most one per --debounce window), only when the content changed.
 #include <atomic>
-#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -50,18 +49,6 @@ bool stdout_closed() {
 }
 extern "C" void on_signal(int) { g_terminate = true; }
 
-// "200ms", "2s", "1m", "0" -> milliseconds.
-std::chrono::milliseconds parse_duration(const std::string& text) {
-  long long value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  std::string_view unit(end, text.data() + text.size() - end);
-  if (ec != std::errc() || value < 0) k8slb::fail("--debounce", "", "\"" + text + "\" is not a duration like 200ms or 1s");
-  if (unit == "ms" || (unit.empty() && value == 0)) return std::chrono::milliseconds(value);
-  if (unit == "s") return std::chrono::seconds(value);
-  if (unit == "m") return std::chrono::minutes(value);
-  k8slb::fail("--debounce", "", "\"" + text + "\" is not a duration like 200ms or 1s");
-}
-
 // Changes from the caches' threads, waiting for the main loop.
 struct Inbox {
   std::mutex mutex;
@@ -76,7 +63,7 @@ int run(const Options& options) {
   // (measured: docs/cluster.md, "Figures").
   ::mallopt(M_MXFAST, 0);
   k8slb::metrics::Publisher metrics(options.metrics);
-  const auto debounce = parse_duration(options.debounce);
+  const auto debounce = kube::parse_duration(options.debounce, "--debounce");
   std::vector<kube::ResourceRef> refs;
   for (const auto& name : options.resources) refs.push_back(kube::parse_resource(name));
 
@@ -138,7 +125,7 @@ int run(const Options& options) {
   drain();
   printed = view.document();
   if (!print(started, started_wall) || options.once) return k8slb::tool::kExitOk;
-  auto last_printed = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> last_printed = std::chrono::steady_clock::now();
 
   while (!g_terminate && !stdout_closed()) {
     {
@@ -146,11 +133,11 @@ int run(const Options& options) {
       inbox.cv.wait_for(lock, 200ms, [&] { return !inbox.batches.empty() || !inbox.error.empty(); });
       if (inbox.batches.empty() && inbox.error.empty()) continue;
     }
-    // At most one document per debounce window: a change after a quiet window goes out at
-    // once; changes within the window of the last document wait for its end, coalesced.
+    // At most one document per debounce window (kube::print_at): a lone change goes out at
+    // once, changes within the window of the last document wait for its end, coalesced.
     const auto first_change = std::chrono::steady_clock::now();
     const auto first_change_wall = std::chrono::system_clock::now();
-    const auto deadline = std::max(first_change, last_printed + debounce);
+    const auto deadline = kube::print_at(first_change, last_printed, debounce);
     while (!g_terminate && std::chrono::steady_clock::now() < deadline) {
       std::unique_lock lock(inbox.mutex);
       if (!inbox.error.empty()) break;

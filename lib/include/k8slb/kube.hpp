@@ -392,4 +392,16 @@ private:
   std::map<std::tuple<std::string, std::string, std::string>, std::string> items_;
 };
 
+// ---- k8slb-watch's pacing --------------------------------------------------------------------
+
+// "200ms", "2s", "1m", "0" -> milliseconds; an Error naming `option` for anything else.
+std::chrono::milliseconds parse_duration(std::string_view text, std::string_view option);
+
+// When changes first seen at `first_change` are printed: at once after a quiet window (or when
+// nothing was printed yet), else when the window of the last document ends. At most one
+// document per window, and a lone change waits for nothing.
+std::chrono::steady_clock::time_point print_at(std::chrono::steady_clock::time_point first_change,
+                                               std::optional<std::chrono::steady_clock::time_point> last_printed,
+                                               std::chrono::milliseconds window);
+
 } // namespace k8slb::kube
