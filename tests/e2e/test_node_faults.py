@@ -264,13 +264,22 @@ class MissingCertificateTest(NodeFaultCase):
         status, body = self.curl(f"https://{vip}/", "--cacert", self.cluster.ca_crt)
         self.assertNotEqual(status, 0, body)
         for node in self.topology.lb_nodes:
+            # The owner serves as soon as it has applied; the other node may still be applying.
+            def haproxy_cfg():
+                with open(os.path.join(self.workdir, node.role, "etc", "haproxy.cfg")) as cfg:
+                    return cfg.read()
+            try:
+                netns.wait_until(lambda: f"bind {vip}:80 " in haproxy_cfg(), 30, interval=0.1,
+                                 what=f"{vip} in {node.role}'s haproxy.cfg")
+            except TimeoutError:
+                pass  # the assertions below say what is missing
+            cfg = haproxy_cfg()
+            self.assertNotIn("ssl crt", cfg)
+            self.assertIn(f"bind {vip}:80 ", cfg)
             log = self.actor_log(node)
             self.assertIn("default/web: spec.ports[1]: port 443: no readable certificate "
                           f"{self.cluster.cert_dir}/default.pem (pool default)", log)
             self.assertIn("default/web: spec.ports[2]: port 8443: no readable certificate", log)
-            cfg = open(os.path.join(self.workdir, node.role, "etc", "haproxy.cfg")).read()
-            self.assertNotIn("ssl crt", cfg)
-            self.assertIn(f"bind {vip}:80 ", cfg)
         # kubectl describe service web: a Warning Event per left-out port, once for both nodes;
         # the Service that is served has none.
         messages = [f"spec.ports[1]: port 443: no readable certificate {self.cluster.cert_dir}/default.pem",
