@@ -411,16 +411,14 @@ std::string print_keepalived(const KeepalivedPlan& plan, const Settings& setting
       line("    k8slb_proxy");
       line("  }");
     }
-    line("  virtual_ipaddress {");
-    for (const auto& vip : instance.vips)
-      line(fmt::format("    {}/{} dev {}", vip.to_string(), ip::bits(vip.family()), instance.interface));
-    line("  }");
-    if (!instance.excluded_vips.empty()) {
-      line("  virtual_ipaddress_excluded {");
-      for (const auto& vip : instance.excluded_vips)
+    auto vip_block = [&](std::string_view block, const std::vector<ip::Address>& vips) {
+      line(fmt::format("  {} {{", block));
+      for (const auto& vip : vips)
         line(fmt::format("    {}/{} dev {}", vip.to_string(), ip::bits(vip.family()), instance.interface));
       line("  }");
-    }
+    };
+    vip_block("virtual_ipaddress", instance.vips);
+    if (!instance.excluded_vips.empty()) vip_block("virtual_ipaddress_excluded", instance.excluded_vips);
     line("}");
   }
   return out;

@@ -32,6 +32,18 @@ void write(const std::filesystem::path& path, const std::string& text) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
 }
 
+// A served Service of the golden input cut down to one plain TCP port, to copy many times.
+k8slb::model::Service single_port_service(const Input& input) {
+  auto base = *std::find_if(input.services.begin(), input.services.end(), [](const auto& s) {
+    return !s.ingress_ips.empty() && s.is_load_balancer() && s.lb_class.empty();
+  });
+  base.ports.resize(1);
+  base.ports[0].name = "tcp";
+  base.ports[0].protocol = "TCP";
+  base.annotations.clear();
+  return base;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -64,13 +76,7 @@ int main(int argc, char** argv) {
       {"tracked", [](Input& input) { input.settings.proxy_check = "/usr/bin/true"; }},
       // 600 single-port Services: more listeners than nginx's default 512 worker_connections.
       {"600-listeners", [](Input& input) {
-         auto base = *std::find_if(input.services.begin(), input.services.end(), [](const auto& s) {
-           return !s.ingress_ips.empty() && s.is_load_balancer() && s.lb_class.empty();
-         });
-         base.ports.resize(1);
-         base.ports[0].name = "tcp";
-         base.ports[0].protocol = "TCP";
-         base.annotations.clear();
+         auto base = single_port_service(input);
          for (int i = 0; i < 600; ++i) {
            auto service = base;
            service.name = "many-" + std::to_string(i);
@@ -83,13 +89,7 @@ int main(int argc, char** argv) {
       // (keepalived -t refuses an instance advertising more than 89); all but the lowest are
       // excluded VIPs.
       {"300-ipv6-vips", [](Input& input) {
-         auto base = *std::find_if(input.services.begin(), input.services.end(), [](const auto& s) {
-           return !s.ingress_ips.empty() && s.is_load_balancer() && s.lb_class.empty();
-         });
-         base.ports.resize(1);
-         base.ports[0].name = "tcp";
-         base.ports[0].protocol = "TCP";
-         base.annotations.clear();
+         auto base = single_port_service(input);
          for (int i = 0; i < 300; ++i) {
            auto service = base;
            service.name = "v6-" + std::to_string(i);
