@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cassert>
+#include <map>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -45,7 +47,14 @@ void keep_existing(Allocator& allocator, Request& request, const pool::Config& c
   for (Slot& slot : request.slots) {
     if (!slot.existing) continue;
     const ip::Address& address = *slot.existing;
+    // In another configured pool than the one the Service asks for, and not asked for: held
+    // as that pool's address until the move, so it never joins the new pool's sharing group.
+    const pool::Pool* misfit_pool = nullptr;
+    if (!request.problem && !slot.pool_problem && slot.pool && !slot.pool->network.contains(address) &&
+        !slot.requested)
+      misfit_pool = detail::pool_holding(config, address);
     Claim claim = claim_for(request, slot, slot.requested == slot.existing);
+    if (misfit_pool) claim.pool = misfit_pool->name;
     if (auto conflict = allocator.conflict(address, claim)) {
       slot.problem = Problem{request.key, detail::kFieldStatus, detail::kReasonFailed, *conflict};
       continue;
@@ -59,7 +68,7 @@ void keep_existing(Allocator& allocator, Request& request, const pool::Config& c
                              fmt::format("keeping {}: {}", address.to_string(),
                                          slot.pool_problem->message)};
     } else if (!slot.pool->network.contains(address)) {
-      if (detail::pool_holding(config, address) && !slot.requested) {
+      if (misfit_pool) {
         slot.misfit = true;
         continue;
       }
@@ -272,6 +281,47 @@ Result finish(const Request& request, const pool::Config& config) {
   return result;
 }
 
+// The phases over `batch` (in namespace/name order), with `allocator` holding the claims of
+// every other Service.
+void run_phases(Allocator& allocator, const std::vector<Request*>& batch, const pool::Config& config) {
+  for (Request* request : batch)
+    if (request->ours) keep_existing(allocator, *request, config);
+  // Phase 2 runs again over the requests still waiting as long as a pass freed addresses: a
+  // Service that moves to its new loadBalancerIP frees its old one, which a Service earlier in
+  // namespace/name order may have asked for. Each pass but the last frees at least one address,
+  // and a slot moves once, so the passes are bounded by the number of moves.
+  std::vector<Request*> waiting;
+  for (Request* request : batch)
+    if (request->ours && wants_requested(*request)) waiting.push_back(request);
+  for (int moved = 1; moved > 0 && !waiting.empty();) {
+    moved = 0;
+    for (Request* request : waiting) moved += assign_requested(allocator, *request);
+    std::erase_if(waiting, [](const Request* request) { return !wants_requested(*request); });
+  }
+  for (Request* request : batch) {
+    if (!request->ours) continue;
+    assign_dynamic(allocator, *request);
+    undo_partial(allocator, *request); // at once, so the next Service may take what it gave back
+  }
+}
+
+// A request whose result no run over other Services can change: every address it has is the
+// one its status shows and the one it asks for. Its claims conflict with nobody's (the
+// allocator took them), so a full run keeps them in phase 1 and leaves it alone after.
+bool settled(const Request& request) {
+  if (!request.ours) return true;
+  return std::all_of(request.slots.begin(), request.slots.end(), [](const Slot& slot) {
+    return slot.held && slot.held_is_existing && !slot.misfit && !slot.moved_from &&
+           (!slot.requested || slot.held == slot.requested);
+  });
+}
+
+bool same_notes(const std::vector<Result::Note>& a, const std::vector<Result::Note>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
+    return x.type == y.type && x.problem == y.problem;
+  });
+}
+
 } // namespace
 
 std::vector<Result> allocate(const std::vector<model::Service>& services,
@@ -288,32 +338,175 @@ std::vector<Result> allocate(const std::vector<model::Service>& services,
   requests.reserve(ordered.size());
   for (const model::Service* service : ordered)
     requests.push_back(detail::make_request(*service, config, options));
+  std::vector<Request*> batch;
+  batch.reserve(requests.size());
+  for (Request& request : requests) batch.push_back(&request);
 
   Allocator allocator;
-  for (Request& request : requests)
-    if (request.ours) keep_existing(allocator, request, config);
-  // Phase 2 runs again over the requests still waiting as long as a pass freed addresses: a
-  // Service that moves to its new loadBalancerIP frees its old one, which a Service earlier in
-  // namespace/name order may have asked for. Each pass but the last frees at least one address,
-  // and a slot moves once, so the passes are bounded by the number of moves.
-  std::vector<Request*> waiting;
-  for (Request& request : requests)
-    if (request.ours && wants_requested(request)) waiting.push_back(&request);
-  for (int moved = 1; moved > 0 && !waiting.empty();) {
-    moved = 0;
-    for (Request* request : waiting) moved += assign_requested(allocator, *request);
-    std::erase_if(waiting, [](const Request* request) { return !wants_requested(*request); });
-  }
-  for (Request& request : requests) {
-    if (!request.ours) continue;
-    assign_dynamic(allocator, request);
-    undo_partial(allocator, request); // at once, so the next Service may take what it gave back
-  }
+  run_phases(allocator, batch, config);
 
   std::vector<Result> results;
   results.reserve(requests.size());
   for (const Request& request : requests) results.push_back(finish(request, config));
   return results;
 }
+
+bool same_result(const Result& a, const Result& b) {
+  return a.service == b.service && a.outcome == b.outcome && a.ips == b.ips && a.pools == b.pools &&
+         a.problem == b.problem && a.released == b.released && same_notes(a.notes, b.notes);
+}
+
+// ---------------------------------------------------------------------------------------
+// Tracker
+
+struct Tracker::State {
+  using Key = std::pair<std::string, std::string>; // (namespace, name): allocate()'s order
+  struct Entry {
+    model::Service service;
+    Request request; // refers to `service`; its claims are in `allocator`
+    Result result;
+  };
+
+  Options options;
+  pool::Config config; // the claims refer to its pool names: replaced only with a full run
+  bool configured = false;
+  std::map<Key, Entry> entries; // nodes never move: the requests' pointers stay valid
+  std::set<Key> waiting;        // entries whose request is not settled
+  Allocator allocator;
+  std::size_t full_runs = 0;
+
+  void rebuild(Entry& entry) {
+    entry.request = detail::make_request(entry.service, config, options);
+  }
+  void release(Entry& entry) {
+    for (const Slot& slot : entry.request.slots)
+      if (slot.held) allocator.unassign(*slot.held, entry.request.key);
+  }
+  // Records the entry's new result; returns whether it changed.
+  bool settle(const Key& key, Entry& entry) {
+    Result result = finish(entry.request, config);
+    bool changed = !same_result(result, entry.result);
+    entry.result = std::move(result);
+    if (settled(entry.request)) waiting.erase(key);
+    else waiting.insert(key);
+    return changed;
+  }
+
+  // Everything again, as allocate(). Returns the results that changed, and `always`'s.
+  std::vector<Result> full_run(const std::optional<Key>& always) {
+    ++full_runs;
+    allocator = Allocator();
+    waiting.clear();
+    std::vector<Request*> batch;
+    batch.reserve(entries.size());
+    for (auto& [key, entry] : entries) {
+      rebuild(entry);
+      batch.push_back(&entry.request);
+    }
+    run_phases(allocator, batch, config);
+    std::vector<Result> changed;
+    for (auto& [key, entry] : entries)
+      if (settle(key, entry) || key == always) changed.push_back(entry.result);
+    return changed;
+  }
+
+  // The Service `key` was replaced (`service` set) or deleted (nullopt): it and the waiting
+  // Services are allocated again against the settled ones' claims.
+  std::vector<Result> change(const Key& key, std::optional<model::Service> service) {
+    std::set<Key> batch_keys = waiting;
+    for (const Key& waiting_key : waiting) release(entries.at(waiting_key));
+    auto found = entries.find(key);
+    if (found != entries.end() && !waiting.count(key)) release(found->second);
+    if (service) {
+      if (found == entries.end()) found = entries.try_emplace(key).first;
+      found->second.service = std::move(*service);
+      batch_keys.insert(key);
+    } else {
+      if (found != entries.end()) entries.erase(found);
+      waiting.erase(key);
+      batch_keys.erase(key);
+    }
+    std::vector<Request*> batch;
+    for (const Key& batch_key : batch_keys) {
+      Entry& entry = entries.at(batch_key);
+      rebuild(entry);
+      batch.push_back(&entry.request);
+    }
+    // An address the batch's Services hold in their status that a settled Service holds too:
+    // in a full run the first in namespace/name order keeps it, so run everything.
+    for (const Request* request : batch) {
+      if (!request->ours) continue;
+      for (const Slot& slot : request->slots) {
+        if (!slot.existing) continue;
+        if (allocator.conflict(*slot.existing, claim_for(*request, slot, slot.requested == slot.existing)))
+          return full_run(service ? std::optional<Key>(key) : std::nullopt);
+      }
+    }
+    run_phases(allocator, batch, config);
+    std::vector<Result> changed;
+    for (const Key& batch_key : batch_keys) {
+      Entry& entry = entries.at(batch_key);
+      if (settle(batch_key, entry) || batch_key == key) changed.push_back(entry.result);
+    }
+    return changed;
+  }
+
+  void require_config() const {
+    if (!configured) throw Error("allocation tracker: no config yet (reset() first)");
+  }
+};
+
+Tracker::Tracker(Options options) : state_(std::make_unique<State>()) {
+  state_->options = std::move(options);
+}
+Tracker::~Tracker() = default;
+Tracker::Tracker(Tracker&&) noexcept = default;
+Tracker& Tracker::operator=(Tracker&&) noexcept = default;
+
+std::vector<Result> Tracker::reset(const pool::Config& config, std::vector<model::Service> services) {
+  State& state = *state_;
+  state.entries.clear();
+  state.config = config;
+  state.configured = true;
+  for (model::Service& service : services) {
+    State::Key key{service.ns, service.name};
+    state.entries[std::move(key)].service = std::move(service);
+  }
+  state.full_run(std::nullopt);
+  return results();
+}
+
+std::vector<Result> Tracker::set_config(const pool::Config& config) {
+  state_->config = config;
+  state_->configured = true;
+  return state_->full_run(std::nullopt);
+}
+
+std::vector<Result> Tracker::upsert(model::Service service) {
+  state_->require_config();
+  State::Key key{service.ns, service.name};
+  return state_->change(key, std::move(service));
+}
+
+std::vector<Result> Tracker::erase(const std::string& ns, const std::string& name) {
+  state_->require_config();
+  return state_->change({ns, name}, std::nullopt);
+}
+
+std::vector<Result> Tracker::results() const {
+  std::vector<Result> out;
+  out.reserve(state_->entries.size());
+  for (const auto& [key, entry] : state_->entries) out.push_back(entry.result);
+  return out;
+}
+
+const model::Service* Tracker::find(const std::string& ns, const std::string& name) const {
+  auto it = state_->entries.find({ns, name});
+  return it == state_->entries.end() ? nullptr : &it->second.service;
+}
+
+std::size_t Tracker::size() const { return state_->entries.size(); }
+std::size_t Tracker::waiting() const { return state_->waiting.size(); }
+std::size_t Tracker::full_runs() const { return state_->full_runs; }
 
 } // namespace k8slb::allocate

@@ -95,7 +95,7 @@ std::optional<ip::Address> Allocator::first_free(const pool::Pool& pool) const {
 
 std::optional<ip::Address> Allocator::shared_address(const Claim& claim) const {
   if (claim.share_key.empty()) return std::nullopt;
-  auto group = share_groups_.find({claim.pool, claim.share_key});
+  auto group = share_groups_.find(group_key(claim.pool, claim.share_key));
   if (group == share_groups_.end()) return std::nullopt;
   for (const ip::Address& address : group->second)
     if (!conflict(address, claim)) return address;
@@ -132,8 +132,8 @@ void Allocator::assign(const ip::Address& address, const Claim& claim) {
   for (const PortKey& port : claim.ports)
     holding.ports.emplace(PortRef(port.first, port.second), claim.service);
   if (!claim.share_key.empty() && !in_group) {
-    auto& group = share_groups_[{claim.pool, claim.share_key}];
-    if (std::find(group.begin(), group.end(), address) == group.end()) group.push_back(address);
+    auto& group = share_groups_[group_key(claim.pool, claim.share_key)];
+    group.insert(address);
   }
 }
 
@@ -153,9 +153,9 @@ void Allocator::unassign(const ip::Address& address, std::string_view service) {
         return entry.second.share_key == gone.share_key;
       });
   if (!group_still_here) {
-    auto group = share_groups_.find({gone.pool, gone.share_key});
+    auto group = share_groups_.find(group_key(gone.pool, gone.share_key));
     if (group != share_groups_.end()) {
-      std::erase(group->second, address);
+      group->second.erase(address);
       if (group->second.empty()) share_groups_.erase(group);
     }
   }

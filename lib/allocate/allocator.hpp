@@ -9,6 +9,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -47,7 +48,7 @@ public:
   std::optional<std::string> conflict(const ip::Address& address, const Claim& claim) const;
   // The lowest address of the pool's dynamic range that nobody holds.
   std::optional<ip::Address> first_free(const pool::Pool& pool) const;
-  // An address of the sharing group (pool, claim.share_key) that `claim` may join.
+  // The lowest address of the sharing group (pool, claim.share_key) that `claim` may join.
   std::optional<ip::Address> shared_address(const Claim& claim) const;
   // The Services holding `address`, in namespace/name order.
   std::vector<std::string> holders(const ip::Address& address) const;
@@ -78,8 +79,16 @@ private:
   std::map<ip::Family, ip::IntervalSet> used_;
   // address -> the claims on it and the ports they use
   std::map<ip::Address, Holding> holdings_;
-  // (pool, sharing key) -> the addresses that sharing group holds, in the order it got them
-  std::map<std::pair<std::string_view, std::string_view>, std::vector<ip::Address>> share_groups_;
+  // (pool, sharing key) -> the addresses that sharing group holds, lowest first: a Service
+  // joining the group takes the lowest it may, whatever order the group got them in (so that
+  // Tracker, which keeps the allocator across changes, finds what allocate() finds).
+  // The key owns its sharing key: the claim that made the group may leave before the group
+  // does (Tracker keeps an Allocator across changes). The pool names the config's string.
+  using GroupKey = std::pair<std::string_view, std::string>;
+  static GroupKey group_key(std::string_view pool, std::string_view share_key) {
+    return {pool, std::string(share_key)};
+  }
+  std::map<GroupKey, std::set<ip::Address>> share_groups_;
 };
 
 // The part of a pool's range that is handed out dynamically: the range, less the network's

@@ -3,6 +3,8 @@
 // already published in status.loadBalancer.ingress are inputs (Service::ingress_ips) and are
 // kept. Deterministic whatever the order of the Services; O(log n) per assignment.
 
+#include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -58,6 +60,48 @@ struct Options {
 // Results sorted by namespace/name, one per input Service.
 std::vector<Result> allocate(const std::vector<model::Service>& services,
                              const pool::Config& config, const Options& options = {});
+
+// Whether two results say the same: outcome, addresses, pools, problem, releases and notes.
+bool same_result(const Result& a, const Result& b);
+
+// Allocation kept across changes (k8slb-allocate reading watch events). It holds the Services
+// and, after each change, has the results allocate() would give for all of them, at the cost
+// of the change rather than of the cluster: the Service that changed is allocated again,
+// together with the Services still waiting for something (an address, the one they ask for,
+// a move to their pool; an assignment not yet in their status), against the addresses every
+// other Service holds. Those others are settled: they hold what their status says and what
+// they ask for, so no run over other Services changes their result. Everything is allocated
+// again, as allocate() does, on a new config and when a changed Service's status collides
+// with a settled Service's address (who keeps it then depends on namespace/name order).
+// Cost: O(w log n) per change for w waiting Services; a full run is O(n log n).
+class Tracker {
+public:
+  explicit Tracker(Options options = {});
+  ~Tracker();
+  Tracker(Tracker&&) noexcept;
+  Tracker& operator=(Tracker&&) noexcept;
+
+  // Every Service under `config`: a full run. Returns every result, in namespace/name order.
+  std::vector<Result> reset(const pool::Config& config, std::vector<model::Service> services);
+  // A new config: a full run. Returns the results that changed.
+  std::vector<Result> set_config(const pool::Config& config);
+  // A Service added or changed (found by namespace and name). Returns its result and those of
+  // other Services whose result changed, in namespace/name order.
+  std::vector<Result> upsert(model::Service service);
+  // A Service deleted. Returns the results of other Services that changed (e.g. one that
+  // waited for an address gets the one freed).
+  std::vector<Result> erase(const std::string& ns, const std::string& name);
+
+  std::vector<Result> results() const; // every result, in namespace/name order
+  const model::Service* find(const std::string& ns, const std::string& name) const;
+  std::size_t size() const;
+  std::size_t waiting() const;   // Services allocated again with every change
+  std::size_t full_runs() const; // full runs so far, reset() included
+
+private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 // Publishing: turns results into the document k8slb-allocate prints and k8slb-apply cluster
 // reads. Returns a `v1 List` holding every input item, with each Service's
