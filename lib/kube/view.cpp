@@ -28,7 +28,20 @@ bool wanted_service(const json& service, const ViewOptions& options) {
 
 View::View(ViewOptions options) : options_(std::move(options)) {}
 
-bool View::apply(const ResourceKind& kind, const std::vector<Change>& changes) {
+namespace {
+std::string watch_event(std::string_view type, std::string_view object) {
+  std::string out;
+  out.reserve(object.size() + 32);
+  out += R"({"type":")";
+  out += type;
+  out += R"(","object":)";
+  out += object;
+  out += '}';
+  return out;
+}
+} // namespace
+
+bool View::apply(const ResourceKind& kind, const std::vector<Change>& changes, std::vector<std::string>* events) {
   bool changed = false;
   for (const auto& change : changes) {
     std::string ns, name;
@@ -41,16 +54,22 @@ bool View::apply(const ResourceKind& kind, const std::vector<Change>& changes) {
     auto key = std::make_tuple(kind.kind, std::move(ns), std::move(name));
     const bool keep = change.object && (kind.kind != "Service" || wanted_service(*change.object, options_));
     if (!keep) {
-      changed |= items_.erase(key) > 0;
+      auto it = items_.find(key);
+      if (it == items_.end()) continue;
+      if (events) events->push_back(watch_event("DELETED", it->second));
+      items_.erase(it);
+      changed = true;
       continue;
     }
     std::string text = change.object->dump(-1, ' ', false, json::error_handler_t::replace);
     auto [it, inserted] = items_.try_emplace(std::move(key), text);
     if (inserted) {
       changed = true;
+      if (events) events->push_back(watch_event("ADDED", it->second));
     } else if (it->second != text) {
       it->second = std::move(text);
       changed = true;
+      if (events) events->push_back(watch_event("MODIFIED", it->second));
     }
   }
   return changed;

@@ -229,6 +229,32 @@ class WatchTest(unittest.TestCase):
                          "the burst was not coalesced into one document")
         self.assert_history_sane(watcher)
 
+    def test_events_print_the_list_then_each_change_as_a_watch_event(self):
+        """--events: the List once, then one watch event per change, as kubectl get -w -o json
+        --output-watch-events prints them; --resync prints the whole List again."""
+        self.create(lb_service("a"))
+        watcher = self.watch("--events", "--resync", "3s", "services")
+        first = watcher.wait_for(lambda d: d.get("kind") == "List", "the first List")
+        self.assertEqual(keys(first), ["Service default/a"])
+
+        def event(kind, name):
+            return watcher.wait_for(lambda d: d.get("type") == kind and d["object"]["metadata"]["name"] == name,
+                                    f"{kind} {name}")
+        self.create(lb_service("b"))
+        self.assertEqual(event("ADDED", "b")["object"]["kind"], "Service")
+        self.sim.must("PATCH", "/api/v1/namespaces/default/services/a/status",
+                      {"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}},
+                      "application/merge-patch+json")
+        modified = event("MODIFIED", "a")
+        self.assertEqual(modified["object"]["status"]["loadBalancer"]["ingress"][0]["ip"], "192.0.2.10")
+        self.create(lb_service("c", service_type="ClusterIP"))  # not passed on
+        self.delete("b")
+        self.assertEqual(event("DELETED", "b")["object"]["metadata"]["name"], "b")
+        changes = [f'{d["type"]} {d["object"]["metadata"]["name"]}' for d in watcher.documents[1:]]
+        self.assertEqual(changes, ["ADDED b", "MODIFIED a", "DELETED b"])
+        again = watcher.wait_for(lambda d: d.get("kind") == "List", "the List again (--resync)")
+        self.assertEqual(keys(again), ["Service default/a"])
+
     def test_service_that_stops_being_a_load_balancer_is_kept_while_it_holds_an_ip(self):
         self.create(lb_service("a"))
         watcher = self.watch("services")

@@ -1,6 +1,8 @@
 // k8slb-watch: the cluster as a stream of snapshots. Lists and watches the named resources
 // and prints their state as one `v1 List` per line: once at the start, then after each
-// change (at most one per --debounce window), only when the content changed.
+// change (at most one per --debounce window), only when the content changed. With --events,
+// the List once, then each change as a watch event line ({"type":"MODIFIED","object":...}),
+// and the whole List again every --resync.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -35,7 +37,9 @@ struct Options {
   std::string node_selector;
   std::string lb_class;
   std::string debounce = "50ms";
+  std::string resync = "0";
   bool once = false;
+  bool events = false;
   std::vector<std::string> resources;
 };
 
@@ -57,6 +61,33 @@ struct Inbox {
   std::string error;
 };
 
+// --events: after the first List, every change to the view as a watch event line, at once,
+// and the whole List again every --resync (0: never), so that a reader that missed something
+// starts again from the truth (as an informer's resync).
+template <typename Drain, typename Print>
+int print_events(std::chrono::milliseconds resync, Inbox& inbox, Drain& drain, std::vector<std::string>*& events,
+                 Print& print) {
+  auto next_resync = std::chrono::steady_clock::now() + resync;
+  std::vector<std::string> lines;
+  events = &lines;
+  while (!g_terminate && !stdout_closed()) {
+    {
+      std::unique_lock lock(inbox.mutex);
+      inbox.cv.wait_for(lock, 200ms, [&] { return !inbox.batches.empty() || !inbox.error.empty(); });
+    }
+    const auto now = std::chrono::steady_clock::now();
+    drain();
+    for (const std::string& line : lines)
+      if (!k8slb::tool::write_line(line)) return k8slb::tool::kExitOk;
+    lines.clear();
+    if (resync.count() > 0 && now >= next_resync) {
+      if (!print(now, std::chrono::system_clock::now())) break;
+      next_resync = now + resync;
+    }
+  }
+  return k8slb::tool::kExitOk;
+}
+
 int run(const Options& options) {
   // No fastbins: freeing a document's tree (10,000 Services: about a million small blocks)
   // otherwise fills them, and glibc's consolidation of them costs as much as the parse
@@ -64,6 +95,7 @@ int run(const Options& options) {
   ::mallopt(M_MXFAST, 0);
   k8slb::metrics::Publisher metrics(options.metrics);
   const auto debounce = kube::parse_duration(options.debounce, "--debounce");
+  const auto resync = kube::parse_duration(options.resync, "--resync");
   std::vector<kube::ResourceRef> refs;
   for (const auto& name : options.resources) refs.push_back(kube::parse_resource(name));
 
@@ -96,6 +128,7 @@ int run(const Options& options) {
 
   kube::View view({options.lb_class});
   std::string printed;
+  std::vector<std::string>* events = nullptr; // set after the first List with --events
   auto drain = [&] {
     std::vector<std::pair<kube::ResourceKind, std::vector<kube::Change>>> batches;
     {
@@ -104,7 +137,7 @@ int run(const Options& options) {
       if (!inbox.error.empty()) throw k8slb::Error(inbox.error);
     }
     bool changed = false;
-    for (const auto& [kind, changes] : batches) changed |= view.apply(kind, changes);
+    for (const auto& [kind, changes] : batches) changed |= view.apply(kind, changes, events);
     return changed;
   };
   // K8SLB_TIMING=1: one line per document on stderr (docs/cluster.md, "Figures").
@@ -126,6 +159,7 @@ int run(const Options& options) {
   printed = view.document();
   if (!print(started, started_wall) || options.once) return k8slb::tool::kExitOk;
   std::optional<std::chrono::steady_clock::time_point> last_printed = std::chrono::steady_clock::now();
+  if (options.events) return print_events(resync, inbox, drain, events, print);
 
   while (!g_terminate && !stdout_closed()) {
     {
@@ -173,6 +207,12 @@ int main(int argc, char** argv) {
   app.add_option("--debounce", options.debounce, "at most one document per window; a lone change goes out at once (e.g. 200ms, 1s)")
       ->capture_default_str();
   app.add_flag("--once", options.once, "print the current state once and exit");
+  auto* events = app.add_flag("--events", options.events,
+                              "after the first List, print each change as a watch event line "
+                              "({\"type\":\"ADDED|MODIFIED|DELETED\",\"object\":...}) at once");
+  app.add_option("--resync", options.resync, "with --events: print the whole List again every DURATION (0: never)")
+      ->needs(events)
+      ->capture_default_str();
   k8slb::metrics::add_options(app, options.metrics);
   app.add_option("resources", options.resources,
                  "services, endpointslices, nodes, configmaps, configmap/NAMESPACE/NAME, ...")

@@ -380,7 +380,12 @@ class View {
 public:
   explicit View(ViewOptions options = {});
   // Applies changes from one cache (Services are filtered); true when the view changed.
-  bool apply(const ResourceKind& kind, const std::vector<Change>& changes);
+  // With `events`, each change to the view is also appended to it as one watch event line,
+  // as `kubectl get -w -o json --output-watch-events` prints them:
+  // {"type":"ADDED|MODIFIED|DELETED","object":{...}} (a Service the filter drops now is
+  // DELETED, with its last state).
+  bool apply(const ResourceKind& kind, const std::vector<Change>& changes,
+             std::vector<std::string>* events = nullptr);
   // The whole view as one line: {"apiVersion":"v1","items":[...],"kind":"List","metadata":{...}},
   // with the time the change was seen (observed_at_text(), k8slb/documents.hpp) when given.
   std::string document(std::string_view observed_at = {}) const;

@@ -61,27 +61,40 @@ TEST(View, SortedByKindNamespaceNameAndFiltered) {
     std::vector<Change> changes;
     bool changed;
     std::vector<std::string> items;
+    std::vector<std::string> events; // the watch events the step prints: "TYPE Kind ns/name"
   };
   std::vector<Step> steps = {
       {"services, one of them not a LoadBalancer", "services",
        {{"web/b", service("web", "b", lb)}, {"default/z", service("default", "z", lb)},
         {"default/c", service("default", "c", {{"type", "ClusterIP"}})}},
-       true, {"Service default/z", "Service web/b"}},
+       true, {"Service default/z", "Service web/b"}, {"ADDED Service web/b", "ADDED Service default/z"}},
       {"a node sorts before services", "nodes", {{"lb-1", json{{"kind", "Node"}, {"metadata", {{"name", "lb-1"}}}}}},
-       true, {"Node lb-1", "Service default/z", "Service web/b"}},
+       true, {"Node lb-1", "Service default/z", "Service web/b"}, {"ADDED Node lb-1"}},
       {"the same object again changes nothing", "services", {{"web/b", service("web", "b", lb)}}, false,
-       {"Node lb-1", "Service default/z", "Service web/b"}},
+       {"Node lb-1", "Service default/z", "Service web/b"}, {}},
+      {"a changed object is MODIFIED", "services", {{"web/b", service("web", "b", lb, kIngress)}}, true,
+       {"Node lb-1", "Service default/z", "Service web/b"}, {"MODIFIED Service web/b"}},
       {"a Service that turns ClusterIP (no IP) leaves", "services",
-       {{"web/b", service("web", "b", {{"type", "ClusterIP"}})}}, true, {"Node lb-1", "Service default/z"}},
-      {"a deletion", "services", {{"default/z", std::nullopt}}, true, {"Node lb-1"}},
-      {"deleting something absent changes nothing", "services", {{"default/q", std::nullopt}}, false, {"Node lb-1"}},
+       {{"web/b", service("web", "b", {{"type", "ClusterIP"}})}}, true, {"Node lb-1", "Service default/z"},
+       {"DELETED Service web/b"}},
+      {"a deletion", "services", {{"default/z", std::nullopt}}, true, {"Node lb-1"}, {"DELETED Service default/z"}},
+      {"deleting something absent changes nothing", "services", {{"default/q", std::nullopt}}, false, {"Node lb-1"}, {}},
       {"a ConfigMap sorts first", "configmaps",
        {{"k8slb-system/global", json{{"kind", "ConfigMap"}, {"metadata", {{"namespace", "k8slb-system"}, {"name", "global"}}}}}},
-       true, {"ConfigMap k8slb-system/global", "Node lb-1"}},
+       true, {"ConfigMap k8slb-system/global", "Node lb-1"}, {"ADDED ConfigMap k8slb-system/global"}},
   };
   for (const auto& step : steps) {
     SCOPED_TRACE(step.description);
-    EXPECT_EQ(view.apply(find_kind(step.kind), step.changes), step.changed);
+    std::vector<std::string> lines;
+    EXPECT_EQ(view.apply(find_kind(step.kind), step.changes, &lines), step.changed);
+    std::vector<std::string> events;
+    for (const auto& line : lines) {
+      const json event = json::parse(line);
+      EXPECT_EQ(line.find('\n'), std::string::npos);
+      events.push_back(event.at("type").get<std::string>() + " " + event.at("object").at("kind").get<std::string>() +
+                       " " + object_key(event.at("object")));
+    }
+    EXPECT_EQ(events, step.events);
     EXPECT_EQ(names_in(view.document()), step.items);
     EXPECT_EQ(view.size(), step.items.size());
   }
