@@ -22,7 +22,12 @@
 #   LEASE_IDENTITY   holderIdentity (default $POD_NAME, else the host name)
 #   LEASE_DURATION, LEASE_RENEW_DEADLINE, LEASE_RETRY_PERIOD   seconds (default 15, 10, 2)
 #   EVENT_INTERVAL   seconds between two writes of the same Event (default 300)
-#   WATCH_DEBOUNCE   at most one document per window (k8slb-watch --debounce; default 50ms)
+#   WATCH_EVENTS     true (default): the pipeline carries changes: the List once, then one watch
+#                    event per change (k8slb-watch --events), each allocated at its own cost;
+#                    false: a whole List per change (the snapshots of earlier versions)
+#   WATCH_RESYNC     with WATCH_EVENTS=true: the whole List again every WATCH_RESYNC (default
+#                    10m; 0: never), so that a status write that was lost is made again
+#   WATCH_DEBOUNCE   with WATCH_EVENTS=false: at most one List per window (default 50ms)
 #   RESTART_MAX_DELAY  longest pause before restarting a failed pipeline, seconds (default 30)
 #   METRICS_ADDR     serve Prometheus metrics on this address, e.g. :9402 (default: off); the
 #                    tools keep theirs in files that `k8slb-apply metrics` serves as one endpoint
@@ -118,7 +123,11 @@ if [ -n "${LB_CLASS:-}" ]; then
   watch_args+=(--lb-class "$LB_CLASS")
   allocate_args+=(--lb-class "$LB_CLASS")
 fi
-if [ -n "${WATCH_DEBOUNCE:-}" ]; then watch_args+=(--debounce "$WATCH_DEBOUNCE"); fi
+case ${WATCH_EVENTS:-true} in
+  true) watch_args+=(--events --resync "${WATCH_RESYNC:-10m}") ;;
+  false) if [ -n "${WATCH_DEBOUNCE:-}" ]; then watch_args+=(--debounce "$WATCH_DEBOUNCE"); fi ;;
+  *) log "error: WATCH_EVENTS=$WATCH_EVENTS: expected true or false"; exit 2 ;;
+esac
 if [ -n "${EVENT_INTERVAL:-}" ]; then apply_args+=(--event-interval "$EVENT_INTERVAL"); fi
 lease_args=()
 if [ "$lease_name" != none ]; then

@@ -500,6 +500,11 @@ std::vector<Result> Tracker::results() const {
   return out;
 }
 
+const Result* Tracker::result(const std::string& ns, const std::string& name) const {
+  auto it = state_->entries.find({ns, name});
+  return it == state_->entries.end() ? nullptr : &it->second.result;
+}
+
 const model::Service* Tracker::find(const std::string& ns, const std::string& name) const {
   auto it = state_->entries.find({ns, name});
   return it == state_->entries.end() ? nullptr : &it->second.service;

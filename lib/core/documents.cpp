@@ -417,6 +417,13 @@ public:
   }
   bool hit() const { return hit_; }
 
+  // Whether more than whitespace is here already: buffered, or waiting in the source.
+  bool ready() {
+    for (const char* p = gptr(); p < end_; ++p)
+      if (!std::isspace(static_cast<unsigned char>(*p))) return true;
+    return source_->in_avail() > 0;
+  }
+
   // Skips to the end of the line (the next document of NDJSON).
   void skip_line() {
     mark(kUnlimited);
@@ -473,6 +480,8 @@ JsonStreamReader::JsonStreamReader(std::istream& in, std::string source, Limits 
       source_(std::move(source)), limits_(limits) {}
 
 JsonStreamReader::~JsonStreamReader() = default;
+
+bool JsonStreamReader::ready() { return buffer_->ready(); }
 
 std::string JsonStreamReader::name() const { return fmt::format("{}: document {}", source_, count_); }
 

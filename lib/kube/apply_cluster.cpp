@@ -561,6 +561,59 @@ void ClusterWriter::write_event(const json& incoming, WriteSummary& summary) {
   }
 }
 
+ClusterWriter::StatusOutcome ClusterWriter::write_with_events(const StatusWrite& write,
+                                                             const std::vector<json>& events,
+                                                             WriteSummary& summary) {
+  StatusOutcome outcome = write_status(write);
+  // Written, found current or changed: the version the allocator saw is superseded.
+  if (outcome != StatusOutcome::failed && !write.resource_version.empty() && !options_.dry_run) {
+    superseded_[write.key()] = write.resource_version;
+  }
+  switch (outcome) {
+  case StatusOutcome::written: ++summary.written; break;
+  case StatusOutcome::current: ++summary.current; break;
+  case StatusOutcome::skipped: ++summary.skipped; break;
+  case StatusOutcome::failed: ++summary.failed; break;
+  }
+  // An Event that comes with a status write is posted only when the write went through:
+  // otherwise it would tell of an assignment that is not in the cluster.
+  if (outcome == StatusOutcome::written)
+    for (const json& event : events) write_event(event, summary);
+  return outcome;
+}
+
+void ClusterWriter::schedule_retry(const StatusWrite& write, std::vector<json> events, Seconds backoff) {
+  retries_[write.key()] = Retry{write, std::move(events), Clock::now() + std::chrono::duration_cast<Clock::duration>(backoff), backoff};
+}
+
+std::optional<TimePoint> ClusterWriter::next_retry() const {
+  std::optional<TimePoint> next;
+  for (const auto& [key, retry] : retries_)
+    if (!next || retry.due < *next) next = retry.due;
+  return next;
+}
+
+WriteSummary ClusterWriter::retry_due() {
+  WriteSummary summary;
+  const TimePoint now = Clock::now();
+  std::vector<Retry> due;
+  for (auto it = retries_.begin(); it != retries_.end();) {
+    if (it->second.due <= now) {
+      due.push_back(std::move(it->second));
+      it = retries_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (Retry& retry : due) {
+    log_(fmt::format("{}: trying the status write again", retry.write.key()));
+    if (write_with_events(retry.write, retry.events, summary) == StatusOutcome::failed)
+      schedule_retry(retry.write, std::move(retry.events), std::min(retry.backoff * 2, Seconds(30)));
+  }
+  record_metrics(summary);
+  return summary;
+}
+
 WriteSummary ClusterWriter::write(const json& document) {
   WriteSummary summary;
   summary.stale = predates_writes(document, superseded_);
@@ -573,33 +626,29 @@ WriteSummary ClusterWriter::write(const json& document) {
   for (const std::string& error : plan.errors) log_(error);
 
   std::set<std::string> written; // Services whose status this document wrote
+  std::vector<const StatusWrite*> failed;
   for (const StatusWrite& write : plan.writes) {
-    StatusOutcome outcome = write_status(write);
-    // Written, found current or changed: the version the allocator saw is superseded.
-    if (outcome != StatusOutcome::failed && !write.resource_version.empty() && !options_.dry_run) {
-      superseded_[write.key()] = write.resource_version;
-    }
-    switch (outcome) {
-    case StatusOutcome::written:
-      ++summary.written;
-      written.insert(write.key());
-      break;
-    case StatusOutcome::current: ++summary.current; break;
-    case StatusOutcome::skipped: ++summary.skipped; break;
-    case StatusOutcome::failed: ++summary.failed; break;
-    }
+    retries_.erase(write.key()); // this document's write replaces one waiting to be tried again
+    StatusOutcome outcome = write_with_events(write, {}, summary);
+    if (outcome == StatusOutcome::written) written.insert(write.key());
+    if (outcome == StatusOutcome::failed) failed.push_back(&write);
   }
   // An Event that comes with a status write is posted only when the write went through:
-  // otherwise it would tell of an assignment that is not in the cluster.
+  // otherwise it would tell of an assignment that is not in the cluster. A failed write's
+  // Events wait with it for its next try.
+  std::map<std::string, std::vector<json>> waiting_events;
   for (const json& event : plan.events) {
-    std::string reason = string_field(event, {"reason"});
-    if (is_status_reason(reason)) {
+    if (is_status_reason(string_field(event, {"reason"}))) {
       std::string key = string_field(event, {"involvedObject", "namespace"}) + "/" +
                         string_field(event, {"involvedObject", "name"});
-      if (!written.count(key)) continue;
+      if (!written.count(key)) {
+        waiting_events[key].push_back(event);
+        continue;
+      }
     }
     write_event(event, summary);
   }
+  for (const StatusWrite* write : failed) schedule_retry(*write, std::move(waiting_events[write->key()]), Seconds(1));
   if (summary.events_dropped > 0) {
     log_(fmt::format("{} Event(s) not written: rate limit ({} per second, burst {})",
                      summary.events_dropped, options_.event_limits.per_second,

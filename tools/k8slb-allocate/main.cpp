@@ -77,13 +77,54 @@ proxy_problems(std::vector<k8slb::model::Service> services, const std::vector<k8
   return out;
 }
 
+// Reports each result's problem and Warning notes on stderr; with a refused ConfigMap (the
+// last good config in use), a failed Service's problem says so. True when every Service was
+// served.
+bool report_results(std::vector<k8slb::allocate::Result>& results, bool config_stale, const Options& options) {
+  bool ok = true;
+  for (auto& result : results) {
+    for (const auto& note : result.notes)
+      if (note.type == "Warning") k8slb::tool::warning(note.problem.to_string());
+    if (!result.problem) continue;
+    if (config_stale && result.outcome == k8slb::allocate::Outcome::failed)
+      result.problem->message += fmt::format(" (the ConfigMap {} is invalid; the last good config is in use)",
+                                             options.config_map);
+    if (result.outcome == k8slb::allocate::Outcome::failed) {
+      k8slb::tool::error(result.problem->to_string());
+      ok = false;
+    } else {
+      k8slb::tool::warning(result.problem->to_string()); // served, with a caveat
+    }
+  }
+  return ok;
+}
+
+k8slb::allocate::Options allocate_options_for(const Options& options) {
+  k8slb::allocate::Options allocate_options{options.lb_class};
+  allocate_options.families_bridged = options.proxy != "kubeproxy" && options.ip_mode != "VIP";
+  return allocate_options;
+}
+
+// Adds a Warning Event for each problem the proxy would have with a Service (--proxy).
+void add_proxy_problems(json& document, std::vector<k8slb::model::Service> services,
+                        const std::vector<k8slb::allocate::Result>& results, const k8slb::pool::Config& config,
+                        const Options& options) {
+  if (options.proxy.empty()) return;
+  for (const auto& [problem, service] : proxy_problems(std::move(services), results, config, options.proxy)) {
+    k8slb::tool::warning(problem.to_string());
+    if (!service.name.empty())
+      document["items"].push_back(k8slb::allocate::make_event(service, problem.reason, "Warning", problem.to_string()));
+  }
+}
+
 // Allocates one input document's objects; returns the published document and whether every
 // object was served. `config` is the last good config (from --config or an earlier ConfigMap).
 // A ConfigMap that cannot be read gets a Warning Event naming the field; without a last good
 // config, `streaming` passes the document on with a Warning Event on each Service waiting for
 // an IP (otherwise: Error, nothing written).
 std::pair<json, bool> allocate_document(k8slb::Objects objects, const Options& options,
-                                        std::optional<k8slb::pool::Config>& config, bool streaming) {
+                                        std::optional<k8slb::pool::Config>& config, bool streaming,
+                                        k8slb::allocate::Feed* feed = nullptr) {
   // Events in the input are an earlier run's output (its output fed back in): they are not
   // passed on, or they would be posted again.
   std::erase_if(objects.items, [](const json& item) { return item["kind"] == "Event"; });
@@ -124,6 +165,7 @@ std::pair<json, bool> allocate_document(k8slb::Objects objects, const Options& o
       for (json& event : k8slb::allocate::no_config_events(snapshot.services, why, {options.lb_class}))
         config_events.push_back(std::move(event));
       k8slb::allocate::record_metrics(nullptr, {}, false);
+      if (feed) feed->load(snapshot.items, std::move(snapshot.services), std::nullopt, !config_error.empty());
       json document = {{"apiVersion", "v1"}, {"kind", "List"}, {"items", std::move(snapshot.items)}};
       for (json& event : config_events) document["items"].push_back(std::move(event));
       return {std::move(document), false};
@@ -133,39 +175,56 @@ std::pair<json, bool> allocate_document(k8slb::Objects objects, const Options& o
     k8slb::tool::error(error);
     ok = false;
   }
-  k8slb::allocate::Options allocate_options{options.lb_class};
-  allocate_options.families_bridged = options.proxy != "kubeproxy" && options.ip_mode != "VIP";
-  auto results = k8slb::allocate::allocate(snapshot.services, *config, allocate_options);
-  for (auto& result : results) {
-    for (const auto& note : result.notes)
-      if (note.type == "Warning") k8slb::tool::warning(note.problem.to_string());
-    if (!result.problem) continue;
-    if (!config_error.empty() && result.outcome == k8slb::allocate::Outcome::failed)
-      result.problem->message += fmt::format(" (the ConfigMap {} is invalid; the last good config is in use)",
-                                             options.config_map);
-    if (result.outcome == k8slb::allocate::Outcome::failed) {
-      k8slb::tool::error(result.problem->to_string());
-      ok = false;
-    } else {
-      k8slb::tool::warning(result.problem->to_string()); // served, with a caveat
-    }
-  }
+  const k8slb::allocate::Options allocate_options = allocate_options_for(options);
+  auto results = feed ? feed->load(snapshot.items, snapshot.services, config, !config_error.empty())
+                      : k8slb::allocate::allocate(snapshot.services, *config, allocate_options);
+  ok = report_results(results, !config_error.empty(), options) && ok;
   k8slb::allocate::record_metrics(&*config, results, !config_error.empty());
   k8slb::allocate::PublishOptions publish_options;
   publish_options.ip_mode = options.ip_mode == "none" ? "" : options.ip_mode;
   json document =
       k8slb::allocate::publish(std::move(snapshot.items), snapshot.services, results, publish_options);
   for (json& event : config_events) document["items"].push_back(std::move(event));
-  if (!options.proxy.empty()) {
-    for (const auto& [problem, service] :
-         proxy_problems(std::move(snapshot.services), results, *config, options.proxy)) {
-      k8slb::tool::warning(problem.to_string());
-      if (!service.name.empty())
-        document["items"].push_back(
-            k8slb::allocate::make_event(service, problem.reason, "Warning", problem.to_string()));
-    }
-  }
+  add_proxy_problems(document, std::move(snapshot.services), results, *config, options);
+  if (feed) feed->published(document);
   return {std::move(document), ok};
+}
+
+// Watch events (k8slb-watch --events) after a List: what they changed, as one document
+// holding only the Services with something to write and their Events; nullopt when nothing
+// is to be written.
+std::optional<json> publish_changes(k8slb::allocate::Feed& feed, const Options& options) {
+  auto change = feed.take();
+  if (!change) return std::nullopt;
+  report_results(change->results, feed.config_stale(), options);
+  k8slb::allocate::PublishOptions publish_options;
+  publish_options.ip_mode = options.ip_mode == "none" ? "" : options.ip_mode;
+  json document = k8slb::allocate::publish(std::move(change->items), change->services, change->results, publish_options);
+  for (json& event : change->events) document["items"].push_back(std::move(event));
+  if (feed.config()) add_proxy_problems(document, std::move(change->services), change->results, *feed.config(), options);
+  if (!k8slb::allocate::Feed::trim(document)) return std::nullopt;
+  feed.published(document);
+  return document;
+}
+
+// {"type": ..., "object": {...}}: a watch event, not an object (which has a kind).
+bool is_watch_event(const json& document) {
+  return document.is_object() && document.contains("type") && document.contains("object") &&
+         !document.contains("kind");
+}
+
+// One watch event into the feed. A problem with it is reported (naming the event) and the
+// stream goes on; the events already read are published all the same.
+void apply_event(k8slb::allocate::Feed& feed, const json& event, const std::string& where) {
+  if (!feed.loaded())
+    throw k8slb::Error(fmt::format("{}: a watch event before the first List: the events must follow a List "
+                                   "of every object (as k8slb-watch --events prints them)",
+                                   where));
+  try {
+    feed.apply(event);
+  } catch (const k8slb::Error& e) {
+    k8slb::tool::error(fmt::format("{}: {}", where, e.what()));
+  }
 }
 
 // K8SLB_TIMING=1: one line per document on stderr with the time of each stage, to see where
@@ -213,6 +272,8 @@ int run(const Options& options) {
   bool all_ok = true;
   bool written_any = false;
   StageTimer timer;
+  // A --config file wins over the ConfigMap, in events as in Lists.
+  k8slb::allocate::Feed feed(options.config_file.empty() ? options.config_map : "", allocate_options_for(options));
   while (true) {
     std::optional<json> document;
     std::optional<std::chrono::system_clock::time_point> seen; // passed on (k8slb/documents.hpp)
@@ -222,10 +283,22 @@ int run(const Options& options) {
       document = reader.next();
       if (!document) break;
       timer.mark("read");
-      seen = k8slb::observed_at(*document);
-      auto objects = k8slb::take_objects({std::move(*document)}, reader.name());
-      k8slb::require_objects(objects, reader.name());
-      std::tie(out, ok) = allocate_document(std::move(objects), options, config, true);
+      if (is_watch_event(*document)) {
+        // A burst of events is read whole, then published as one document.
+        apply_event(feed, *document, reader.name());
+        if (reader.ready()) continue;
+        auto changes = publish_changes(feed, options);
+        config = feed.config();
+        k8slb::allocate::record_metrics(config ? &*config : nullptr, feed.tracker().results(), feed.config_stale());
+        if (!changes) continue;
+        out = std::move(*changes);
+        ok = true;
+      } else {
+        seen = k8slb::observed_at(*document);
+        auto objects = k8slb::take_objects({std::move(*document)}, reader.name());
+        k8slb::require_objects(objects, reader.name());
+        std::tie(out, ok) = allocate_document(std::move(objects), options, config, true, &feed);
+      }
     } catch (const k8slb::Error& e) {
       k8slb::tool::error(e.what());
       all_ok = false;

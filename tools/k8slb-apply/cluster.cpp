@@ -11,6 +11,7 @@
 // pipeline started without holding the Lease acquires it and exits 4: restart it.
 #include "commands.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -22,6 +23,7 @@
 
 #include <fmt/format.h>
 #include <malloc.h>
+#include <poll.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -36,6 +38,13 @@ namespace k8slb_apply {
 namespace {
 
 namespace cluster = k8slb::cluster;
+
+// Whether input arrives on stdin (or it ends) before `deadline`.
+bool stdin_readable_by(cluster::TimePoint deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - cluster::Clock::now()).count();
+  pollfd fd{0, POLLIN, 0};
+  return ::poll(&fd, 1, static_cast<int>(std::clamp<long long>(left, 0, 60'000))) > 0;
+}
 namespace kube = k8slb::kube;
 namespace tool = k8slb::tool;
 
@@ -210,7 +219,16 @@ int run_cluster(const ClusterOptions& options) {
       k8slb::metrics::duration_buckets());
   bool stale = false;                // the documents lag behind our own writes ...
   cluster::TimePoint stale_since{};  // ... since then
-  while (std::optional<k8slb::json> document = reader.next()) {
+  while (true) {
+    // Failed status writes are tried again when due, between documents (cluster.hpp).
+    while (auto due = writer.next_retry()) {
+      if (reader.ready() || stdin_readable_by(*due)) break;
+      std::unique_lock lock(writing);
+      if (!may_write()) break;
+      writer.retry_due();
+    }
+    std::optional<k8slb::json> document = reader.next();
+    if (!document) break;
     std::unique_lock lock(writing);
     if (!may_write()) {
       if (stopping) break;

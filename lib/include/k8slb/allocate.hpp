@@ -4,8 +4,10 @@
 // kept. Deterministic whatever the order of the Services; O(log n) per assignment.
 
 #include <cstddef>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -93,6 +95,7 @@ public:
   std::vector<Result> erase(const std::string& ns, const std::string& name);
 
   std::vector<Result> results() const; // every result, in namespace/name order
+  const Result* result(const std::string& ns, const std::string& name) const;
   const model::Service* find(const std::string& ns, const std::string& name) const;
   std::size_t size() const;
   std::size_t waiting() const;   // Services allocated again with every change
@@ -101,6 +104,73 @@ public:
 private:
   struct State;
   std::unique_ptr<State> state_;
+};
+
+// k8slb-allocate's streaming mode on watch events (k8slb-watch --events): the Services and
+// the config kept between documents, each change allocated at its own cost (Tracker), and
+// only what changed published. Pure: documents in, documents out.
+//
+// A status it publishes is taken as written at once (so that the next change allocates
+// around it), and the Service is not published again at the same resourceVersion: k8slb-apply
+// cluster would skip the whole document, since it wrote that version already. The Service's
+// next event (our write coming back, or a change) shows what the cluster holds.
+class Feed {
+public:
+  // What a batch of events asks to publish: publish() over these, plus `events`.
+  struct Change {
+    std::vector<nlohmann::json> items; // the Services, as last seen
+    std::vector<model::Service> services;
+    std::vector<Result> results;
+    std::vector<nlohmann::json> events; // Events of their own (an invalid ConfigMap)
+  };
+
+  Feed(std::string config_map_key, Options options);
+
+  // A whole List (the first document; a resync): its Services (as read, and parsed) and the
+  // config to allocate them with (nullopt: none yet; `stale`: the List's ConfigMap was refused
+  // and this is the last good one). Returns every result, as allocate(); none without a config.
+  std::vector<Result> load(const std::vector<nlohmann::json>& items, std::vector<model::Service> services,
+                           const std::optional<pool::Config>& config, bool stale = false);
+  bool loaded() const { return loaded_; }
+
+  // One watch event: {"type": "ADDED|MODIFIED|DELETED|BOOKMARK", "object": {...}}. Throws
+  // Error naming the object and field when it cannot be used: a Service that cannot be read
+  // is left out (as from a List); an invalid ConfigMap leaves the last good config in use
+  // and queues a Warning Event on it.
+  void apply(const nlohmann::json& event);
+
+  // What the events since the last call changed: the Services an event touched and those whose
+  // result changed; nullopt when there is nothing (or no config yet).
+  std::optional<Change> take();
+
+  // The document printed (a List's, or a Change's published): the statuses it sets are taken
+  // as written.
+  void published(const nlohmann::json& document);
+
+  // A Change's document keeps only the Services an Event names (the others have nothing to
+  // write) and the Events; false when no Event is left (nothing to print).
+  static bool trim(nlohmann::json& document);
+
+  const std::optional<pool::Config>& config() const { return config_; }
+  // The ConfigMap's last version was refused: the config in use is an older one.
+  bool config_stale() const { return config_stale_; }
+  const Tracker& tracker() const { return tracker_; }
+
+private:
+  using Key = std::pair<std::string, std::string>;
+  void reallocate(const pool::Config& config);
+  void note(const std::vector<Result>& results);
+
+  std::string config_map_key_;
+  Tracker tracker_;
+  std::optional<pool::Config> config_;
+  bool config_stale_ = false;
+  bool loaded_ = false;
+  std::map<Key, nlohmann::json> items_;   // every Service, as last seen (or as we wrote it)
+  std::map<Key, std::string> in_flight_;  // Service -> the resourceVersion we published a status for
+  std::set<Key> touched_;                 // Services an event named since the last take()
+  std::set<Key> changed_;                 // Services whose result changed since then
+  std::vector<nlohmann::json> events_;
 };
 
 // Publishing: turns results into the document k8slb-allocate prints and k8slb-apply cluster

@@ -242,8 +242,27 @@ public:
 
   WriteSummary write(const json& document);
 
+  // A status write that failed (the API answered 5xx or 429 once the client's own retries
+  // were used up, or could not be reached) is tried again later, with its Events, until it
+  // goes through or a later document writes that Service: first after 1 s, then twice as
+  // long each time, up to 30 s. The input need not bring the Service again (watch events
+  // carry only changes). When the next one is due (nullopt: none waiting).
+  std::optional<TimePoint> next_retry() const;
+  // Tries the writes that are due.
+  WriteSummary retry_due();
+
 private:
   enum class StatusOutcome { written, current, skipped, failed };
+  struct Retry {
+    StatusWrite write;
+    std::vector<json> events; // posted when the write goes through
+    TimePoint due;
+    Seconds backoff;
+  };
+  void schedule_retry(const StatusWrite& write, std::vector<json> events, Seconds backoff);
+  // Writes one status; on success posts its Events. Records the version as superseded.
+  StatusOutcome write_with_events(const StatusWrite& write, const std::vector<json>& events,
+                                  WriteSummary& summary);
   StatusOutcome write_status(const StatusWrite& write);
   void write_event(const json& event, WriteSummary& summary);
   void check_may_write() const;
@@ -256,6 +275,7 @@ private:
   std::function<bool()> may_write_;
   EventLimiter limiter_;
   std::map<std::string, std::string> superseded_; // see predates_writes
+  std::map<std::string, Retry> retries_;           // namespace/name -> the write to try again
 };
 
 // ---------------------------------------------------------------------------------------

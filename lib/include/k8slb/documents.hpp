@@ -49,6 +49,9 @@ public:
   JsonStreamReader(std::istream& in, std::string source, Limits limits = {});
   ~JsonStreamReader();
   std::optional<json> next();
+  // Whether the next document has begun to arrive, so that next() will not wait for it long
+  // (a reader of watch events handles a burst as one batch).
+  bool ready();
   int count() const { return count_; } // documents started so far
   std::string name() const;            // "<source>: document N" for the last one
 

@@ -1,0 +1,212 @@
+// Feed: k8slb-allocate's state between watch events (k8slb/allocate.hpp).
+#include "k8slb/allocate.hpp"
+
+#include <fmt/format.h>
+
+#include "k8slb/documents.hpp"
+
+namespace k8slb::allocate {
+
+namespace {
+
+using nlohmann::json;
+
+std::string text_at(const json& object, std::initializer_list<const char*> path) {
+  const json* at = &object;
+  for (const char* step : path) {
+    if (!at->is_object()) return "";
+    auto it = at->find(step);
+    if (it == at->end()) return "";
+    at = &*it;
+  }
+  return at->is_string() ? at->get<std::string>() : "";
+}
+
+std::pair<std::string, std::string> key_of(const json& object) {
+  return {text_at(object, {"metadata", "namespace"}), text_at(object, {"metadata", "name"})};
+}
+
+const json& ingress_of(const json& service) {
+  static const json none = json::array();
+  auto status = service.find("status");
+  if (status == service.end() || !status->is_object()) return none;
+  auto lb = status->find("loadBalancer");
+  if (lb == status->end() || !lb->is_object()) return none;
+  auto ingress = lb->find("ingress");
+  return ingress == lb->end() ? none : *ingress;
+}
+
+} // namespace
+
+Feed::Feed(std::string config_map_key, Options options)
+    : config_map_key_(std::move(config_map_key)), tracker_(std::move(options)) {}
+
+std::vector<Result> Feed::load(const std::vector<json>& items, std::vector<model::Service> services,
+                               const std::optional<pool::Config>& config, bool stale) {
+  loaded_ = true;
+  items_.clear();
+  in_flight_.clear();
+  config_stale_ = stale;
+  touched_.clear();
+  changed_.clear();
+  events_.clear();
+  for (const json& item : items)
+    if (item.is_object() && item.value("kind", "") == "Service") items_[key_of(item)] = item;
+  if (config) config_ = config;
+  if (!config_) return {};
+  return tracker_.reset(*config_, std::move(services));
+}
+
+void Feed::note(const std::vector<Result>& results) {
+  for (const Result& result : results) {
+    auto slash = result.service.find('/');
+    changed_.emplace(result.service.substr(0, slash), result.service.substr(slash + 1));
+  }
+}
+
+// The config changed: everything is allocated again under it (the first config: from the
+// Services kept so far).
+void Feed::reallocate(const pool::Config& config) {
+  if (config_) {
+    config_ = config;
+    note(tracker_.set_config(config));
+    return;
+  }
+  config_ = config;
+  std::vector<model::Service> services;
+  for (const auto& [key, item] : items_) {
+    try {
+      services.push_back(model::parse_service(item));
+    } catch (const Error&) {
+      // reported when its event came
+    }
+  }
+  note(tracker_.reset(config, std::move(services)));
+}
+
+void Feed::apply(const json& event) {
+  if (!event.is_object()) throw Error("a watch event must be a JSON object");
+  const std::string type = text_at(event, {"type"});
+  if (type == "BOOKMARK") return;
+  auto found = event.find("object");
+  if (found == event.end() || !found->is_object())
+    throw Error(fmt::format("watch event {}: object: is required", type.empty() ? "(no type)" : type));
+  const json& object = *found;
+  if (type == "ERROR")
+    throw Error(fmt::format("watch event ERROR: {}", shorten(text_at(object, {"message"}))));
+  if (type != "ADDED" && type != "MODIFIED" && type != "DELETED")
+    throw Error(fmt::format("watch event type '{}': expected ADDED, MODIFIED, DELETED or BOOKMARK", shorten(type)));
+  const std::string kind = text_at(object, {"kind"});
+  const Key key = key_of(object);
+  if (kind == "ConfigMap") {
+    if (key.first + "/" + key.second != config_map_key_ || type == "DELETED") return; // the last good config stays
+    try {
+      pool::Config config = pool::parse_config_map(object);
+      config_stale_ = false;
+      reallocate(config);
+    } catch (const Error& e) {
+      // The Services still waiting are told again, now that the config they wait for is refused.
+      config_stale_ = true;
+      for (const Result& result : tracker_.results())
+        if (result.outcome == Outcome::failed) note({result});
+      std::string consequence = config_ ? "keeping the last good config" : "no IP is assigned until it is fixed";
+      events_.push_back(make_object_event(object, "InvalidConfig", "Warning", fmt::format("{}; {}", e.what(), consequence)));
+      throw Error(fmt::format("{} ({})", e.what(), consequence));
+    }
+    return;
+  }
+  if (kind != "Service") return;
+  if (key.second.empty()) throw Error("watch event: a Service without metadata.name");
+  in_flight_.erase(key);
+  if (type == "DELETED") {
+    items_.erase(key);
+    touched_.erase(key);
+    if (config_) note(tracker_.erase(key.first, key.second));
+    return;
+  }
+  items_[key] = object;
+  touched_.insert(key);
+  if (!config_) return;
+  model::Service service;
+  try {
+    service = model::parse_service(object);
+  } catch (const Error&) {
+    note(tracker_.erase(key.first, key.second)); // left out, as from a List
+    throw;
+  }
+  note(tracker_.upsert(std::move(service)));
+}
+
+std::optional<Feed::Change> Feed::take() {
+  std::set<Key> keys = std::move(touched_);
+  keys.merge(changed_);
+  touched_.clear();
+  changed_.clear();
+  Change change;
+  change.events = std::move(events_);
+  events_.clear();
+  if (config_) {
+    for (const Key& key : keys) {
+      auto item = items_.find(key);
+      const model::Service* service = tracker_.find(key.first, key.second);
+      const Result* result = tracker_.result(key.first, key.second);
+      if (item == items_.end() || !service || !result) continue; // deleted, or unreadable
+      auto flight = in_flight_.find(key);
+      if (flight != in_flight_.end() && flight->second == text_at(item->second, {"metadata", "resourceVersion"}))
+        continue; // its status is being written: its next event tells
+      change.items.push_back(item->second);
+      change.services.push_back(*service);
+      change.results.push_back(*result);
+    }
+  }
+  if (change.items.empty() && change.events.empty()) return std::nullopt;
+  return change;
+}
+
+void Feed::published(const json& document) {
+  const json* items = &document;
+  if (document.is_object()) {
+    auto found = document.find("items");
+    if (found == document.end()) return;
+    items = &*found;
+  }
+  if (!items->is_array()) return;
+  for (const json& item : *items) {
+    if (!item.is_object() || item.value("kind", "") != "Service") continue;
+    const Key key = key_of(item);
+    auto kept = items_.find(key);
+    if (kept == items_.end()) continue;
+    const json& ingress = ingress_of(item);
+    if (ingress == ingress_of(kept->second)) continue;
+    kept->second["status"]["loadBalancer"]["ingress"] = ingress;
+    in_flight_[key] = text_at(item, {"metadata", "resourceVersion"});
+    if (!config_) continue;
+    try {
+      note(tracker_.upsert(model::parse_service(kept->second)));
+    } catch (const Error&) {
+      // it was read before: only its status changed
+    }
+  }
+}
+
+bool Feed::trim(json& document) {
+  if (!document.is_object() || !document.contains("items") || !document["items"].is_array()) return false;
+  json& items = document["items"];
+  std::set<Key> named;
+  bool any_event = false;
+  for (const json& item : items) {
+    if (item.value("kind", "") != "Event") continue;
+    any_event = true;
+    if (text_at(item, {"involvedObject", "kind"}) == "Service")
+      named.emplace(text_at(item, {"involvedObject", "namespace"}), text_at(item, {"involvedObject", "name"}));
+  }
+  json kept = json::array();
+  for (json& item : items) {
+    const std::string kind = item.value("kind", "");
+    if (kind == "Event" || (kind == "Service" && named.count(key_of(item)))) kept.push_back(std::move(item));
+  }
+  items = std::move(kept);
+  return any_event;
+}
+
+} // namespace k8slb::allocate
