@@ -39,6 +39,23 @@ std::string describe_pool(const pool::Pool& pool) {
   return fmt::format("pool {} ({})", pool.name, pool.network.to_string());
 }
 
+// The pool of the address a slot holds (its status) when that is another configured pool than
+// the one the Service asks for, which it did not ask for by address: the Service is moving.
+const pool::Pool* misfit_pool_of(const Request& request, const Slot& slot, const pool::Config& config) {
+  if (request.problem || slot.pool_problem || !slot.pool || !slot.existing || slot.requested ||
+      slot.pool->network.contains(*slot.existing))
+    return nullptr;
+  return detail::pool_holding(config, *slot.existing);
+}
+
+// The claim on the address a slot holds. A moving Service's address is held as its own
+// pool's until the move, so it never joins the new pool's sharing group.
+Claim existing_claim(const Request& request, const Slot& slot, const pool::Config& config) {
+  Claim claim = claim_for(request, slot, slot.requested == slot.existing);
+  if (const pool::Pool* pool = misfit_pool_of(request, slot, config)) claim.pool = pool->name;
+  return claim;
+}
+
 // Phase 1: the addresses Services already hold stay theirs. Two holders of one address that
 // may not share it: the first in namespace/name order keeps it, the other loses it. An address
 // in another configured pool than the one the Service asks for (its pool annotation changed)
@@ -47,14 +64,8 @@ void keep_existing(Allocator& allocator, Request& request, const pool::Config& c
   for (Slot& slot : request.slots) {
     if (!slot.existing) continue;
     const ip::Address& address = *slot.existing;
-    // In another configured pool than the one the Service asks for, and not asked for: held
-    // as that pool's address until the move, so it never joins the new pool's sharing group.
-    const pool::Pool* misfit_pool = nullptr;
-    if (!request.problem && !slot.pool_problem && slot.pool && !slot.pool->network.contains(address) &&
-        !slot.requested)
-      misfit_pool = detail::pool_holding(config, address);
-    Claim claim = claim_for(request, slot, slot.requested == slot.existing);
-    if (misfit_pool) claim.pool = misfit_pool->name;
+    const pool::Pool* misfit_pool = misfit_pool_of(request, slot, config);
+    Claim claim = existing_claim(request, slot, config);
     if (auto conflict = allocator.conflict(address, claim)) {
       slot.problem = Problem{request.key, detail::kFieldStatus, detail::kReasonFailed, *conflict};
       continue;
@@ -392,8 +403,8 @@ struct Tracker::State {
     return changed;
   }
 
-  // Everything again, as allocate(). Returns the results that changed, and `always`'s.
-  std::vector<Result> full_run(const std::optional<Key>& always) {
+  // Everything again, as allocate(). Returns the results that changed, and those of `always`.
+  std::vector<Result> full_run(const std::set<Key>& always) {
     ++full_runs;
     allocator = Allocator();
     waiting.clear();
@@ -406,25 +417,31 @@ struct Tracker::State {
     run_phases(allocator, batch, config);
     std::vector<Result> changed;
     for (auto& [key, entry] : entries)
-      if (settle(key, entry) || key == always) changed.push_back(entry.result);
+      if (settle(key, entry) || always.count(key)) changed.push_back(entry.result);
     return changed;
   }
 
-  // The Service `key` was replaced (`service` set) or deleted (nullopt): it and the waiting
-  // Services are allocated again against the settled ones' claims.
-  std::vector<Result> change(const Key& key, std::optional<model::Service> service) {
+  // Services replaced (a Service set) or deleted (nullopt), in order: they and the waiting
+  // Services are allocated again, together, against the settled ones' claims. Returns the
+  // results that changed and those of the Services replaced.
+  std::vector<Result> change(std::vector<std::pair<Key, std::optional<model::Service>>> changes) {
     std::set<Key> batch_keys = waiting;
+    std::set<Key> replaced;
     for (const Key& waiting_key : waiting) release(entries.at(waiting_key));
-    auto found = entries.find(key);
-    if (found != entries.end() && !waiting.count(key)) release(found->second);
-    if (service) {
-      if (found == entries.end()) found = entries.try_emplace(key).first;
-      found->second.service = std::move(*service);
-      batch_keys.insert(key);
-    } else {
-      if (found != entries.end()) entries.erase(found);
-      waiting.erase(key);
-      batch_keys.erase(key);
+    for (auto& [key, service] : changes) {
+      auto found = entries.find(key);
+      if (found != entries.end() && !batch_keys.count(key)) release(found->second);
+      if (service) {
+        if (found == entries.end()) found = entries.try_emplace(key).first;
+        found->second.service = std::move(*service);
+        batch_keys.insert(key);
+        replaced.insert(key);
+      } else {
+        if (found != entries.end()) entries.erase(found);
+        waiting.erase(key);
+        batch_keys.erase(key);
+        replaced.erase(key);
+      }
     }
     std::vector<Request*> batch;
     for (const Key& batch_key : batch_keys) {
@@ -436,17 +453,15 @@ struct Tracker::State {
     // in a full run the first in namespace/name order keeps it, so run everything.
     for (const Request* request : batch) {
       if (!request->ours) continue;
-      for (const Slot& slot : request->slots) {
-        if (!slot.existing) continue;
-        if (allocator.conflict(*slot.existing, claim_for(*request, slot, slot.requested == slot.existing)))
-          return full_run(service ? std::optional<Key>(key) : std::nullopt);
-      }
+      for (const Slot& slot : request->slots)
+        if (slot.existing && allocator.conflict(*slot.existing, existing_claim(*request, slot, config)))
+          return full_run(replaced);
     }
     run_phases(allocator, batch, config);
     std::vector<Result> changed;
     for (const Key& batch_key : batch_keys) {
       Entry& entry = entries.at(batch_key);
-      if (settle(batch_key, entry) || batch_key == key) changed.push_back(entry.result);
+      if (settle(batch_key, entry) || replaced.count(batch_key)) changed.push_back(entry.result);
     }
     return changed;
   }
@@ -472,25 +487,37 @@ std::vector<Result> Tracker::reset(const pool::Config& config, std::vector<model
     State::Key key{service.ns, service.name};
     state.entries[std::move(key)].service = std::move(service);
   }
-  state.full_run(std::nullopt);
+  state.full_run({});
   return results();
 }
 
 std::vector<Result> Tracker::set_config(const pool::Config& config) {
   state_->config = config;
   state_->configured = true;
-  return state_->full_run(std::nullopt);
+  return state_->full_run({});
 }
 
 std::vector<Result> Tracker::upsert(model::Service service) {
-  state_->require_config();
-  State::Key key{service.ns, service.name};
-  return state_->change(key, std::move(service));
+  std::vector<model::Service> one;
+  one.push_back(std::move(service));
+  return update(std::move(one), {});
 }
 
 std::vector<Result> Tracker::erase(const std::string& ns, const std::string& name) {
+  return update({}, {{ns, name}});
+}
+
+std::vector<Result> Tracker::update(std::vector<model::Service> upserted,
+                                    const std::vector<std::pair<std::string, std::string>>& erased) {
   state_->require_config();
-  return state_->change({ns, name}, std::nullopt);
+  std::vector<std::pair<State::Key, std::optional<model::Service>>> changes;
+  changes.reserve(upserted.size() + erased.size());
+  for (const auto& key : erased) changes.emplace_back(key, std::nullopt);
+  for (model::Service& service : upserted) {
+    State::Key key{service.ns, service.name};
+    changes.emplace_back(std::move(key), std::move(service));
+  }
+  return state_->change(std::move(changes));
 }
 
 std::vector<Result> Tracker::results() const {

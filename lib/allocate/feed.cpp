@@ -46,6 +46,7 @@ std::vector<Result> Feed::load(const std::vector<json>& items, std::vector<model
   loaded_ = true;
   items_.clear();
   in_flight_.clear();
+  pending_.clear();
   config_stale_ = stale;
   touched_.clear();
   changed_.clear();
@@ -100,6 +101,7 @@ void Feed::apply(const json& event) {
   const Key key = key_of(object);
   if (kind == "ConfigMap") {
     if (key.first + "/" + key.second != config_map_key_ || type == "DELETED") return; // the last good config stays
+    flush(); // the Services first, as they came before it
     try {
       pool::Config config = pool::parse_config_map(object);
       config_stale_ = false;
@@ -121,23 +123,35 @@ void Feed::apply(const json& event) {
   if (type == "DELETED") {
     items_.erase(key);
     touched_.erase(key);
-    if (config_) note(tracker_.erase(key.first, key.second));
+    if (config_) pending_[key] = std::nullopt;
     return;
   }
   items_[key] = object;
   touched_.insert(key);
   if (!config_) return;
-  model::Service service;
   try {
-    service = model::parse_service(object);
+    pending_[key] = model::parse_service(object);
   } catch (const Error&) {
-    note(tracker_.erase(key.first, key.second)); // left out, as from a List
+    pending_[key] = std::nullopt; // left out, as from a List
     throw;
   }
-  note(tracker_.upsert(std::move(service)));
+}
+
+// The Service changes of the events read so far, allocated in one run.
+void Feed::flush() {
+  if (pending_.empty()) return;
+  std::vector<model::Service> upserted;
+  std::vector<std::pair<std::string, std::string>> erased;
+  for (auto& [key, service] : pending_) {
+    if (service) upserted.push_back(std::move(*service));
+    else erased.push_back(key);
+  }
+  pending_.clear();
+  note(tracker_.update(std::move(upserted), erased));
 }
 
 std::optional<Feed::Change> Feed::take() {
+  flush();
   std::set<Key> keys = std::move(touched_);
   keys.merge(changed_);
   touched_.clear();
@@ -171,6 +185,7 @@ void Feed::published(const json& document) {
     items = &*found;
   }
   if (!items->is_array()) return;
+  std::vector<model::Service> written; // taken as written: settled at once, in one run
   for (const json& item : *items) {
     if (!item.is_object() || item.value("kind", "") != "Service") continue;
     const Key key = key_of(item);
@@ -182,11 +197,12 @@ void Feed::published(const json& document) {
     in_flight_[key] = text_at(item, {"metadata", "resourceVersion"});
     if (!config_) continue;
     try {
-      note(tracker_.upsert(model::parse_service(kept->second)));
+      written.push_back(model::parse_service(kept->second));
     } catch (const Error&) {
       // it was read before: only its status changed
     }
   }
+  if (!written.empty()) note(tracker_.update(std::move(written), {}));
 }
 
 bool Feed::trim(json& document) {
@@ -197,6 +213,8 @@ bool Feed::trim(json& document) {
   for (const json& item : items) {
     if (item.value("kind", "") != "Event") continue;
     any_event = true;
+    const std::string reason = text_at(item, {"reason"});
+    if (reason != "IPAllocated" && reason != "IPReleased" && reason != "StatusUpdated") continue;
     if (text_at(item, {"involvedObject", "kind"}) == "Service")
       named.emplace(text_at(item, {"involvedObject", "namespace"}), text_at(item, {"involvedObject", "name"}));
   }

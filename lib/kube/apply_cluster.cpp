@@ -94,6 +94,7 @@ Plan plan_document(const json& document) {
       std::string key =
           string_field(item, {"metadata", "namespace"}) + "/" + string_field(item, {"metadata", "name"});
       services[key] = &item;
+      plan.shown.push_back(key);
     } else if (kind == "Event") {
       plan.events.push_back(item);
     }
@@ -624,11 +625,18 @@ WriteSummary ClusterWriter::write(const json& document) {
   }
   Plan plan = plan_document(document);
   for (const std::string& error : plan.errors) log_(error);
+  // A write waiting to be tried again is dropped when a later document shows its Service:
+  // that document's decision replaces it, even when it writes nothing (the allocator may have
+  // given the address to another Service meanwhile).
+  if (!retries_.empty()) {
+    for (const std::string& key : plan.shown) {
+      if (retries_.erase(key)) log_(fmt::format("{}: a newer decision replaces the status write waiting to be tried again", key));
+    }
+  }
 
   std::set<std::string> written; // Services whose status this document wrote
   std::vector<const StatusWrite*> failed;
   for (const StatusWrite& write : plan.writes) {
-    retries_.erase(write.key()); // this document's write replaces one waiting to be tried again
     StatusOutcome outcome = write_with_events(write, {}, summary);
     if (outcome == StatusOutcome::written) written.insert(write.key());
     if (outcome == StatusOutcome::failed) failed.push_back(&write);

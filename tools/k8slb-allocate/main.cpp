@@ -289,8 +289,8 @@ int run(const Options& options) {
         if (reader.ready()) continue;
         auto changes = publish_changes(feed, options);
         config = feed.config();
-        k8slb::allocate::record_metrics(config ? &*config : nullptr, feed.tracker().results(), feed.config_stale());
         if (!changes) continue;
+        k8slb::allocate::record_metrics(config ? &*config : nullptr, feed.tracker().results(), feed.config_stale());
         out = std::move(*changes);
         ok = true;
       } else {

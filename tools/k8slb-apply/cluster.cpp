@@ -225,7 +225,11 @@ int run_cluster(const ClusterOptions& options) {
       if (reader.ready() || stdin_readable_by(*due)) break;
       std::unique_lock lock(writing);
       if (!may_write()) break;
-      writer.retry_due();
+      try {
+        writer.retry_due();
+      } catch (const k8slb::Error&) {
+        break; // stopping, or no longer the leader: as for a document, below
+      }
     }
     std::optional<k8slb::json> document = reader.next();
     if (!document) break;

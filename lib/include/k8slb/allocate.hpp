@@ -93,6 +93,11 @@ public:
   // A Service deleted. Returns the results of other Services that changed (e.g. one that
   // waited for an address gets the one freed).
   std::vector<Result> erase(const std::string& ns, const std::string& name);
+  // Several changes as one: the Services (namespace, name) in `erased` deleted, then those in
+  // `upserted` added or changed. One run for all of them: a burst of k new Services costs
+  // O(k log n), where k upserts one by one would allocate the waiting ones again each time.
+  std::vector<Result> update(std::vector<model::Service> upserted,
+                             const std::vector<std::pair<std::string, std::string>>& erased);
 
   std::vector<Result> results() const; // every result, in namespace/name order
   const Result* result(const std::string& ns, const std::string& name) const;
@@ -147,8 +152,9 @@ public:
   // as written.
   void published(const nlohmann::json& document);
 
-  // A Change's document keeps only the Services an Event names (the others have nothing to
-  // write) and the Events; false when no Event is left (nothing to print).
+  // A Change's document keeps only the Events and the Services whose status they write
+  // (IPAllocated, IPReleased, StatusUpdated: k8slb-apply cluster needs the item); false when
+  // there is no Event (nothing to print).
   static bool trim(nlohmann::json& document);
 
   const std::optional<pool::Config>& config() const { return config_; }
@@ -159,6 +165,7 @@ public:
 private:
   using Key = std::pair<std::string, std::string>;
   void reallocate(const pool::Config& config);
+  void flush();
   void note(const std::vector<Result>& results);
 
   std::string config_map_key_;
@@ -168,6 +175,7 @@ private:
   bool loaded_ = false;
   std::map<Key, nlohmann::json> items_;   // every Service, as last seen (or as we wrote it)
   std::map<Key, std::string> in_flight_;  // Service -> the resourceVersion we published a status for
+  std::map<Key, std::optional<model::Service>> pending_; // read, not yet allocated (nullopt: deleted)
   std::set<Key> touched_;                 // Services an event named since the last take()
   std::set<Key> changed_;                 // Services whose result changed since then
   std::vector<nlohmann::json> events_;

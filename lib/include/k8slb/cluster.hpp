@@ -65,6 +65,7 @@ struct Plan {
   std::vector<StatusWrite> writes; // sorted by namespace/name
   std::vector<json> events;        // in document order
   std::vector<std::string> errors; // malformed items, "object: field: message"
+  std::vector<std::string> shown;  // namespace/name of every Service in the document
 };
 
 // Reads one document (a v1 List, or a single object): every Service that has an IPAllocated,
