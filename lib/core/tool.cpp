@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <ctime>
 #include <csignal>
+#include <poll.h>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -145,6 +146,11 @@ bool write_line(std::string_view line) {
   std::cout.put('\n');
   std::cout.flush();
   return static_cast<bool>(std::cout);
+}
+
+bool stdin_readable_within(std::chrono::milliseconds wait) {
+  pollfd fd{0, POLLIN, 0};
+  return ::poll(&fd, 1, static_cast<int>(std::clamp<long long>(wait.count(), 0, 60'000))) > 0;
 }
 
 int run_main(CLI::App& app, int argc, char** argv, const std::function<int()>& run) {

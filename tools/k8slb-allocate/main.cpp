@@ -274,7 +274,17 @@ int run(const Options& options) {
   StageTimer timer;
   // A --config file wins over the ConfigMap, in events as in Lists.
   k8slb::allocate::Feed feed(options.config_file.empty() ? options.config_map : "", allocate_options_for(options));
+  bool metrics_due = false;
+  auto metrics_recorded = std::chrono::steady_clock::now();
   while (true) {
+    if (metrics_due && !reader.ready() &&
+        (std::chrono::steady_clock::now() - metrics_recorded > std::chrono::seconds(1) ||
+         !k8slb::tool::stdin_readable_within(std::chrono::milliseconds(100)))) {
+      const auto& current = feed.config();
+      k8slb::allocate::record_metrics(current ? &*current : nullptr, feed.tracker().results(), feed.config_stale());
+      metrics_due = false;
+      metrics_recorded = std::chrono::steady_clock::now();
+    }
     std::optional<json> document;
     std::optional<std::chrono::system_clock::time_point> seen; // passed on (k8slb/documents.hpp)
     bool ok = false;
@@ -290,7 +300,7 @@ int run(const Options& options) {
         auto changes = publish_changes(feed, options);
         config = feed.config();
         if (!changes) continue;
-        k8slb::allocate::record_metrics(config ? &*config : nullptr, feed.tracker().results(), feed.config_stale());
+        metrics_due = true; // recounted when the input pauses, or once a second (a pass over every Service)
         out = std::move(*changes);
         ok = true;
       } else {

@@ -11,7 +11,6 @@
 // pipeline started without holding the Lease acquires it and exits 4: restart it.
 #include "commands.hpp"
 
-#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -23,7 +22,6 @@
 
 #include <fmt/format.h>
 #include <malloc.h>
-#include <poll.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -39,12 +37,6 @@ namespace {
 
 namespace cluster = k8slb::cluster;
 
-// Whether input arrives on stdin (or it ends) before `deadline`.
-bool stdin_readable_by(cluster::TimePoint deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - cluster::Clock::now()).count();
-  pollfd fd{0, POLLIN, 0};
-  return ::poll(&fd, 1, static_cast<int>(std::clamp<long long>(left, 0, 60'000))) > 0;
-}
 namespace kube = k8slb::kube;
 namespace tool = k8slb::tool;
 
@@ -222,7 +214,9 @@ int run_cluster(const ClusterOptions& options) {
   while (true) {
     // Failed status writes are tried again when due, between documents (cluster.hpp).
     while (auto due = writer.next_retry()) {
-      if (reader.ready() || stdin_readable_by(*due)) break;
+      if (reader.ready() ||
+          tool::stdin_readable_within(std::chrono::duration_cast<std::chrono::milliseconds>(*due - cluster::Clock::now())))
+        break;
       std::unique_lock lock(writing);
       if (!may_write()) break;
       try {

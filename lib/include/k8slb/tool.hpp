@@ -61,4 +61,8 @@ std::string instance_name();
 // Writes a line to stdout and flushes; returns false when stdout is closed.
 bool write_line(std::string_view line);
 
+// Whether input arrives on standard input (or it ends) within `wait` (at most a minute), for a
+// tool that has work to do when its input is idle.
+bool stdin_readable_within(std::chrono::milliseconds wait);
+
 } // namespace k8slb::tool
