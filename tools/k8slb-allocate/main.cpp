@@ -299,8 +299,8 @@ int run(const Options& options) {
         if (reader.ready()) continue;
         auto changes = publish_changes(feed, options);
         config = feed.config();
-        if (!changes) continue;
         metrics_due = true; // recounted when the input pauses, or once a second (a pass over every Service)
+        if (!changes) continue;
         out = std::move(*changes);
         ok = true;
       } else {
