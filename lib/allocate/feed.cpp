@@ -44,6 +44,14 @@ Feed::Feed(std::string config_map_key, Options options)
 std::vector<Result> Feed::load(const std::vector<json>& items, std::vector<model::Service> services,
                                const std::optional<pool::Config>& config, bool stale) {
   loaded_ = true;
+  // A List (a resync) that still shows a Service at the version we published a status for
+  // predates our write: keep the status we published, or the address could go to another.
+  std::map<Key, std::string> in_flight = std::move(in_flight_);
+  std::map<Key, json> published_ingress;
+  for (const auto& [key, version] : in_flight) {
+    auto kept = items_.find(key);
+    if (kept != items_.end()) published_ingress[key] = ingress_of(kept->second);
+  }
   items_.clear();
   in_flight_.clear();
   pending_.clear();
@@ -53,6 +61,20 @@ std::vector<Result> Feed::load(const std::vector<json>& items, std::vector<model
   events_.clear();
   for (const json& item : items)
     if (item.is_object() && item.value("kind", "") == "Service") items_[key_of(item)] = item;
+  if (!published_ingress.empty()) {
+    std::map<Key, model::Service*> parsed;
+    for (model::Service& service : services) parsed[{service.ns, service.name}] = &service;
+    for (auto& [key, ingress] : published_ingress) {
+      auto item = items_.find(key);
+      auto service = parsed.find(key);
+      if (item == items_.end() || service == parsed.end() ||
+          text_at(item->second, {"metadata", "resourceVersion"}) != in_flight[key])
+        continue;
+      item->second["status"]["loadBalancer"]["ingress"] = std::move(ingress);
+      in_flight_[key] = in_flight[key];
+      *service->second = model::parse_service(item->second);
+    }
+  }
   if (config) config_ = config;
   if (!config_) return {};
   return tracker_.reset(*config_, std::move(services));

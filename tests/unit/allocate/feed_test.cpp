@@ -96,6 +96,21 @@ TEST(Feed, EachChangePublishesOnlyWhatItChanged) {
   }
 }
 
+// A resync List that was made before our status write reached the watch: the Service still
+// shows no IP at the version we wrote over. The address it was given stays its own.
+TEST(Feed, AResyncThatPredatesOurWriteKeepsTheAddressWePublished) {
+  Feed feed = loaded({config_map("192.0.2.10-192.0.2.11")});
+  feed.apply(event("ADDED", service("b", 3)));
+  EXPECT_EQ(next_document(feed), "b 192.0.2.10; Event IPAllocated");
+  // a, new in the List, comes first in namespace/name order: it must not get b's address.
+  std::vector<json> resync = {config_map("192.0.2.10-192.0.2.11"), service("b", 3), service("a", 4)};
+  std::vector<model::Service> services = {model::parse_service(resync[1]), model::parse_service(resync[2])};
+  std::map<std::string, std::string> ips;
+  for (const Result& result : feed.load(resync, services, pool::parse_config_map(resync[0])))
+    ips[result.service] = result.ips.empty() ? "-" : result.ips[0].to_string();
+  EXPECT_EQ(ips, (std::map<std::string, std::string>{{"default/a", "192.0.2.11"}, {"default/b", "192.0.2.10"}}));
+}
+
 TEST(Feed, ConfigMapEvents) {
   Feed feed = loaded({config_map("192.0.2.10-192.0.2.10"), service("a", 2, "192.0.2.10"), service("b", 3)});
   EXPECT_EQ(next_document(feed), "");
