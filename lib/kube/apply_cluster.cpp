@@ -457,7 +457,7 @@ ClusterWriter::StatusOutcome ClusterWriter::write_status(const StatusWrite& writ
     }
     if (status != 409) {
       log_(fmt::format("{}: status.loadBalancer.ingress: PATCH answered {}", key, status));
-      return StatusOutcome::failed;
+      return status >= 400 && status < 500 && status != 429 ? StatusOutcome::refused : StatusOutcome::failed;
     }
     // 409: the Service changed since the allocator saw it.
     check_may_write();
@@ -567,14 +567,15 @@ ClusterWriter::StatusOutcome ClusterWriter::write_with_events(const StatusWrite&
                                                              WriteSummary& summary) {
   StatusOutcome outcome = write_status(write);
   // Written, found current or changed: the version the allocator saw is superseded.
-  if (outcome != StatusOutcome::failed && !write.resource_version.empty() && !options_.dry_run) {
+  if (outcome != StatusOutcome::failed && outcome != StatusOutcome::refused && !write.resource_version.empty() && !options_.dry_run) {
     superseded_[write.key()] = write.resource_version;
   }
   switch (outcome) {
   case StatusOutcome::written: ++summary.written; break;
   case StatusOutcome::current: ++summary.current; break;
   case StatusOutcome::skipped: ++summary.skipped; break;
-  case StatusOutcome::failed: ++summary.failed; break;
+  case StatusOutcome::failed:
+  case StatusOutcome::refused: ++summary.failed; break;
   }
   // An Event that comes with a status write is posted only when the write went through:
   // otherwise it would tell of an assignment that is not in the cluster.

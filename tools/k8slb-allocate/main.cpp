@@ -7,6 +7,7 @@
 #include <iostream>
 #include <iterator>
 #include <optional>
+#include <utility>
 
 #include <malloc.h>
 
@@ -275,6 +276,7 @@ int run(const Options& options) {
   // A --config file wins over the ConfigMap, in events as in Lists.
   k8slb::allocate::Feed feed(options.config_file.empty() ? options.config_map : "", allocate_options_for(options));
   bool metrics_due = false;
+  std::optional<std::chrono::system_clock::time_point> batch_started; // the first event of a burst read
   auto metrics_recorded = std::chrono::steady_clock::now();
   while (true) {
     if (metrics_due && !reader.ready() &&
@@ -294,9 +296,12 @@ int run(const Options& options) {
       if (!document) break;
       timer.mark("read");
       if (is_watch_event(*document)) {
-        // A burst of events is read whole, then published as one document.
+        // A burst of events is read whole, then published as one document, stamped with the
+        // time its first event was read (watch events carry no time of their own).
+        if (!batch_started) batch_started = std::chrono::system_clock::now();
         apply_event(feed, *document, reader.name());
         if (reader.ready()) continue;
+        seen = std::exchange(batch_started, std::nullopt);
         auto changes = publish_changes(feed, options);
         config = feed.config();
         metrics_due = true; // recounted when the input pauses, or once a second (a pass over every Service)

@@ -244,7 +244,7 @@ public:
   WriteSummary write(const json& document);
 
   // A status write that failed (the API answered 5xx or 429 once the client's own retries
-  // were used up, or could not be reached) is tried again later, with its Events, until it
+  // were used up, or could not be reached; not another 4xx) is tried again later, with its Events, until it
   // goes through or a later document writes that Service: first after 1 s, then twice as
   // long each time, up to 30 s. The input need not bring the Service again (watch events
   // carry only changes). When the next one is due (nullopt: none waiting).
@@ -253,7 +253,9 @@ public:
   WriteSummary retry_due();
 
 private:
-  enum class StatusOutcome { written, current, skipped, failed };
+  // failed: worth trying again (5xx, 429, no answer); refused: not (another 4xx: the request
+  // itself is wrong, or not allowed).
+  enum class StatusOutcome { written, current, skipped, failed, refused };
   struct Retry {
     StatusWrite write;
     std::vector<json> events; // posted when the write goes through
