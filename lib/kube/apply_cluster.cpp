@@ -610,7 +610,7 @@ WriteSummary ClusterWriter::retry_due() {
   for (Retry& retry : due) {
     log_(fmt::format("{}: trying the status write again", retry.write.key()));
     if (write_with_events(retry.write, retry.events, summary) == StatusOutcome::failed)
-      schedule_retry(retry.write, std::move(retry.events), std::min(retry.backoff * 2, Seconds(30)));
+      schedule_retry(retry.write, std::move(retry.events), std::min(retry.backoff * 2, Seconds(5)));
   }
   record_metrics(summary);
   return summary;

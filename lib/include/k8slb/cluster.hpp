@@ -245,8 +245,8 @@ public:
 
   // A status write that failed (the API answered 5xx or 429 once the client's own retries
   // were used up, or could not be reached; not another 4xx) is tried again later, with its Events, until it
-  // goes through or a later document writes that Service: first after 1 s, then twice as
-  // long each time, up to 30 s. The input need not bring the Service again (watch events
+  // goes through or a later document shows that Service: first after 1 s, then twice as
+  // long each time, up to 5 s. The input need not bring the Service again (watch events
   // carry only changes). When the next one is due (nullopt: none waiting).
   std::optional<TimePoint> next_retry() const;
   // Tries the writes that are due.
