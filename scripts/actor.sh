@@ -2,7 +2,7 @@
 # k8slb actor: the DaemonSet's entrypoint on every load-balancer node.
 #
 #   actor.sh          run the pipeline until SIGTERM / SIGINT:
-#                       k8slb-watch services endpointslices nodes configmap/$CONFIG_MAP
+#                       k8slb-watch --events services endpointslices nodes configmap/$CONFIG_MAP
 #                         | k8slb-render all --stream --events --node "$NODE_NAME" ...
 #                         | k8slb-apply node ...
 #                         | k8slb-apply events   (Events on the Services: what this node leaves out)
@@ -28,6 +28,10 @@
 #   UNICAST         true: VRRP unicast to the other nodes' InternalIPs (default false)
 #   VRRP_PASSWORD   VRRP password (from a Secret); empty: VRRPv3 without authentication
 #   KA_OPTIONS, HP_OPTIONS, NX_OPTIONS   extra command-line options for keepalived, haproxy, nginx
+#   WATCH_EVENTS    true (default): k8slb-watch prints the List once, then one watch event per
+#                   change, and k8slb-render keeps the objects (a change costs its own parse);
+#                   false: a whole List per change (at most one per WATCH_DEBOUNCE, default 50ms)
+#   WATCH_RESYNC    with WATCH_EVENTS=true: the whole List again every WATCH_RESYNC (default 10m; 0: never)
 #   RUN_DIR         sockets, pid files, the actor's own state (default /run/k8slb)
 #   CONFIG_DIR      where the daemons' configs are installed (default /etc/k8slb)
 #   K8SLB_BIN       directory of the k8slb tools (default: found on PATH)
@@ -68,6 +72,9 @@ KA_OPTIONS=${KA_OPTIONS:-}
 HP_OPTIONS=${HP_OPTIONS:-}
 NX_OPTIONS=${NX_OPTIONS:-}
 EVENTS=${EVENTS:-true}
+WATCH_EVENTS=${WATCH_EVENTS:-true}
+WATCH_RESYNC=${WATCH_RESYNC:-10m}
+WATCH_DEBOUNCE=${WATCH_DEBOUNCE:-}
 STATE_DIR="$RUN_DIR/actor"
 METRICS_ADDR=${METRICS_ADDR:-}
 METRICS_DIR=${METRICS_DIR:-$STATE_DIR/metrics}
@@ -127,6 +134,10 @@ validate_options() {
     || die "ADVERT_INT: '$ADVERT_INT' is not 1-4095 centiseconds"
   case $UNICAST in true | false) ;; *) die "UNICAST: '$UNICAST' is not true or false" ;; esac
   case $EVENTS in true | false) ;; *) die "EVENTS: '$EVENTS' is not true or false" ;; esac
+  case $WATCH_EVENTS in true | false) ;; *) die "WATCH_EVENTS: '$WATCH_EVENTS' is not true or false" ;; esac
+  [[ $WATCH_RESYNC =~ ^(0|[0-9]+(ms|s|m))$ ]] || die "WATCH_RESYNC: '$WATCH_RESYNC' is not a duration such as 10m"
+  [[ -z $WATCH_DEBOUNCE || $WATCH_DEBOUNCE =~ ^(0|[0-9]+(ms|s|m))$ ]] \
+    || die "WATCH_DEBOUNCE: '$WATCH_DEBOUNCE' is not a duration such as 50ms"
   [[ $RESTART_MAX_DELAY =~ ^[0-9]{1,4}$ ]] && ((RESTART_MAX_DELAY >= 1)) \
     || die "RESTART_MAX_DELAY: '$RESTART_MAX_DELAY' is not a number of seconds"
   [[ -z $METRICS_ADDR || $METRICS_ADDR =~ ^(\[[0-9A-Fa-f:.]+\]|[0-9.]+)?:[0-9]{1,5}$ ]] \
@@ -222,6 +233,9 @@ pipeline_args() {
     --cert-dir "$CERT_PATH" --runtime-dir "$RUN_DIR" --vrid-offset "$VRID_OFFSET" --advert-int "$ADVERT_INT")
   render_args+=(--config-map "$CONFIG_MAP")
   local watch_args=(services endpointslices nodes "configmap/$CONFIG_MAP" --node-selector "$NODE_SELECTOR")
+  # The pipeline's watch only (not `once`): changes after the List, or a List per change.
+  WATCH_STREAM_ARGS=(--events --resync "$WATCH_RESYNC")
+  [[ $WATCH_EVENTS == true ]] || WATCH_STREAM_ARGS=(${WATCH_DEBOUNCE:+--debounce "$WATCH_DEBOUNCE"})
   if [[ -n $LB_CLASS ]]; then
     render_args+=(--lb-class "$LB_CLASS")
     watch_args+=(--lb-class "$LB_CLASS")
@@ -261,14 +275,14 @@ start_metrics() {
 start_reader() {
   local watch_metrics
   mapfile -t watch_metrics < <(metrics_file k8slb-watch)
-  "$WATCH" "${WATCH_ARGS[@]}" "${watch_metrics[@]}" >"$STATE_DIR/watch.fifo" 3>&- &
+  "$WATCH" "${WATCH_ARGS[@]}" "${WATCH_STREAM_ARGS[@]}" "${watch_metrics[@]}" >"$STATE_DIR/watch.fifo" 3>&- &
   READER_PIDS=($!)
   local events=()
   [[ $EVENTS == true ]] && events=(--events)
   "$RENDER" "${RENDER_ARGS[@]}" --stream "${events[@]}" <"$STATE_DIR/watch.fifo" >&3 3>&- &
   READER_PIDS+=($!)
   log "reader started: watch ${READER_PIDS[0]}, render ${READER_PIDS[1]}"
-  log "debug: $WATCH ${WATCH_ARGS[*]} | $RENDER ${RENDER_ARGS[*]} --stream ${events[*]}"
+  log "debug: $WATCH ${WATCH_ARGS[*]} ${WATCH_STREAM_ARGS[*]} | $RENDER ${RENDER_ARGS[*]} --stream ${events[*]}"
 }
 
 start_events() {

@@ -108,17 +108,10 @@ void Feed::reallocate(const pool::Config& config) {
 }
 
 void Feed::apply(const json& event) {
-  if (!event.is_object()) throw Error("a watch event must be a JSON object");
-  const std::string type = text_at(event, {"type"});
-  if (type == "BOOKMARK") return;
-  auto found = event.find("object");
-  if (found == event.end() || !found->is_object())
-    throw Error(fmt::format("watch event {}: object: is required", type.empty() ? "(no type)" : type));
-  const json& object = *found;
-  if (type == "ERROR")
-    throw Error(fmt::format("watch event ERROR: {}", shorten(text_at(object, {"message"}))));
-  if (type != "ADDED" && type != "MODIFIED" && type != "DELETED")
-    throw Error(fmt::format("watch event type '{}': expected ADDED, MODIFIED, DELETED or BOOKMARK", shorten(type)));
+  auto read = model::read_watch_event(event);
+  if (!read) return; // a BOOKMARK
+  const std::string& type = read->type;
+  const json& object = *read->object;
   const std::string kind = text_at(object, {"kind"});
   const Key key = key_of(object);
   if (kind == "ConfigMap") {

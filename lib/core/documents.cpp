@@ -616,6 +616,12 @@ void require_objects(const Objects& objects, std::string_view source) {
                           objects.errors.size(), objects.errors.front()));
 }
 
+std::string list_first_error(std::string_view source) {
+  return fmt::format("{}: a watch event before the first List: the events must follow a List of every "
+                     "object (as k8slb-watch --events prints them)",
+                     source);
+}
+
 json make_list(std::vector<json> items) {
   return json{{"apiVersion", "v1"}, {"kind", "List"}, {"metadata", {{"resourceVersion", ""}}},
               {"items", std::move(items)}};

@@ -444,3 +444,82 @@ std::vector<Backend> backends_for(const Service& service, const ServicePort& por
 }
 
 } // namespace k8slb::model
+
+namespace k8slb::model {
+
+bool is_watch_event(const json& document) {
+  return document.is_object() && document.contains("type") && document.contains("object") &&
+         !document.contains("kind");
+}
+
+std::optional<WatchEvent> read_watch_event(const json& event) {
+  if (!event.is_object()) throw Error("a watch event must be a JSON object");
+  const std::string type = string_or_empty(event, "type");
+  if (type == "BOOKMARK") return std::nullopt;
+  auto found = event.find("object");
+  if (found == event.end() || !found->is_object())
+    throw Error(fmt::format("watch event {}: object: is required", type.empty() ? "(no type)" : shorten(type, 40)));
+  if (type == "ERROR")
+    throw Error(fmt::format("watch event ERROR: {}", shorten(string_or_empty(*found, "message"), 200)));
+  if (type != "ADDED" && type != "MODIFIED" && type != "DELETED")
+    throw Error(fmt::format("watch event type '{}': expected ADDED, MODIFIED, DELETED or BOOKMARK", shorten(type, 40)));
+  return WatchEvent{type, &*found};
+}
+
+Store::Store(std::string config_map_key) : config_map_key_(std::move(config_map_key)) {}
+
+void Store::load(const std::vector<json>& items) {
+  services_.clear();
+  slices_.clear();
+  nodes_.clear();
+  config_map_.reset();
+  errors_.clear();
+  for (const auto& item : items) put(item);
+  loaded_ = true;
+}
+
+void Store::apply(const json& event) {
+  auto read = read_watch_event(event);
+  if (!read) return;
+  const json& object = *read->object;
+  const json& metadata = member(object, "metadata");
+  erase(string_or_empty(object, "kind"), {string_or_empty(metadata, "namespace"), string_or_empty(metadata, "name")});
+  if (read->type != "DELETED") put(object);
+}
+
+// Parsed as make_snapshot parses it, so that a snapshot of the store is the List's.
+void Store::put(const json& object) {
+  if (!object.is_object()) return;
+  const json& metadata = member(object, "metadata");
+  const Key key{string_or_empty(metadata, "namespace"), string_or_empty(metadata, "name")};
+  const std::string kind = string_or_empty(object, "kind");
+  auto parsed = make_snapshot({object}, config_map_key_);
+  if (!parsed.errors.empty()) errors_[{kind, key}] = std::move(parsed.errors.front());
+  if (!parsed.services.empty()) services_.insert_or_assign(key, std::move(parsed.services.front()));
+  if (!parsed.slices.empty()) slices_.insert_or_assign(key, std::move(parsed.slices.front()));
+  if (!parsed.nodes.empty()) nodes_.insert_or_assign(key, std::move(parsed.nodes.front()));
+  if (parsed.config_map) config_map_ = std::move(parsed.config_map);
+}
+
+void Store::erase(const std::string& kind, const Key& key) {
+  errors_.erase({kind, key});
+  if (kind == "Service") services_.erase(key);
+  else if (kind == "EndpointSlice") slices_.erase(key);
+  else if (kind == "Node") nodes_.erase(key);
+  else if (kind == "ConfigMap" && (key.first.empty() ? key.second : key.first + "/" + key.second) == config_map_key_)
+    config_map_.reset();
+}
+
+Snapshot Store::snapshot() const {
+  Snapshot snapshot;
+  snapshot.services.reserve(services_.size());
+  for (const auto& [key, service] : services_) snapshot.services.push_back(service);
+  snapshot.slices.reserve(slices_.size());
+  for (const auto& [key, slice] : slices_) snapshot.slices.push_back(slice);
+  for (const auto& [key, node] : nodes_) snapshot.nodes.push_back(node);
+  snapshot.config_map = config_map_;
+  for (const auto& [key, error] : errors_) snapshot.errors.push_back(error);
+  return snapshot;
+}
+
+} // namespace k8slb::model

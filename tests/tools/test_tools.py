@@ -1,6 +1,7 @@
 """The tools end to end on the seed's examples: what an operator sees at a shell."""
 import json
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -319,6 +320,118 @@ class RenderPipelineTest(unittest.TestCase):
         self.assertEqual(allocate.wait(timeout=60), 0)
         self.assertEqual(render.returncode, 0, render.stderr)
         self.assertIn("192.168.10.200:80", render.stdout)
+
+
+class RenderOnEventsTest(unittest.TestCase):
+    """k8slb-render --stream after a List takes watch events (k8slb-watch --events): each change
+    renders what a List of the same objects renders, at the cost of the change."""
+
+    CONFIG = {"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.10-192.0.2.50"}}}
+    INTERFACES = [{"ifindex": 2, "ifname": "eth0", "flags": ["UP", "LOWER_UP"],
+                   "addr_info": [{"family": "inet", "local": "192.0.2.2", "prefixlen": 24}]}]
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="k8slb-tools-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        for name, content in (("pools.json", self.CONFIG), ("interfaces.json", self.INTERFACES)):
+            with open(os.path.join(self.dir, name), "w") as f:
+                json.dump(content, f)
+
+    def args(self):
+        return [tool("k8slb-render"), "all", "--stream", "--events", "--node", "lb-0", "--no-cert-check",
+                "--config", os.path.join(self.dir, "pools.json"),
+                "--interfaces", os.path.join(self.dir, "interfaces.json"), "--runtime-dir", self.dir]
+
+    @staticmethod
+    def service(name, ip, port=80):
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "default", "name": name, "uid": name},
+                "spec": {"type": "LoadBalancer", "ports": [{"port": port, "protocol": "TCP", "targetPort": 8080}]},
+                "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}
+
+    @staticmethod
+    def endpoints(name, *addresses):
+        return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"namespace": "default", "name": name, "labels": {"kubernetes.io/service-name": name}},
+                "addressType": "IPv4", "ports": [{"port": 8080, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [a]} for a in addresses]}
+
+    NODE = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "lb-0", "labels": {"type": "loadBalancer"}},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.2"}]}}
+
+    def render_list(self, items):
+        """The line a List of these objects renders (the snapshot path)."""
+        result = run(self.args(), json.dumps({"apiVersion": "v1", "kind": "List", "items": items}) + "\n")
+        self.assertIn(result.returncode, (0, 3), result.stderr)  # 3: an object left out
+        return json.loads(result.stdout)
+
+    @staticmethod
+    def end(process):
+        process.kill()
+        process.wait(timeout=20)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            stream.close()
+
+    def read_line(self, process):
+        ready, _, _ = select.select([process.stdout], [], [], 20)
+        self.assertTrue(ready, "no line from k8slb-render within 20 s")
+        return json.loads(process.stdout.readline())
+
+    def test_each_change_renders_what_a_list_renders(self):
+        cluster = {("Service", "web"): self.service("web", "192.0.2.10"),
+                   ("EndpointSlice", "web"): self.endpoints("web", "198.51.100.1"),
+                   ("Node", "lb-0"): self.NODE}
+        process = subprocess.Popen(self.args(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        self.addCleanup(self.end, process)
+        process.stdin.write(json.dumps({"apiVersion": "v1", "kind": "List", "items": list(cluster.values())}) + "\n")
+        process.stdin.flush()
+        first = self.read_line(process)
+        self.assertIn("192.0.2.10:80", first["files"]["haproxy.cfg"])
+        steps = [
+            ("a new Service", "ADDED", self.service("api", "192.0.2.11", 443)),
+            ("its endpoints", "ADDED", self.endpoints("api", "198.51.100.2", "198.51.100.3")),
+            ("an endpoint moves", "MODIFIED", self.endpoints("web", "198.51.100.4")),
+            ("a Service that cannot be read", "MODIFIED",
+             {**self.service("web", "192.0.2.10"), "spec": {"type": "LoadBalancer", "ports": [{"port": "eighty"}]}}),
+            ("fixed", "MODIFIED", self.service("web", "192.0.2.10", 8080)),
+            ("a Service deleted", "DELETED", self.service("api", "192.0.2.11", 443)),
+        ]
+        for what, kind, obj in steps:
+            with self.subTest(what):
+                key = (obj["kind"], obj["metadata"]["name"])
+                if kind == "DELETED":
+                    del cluster[key]
+                else:
+                    cluster[key] = obj
+                process.stdin.write(json.dumps({"type": kind, "object": obj}) + "\n")
+                process.stdin.flush()
+                line = self.read_line(process)
+                self.assertIn("observedAt", line)  # when the event was read, for k8slb-apply node's timing
+                expected = self.render_list(list(cluster.values()))
+                self.assertEqual(line["files"], expected["files"])
+                self.assertEqual(line["problems"], expected["problems"])
+                self.assertEqual(line["events"], expected["events"])
+        self.assertIn("192.0.2.10:8080", line["files"]["haproxy.cfg"])
+        self.assertNotIn("192.0.2.11", line["files"]["haproxy.cfg"])
+        self.assertNotIn("192.0.2.11", line["files"]["keepalived.conf"])
+        # An event that cannot be used is named, and the next one is rendered all the same.
+        process.stdin.write(json.dumps({"type": "CHANGED", "object": self.NODE}) + "\n")
+        process.stdin.write(json.dumps({"type": "DELETED", "object": self.service("web", "192.0.2.10")}) + "\n")
+        process.stdin.close()
+        line = self.read_line(process)
+        self.assertNotIn("192.0.2.10", line["files"]["keepalived.conf"])
+        self.assertEqual(process.wait(timeout=20), 3)  # partial: something was left out
+        stderr = process.stderr.read()
+        self.assertIn("k8slb-render: error: <stdin>: document 8: watch event type 'CHANGED': expected ADDED, MODIFIED, DELETED "
+                      "or BOOKMARK", stderr)
+        self.assertIn("default/web: spec.ports[0].port: must be an integer", stderr)
+
+    def test_an_event_before_any_list_is_refused(self):
+        event = {"type": "ADDED", "object": self.service("web", "192.0.2.10")}
+        result = run(self.args(), json.dumps(event) + "\n")
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("k8slb-render: error: <stdin>: document 1: a watch event before the first List", result.stderr)
+        self.assertEqual(result.stdout, "")
 
 
 if __name__ == "__main__":

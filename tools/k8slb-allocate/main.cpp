@@ -208,19 +208,11 @@ std::optional<json> publish_changes(k8slb::allocate::Feed& feed, const Options& 
   return document;
 }
 
-// {"type": ..., "object": {...}}: a watch event, not an object (which has a kind).
-bool is_watch_event(const json& document) {
-  return document.is_object() && document.contains("type") && document.contains("object") &&
-         !document.contains("kind");
-}
-
 // One watch event into the feed. A problem with it is reported (naming the event) and the
 // stream goes on; the events already read are published all the same.
 void apply_event(k8slb::allocate::Feed& feed, const json& event, const std::string& where) {
   if (!feed.loaded())
-    throw k8slb::Error(fmt::format("{}: a watch event before the first List: the events must follow a List "
-                                   "of every object (as k8slb-watch --events prints them)",
-                                   where));
+    throw k8slb::Error(k8slb::list_first_error(where));
   try {
     feed.apply(event);
   } catch (const k8slb::Error& e) {
@@ -295,7 +287,7 @@ int run(const Options& options) {
       document = reader.next();
       if (!document) break;
       timer.mark("read");
-      if (is_watch_event(*document)) {
+      if (k8slb::model::is_watch_event(*document)) {
         // A burst of events is read whole, then published as one document, stamped with the
         // time its first event was read (watch events carry no time of their own).
         if (!batch_started) batch_started = std::chrono::system_clock::now();

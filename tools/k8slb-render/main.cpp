@@ -1,8 +1,9 @@
 // k8slb-render: writes haproxy.cfg, nginx.conf or keepalived.conf for assigned Services.
 //
 //   k8slb-allocate --config pools.json -f svc.yml | k8slb-render haproxy
-//   k8slb-watch services endpointslices nodes configmap/k8slb-system/global |
+//   k8slb-watch --events services endpointslices nodes configmap/k8slb-system/global |
 //     k8slb-render all --stream --node "$NODE_NAME" | k8slb-apply node
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -59,15 +60,13 @@ bool matches_selector(const k8slb::model::Node& node, const std::string& selecto
   return true;
 }
 
-// Renders one input's objects; `errors` gets what was left out (objects that could not be
-// read, a broken ConfigMap when an earlier one is kept).
-k8slb::render::Output render_items(k8slb::Objects objects, const Options& options,
+// Renders one input's objects; `errors` (the input's own, on entry) gets what was left out
+// (objects that could not be read, a broken ConfigMap when an earlier one is kept).
+k8slb::render::Output render_items(k8slb::model::Snapshot snapshot, const Options& options,
                                    std::optional<k8slb::pool::Config>& config,
                                    std::map<std::string, std::string>& previous_interfaces,
                                    const std::vector<k8slb::node::Interface>& interfaces,
                                    std::vector<std::string>& errors, json* events = nullptr) {
-  auto snapshot = k8slb::model::make_snapshot(std::move(objects.items), options.config_map);
-  errors = std::move(objects.errors);
   errors.insert(errors.end(), snapshot.errors.begin(), snapshot.errors.end());
   if (options.config_file.empty() && snapshot.config_map) {
     try {
@@ -178,9 +177,12 @@ int run(Options options) {
                 k8slb::parse_json(k8slb::read_file(options.interfaces_file), options.interfaces_file));
 
   if (options.stream) {
-    // One line per input document; a document that cannot be read or rendered is reported
-    // (no line) and the stream goes on.
+    // One line per input document, or per burst of watch events read together (after a
+    // List: k8slb-watch --events), rendered from the objects kept. A document that cannot be
+    // read or rendered is reported (no line) and the stream goes on.
     k8slb::JsonStreamReader reader(std::cin, "<stdin>");
+    k8slb::model::Store store(options.config_map);
+    std::optional<std::chrono::system_clock::time_point> batch_started; // the burst's first event read
     bool all_ok = true;
     bool written_any = false;
     while (true) {
@@ -189,11 +191,27 @@ int run(Options options) {
       try {
         auto document = reader.next();
         if (!document) break;
-        const auto seen = k8slb::observed_at(*document); // passed on for k8slb-apply node's timing
-        auto objects = k8slb::take_objects({std::move(*document)}, reader.name());
-        k8slb::require_objects(objects, reader.name());
+        std::optional<std::chrono::system_clock::time_point> seen; // passed on for k8slb-apply node's timing
+        if (k8slb::model::is_watch_event(*document)) {
+          if (!store.loaded()) throw k8slb::Error(k8slb::list_first_error(reader.name()));
+          if (!batch_started) batch_started = std::chrono::system_clock::now();
+          try {
+            store.apply(*document);
+          } catch (const k8slb::Error& e) {
+            k8slb::tool::error(fmt::format("{}: {}", reader.name(), e.what()));
+            all_ok = false;
+          }
+          if (reader.ready()) continue;
+          seen = std::exchange(batch_started, std::nullopt);
+        } else {
+          seen = k8slb::observed_at(*document);
+          auto objects = k8slb::take_objects({std::move(*document)}, reader.name());
+          k8slb::require_objects(objects, reader.name());
+          store.load(objects.items);
+          errors = std::move(objects.errors);
+        }
         json events;
-        auto output = render_items(std::move(objects), options, config, previous_interfaces, interfaces, errors,
+        auto output = render_items(store.snapshot(), options, config, previous_interfaces, interfaces, errors,
                                    options.events ? &events : nullptr);
         all_ok = report(output, errors) == k8slb::tool::kExitOk && all_ok;
         json problems = json::array();
@@ -222,7 +240,10 @@ int run(Options options) {
   // object, or cannot be read, writes nothing (an empty config would take every VIP away).
   std::vector<std::string> paths = options.files.empty() ? std::vector<std::string>{"-"} : options.files;
   std::vector<std::string> errors;
-  auto output = render_items(k8slb::read_objects(paths), options, config, previous_interfaces, interfaces, errors);
+  auto objects = k8slb::read_objects(paths);
+  errors = std::move(objects.errors);
+  auto output = render_items(k8slb::model::make_snapshot(std::move(objects.items), options.config_map), options,
+                             config, previous_interfaces, interfaces, errors);
   if (!options.output_dir.empty()) {
     // The set is written as a whole: the manifest goes first, each file is replaced
     // atomically, and a new manifest naming every file (size, hash) is written last. A set

@@ -102,6 +102,9 @@ void take_objects(std::vector<json> documents, std::string_view source, Objects&
 // Throws Error naming `source` when `objects.none()`: the input holds no Kubernetes object.
 void require_objects(const Objects& objects, std::string_view source);
 
+// The error for a watch event read before any List: a tool on events needs every object first.
+std::string list_first_error(std::string_view source);
+
 // Wraps objects in a `v1 List` document.
 json make_list(std::vector<json> items);
 

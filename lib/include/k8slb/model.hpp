@@ -134,6 +134,44 @@ struct Snapshot {
 Snapshot make_snapshot(std::vector<json> items,
                        const std::string& config_map_key = "k8slb-system/global");
 
+// A watch event, as k8slb-watch --events prints it (kubectl's --output-watch-events shape):
+// {"type": "ADDED|MODIFIED|DELETED", "object": {...}}.
+struct WatchEvent {
+  std::string type;    // ADDED, MODIFIED or DELETED
+  const json* object;  // into the event read
+};
+// A document that is a watch event rather than an object (which has a kind).
+bool is_watch_event(const json& document);
+// The event's type and object; nullopt for a BOOKMARK. Throws Error for an ERROR event, an
+// unknown type or an event without an object.
+std::optional<WatchEvent> read_watch_event(const json& event);
+
+// The objects of a List kept up to date by watch events, for a tool that needs every object
+// after each change (k8slb-render on k8slb-watch --events): an event parses its own object
+// only. After load(list) and any events, snapshot() holds what make_snapshot() gives for the
+// List those events lead to (the same objects and errors; `items` is left empty).
+class Store {
+public:
+  explicit Store(std::string config_map_key = "k8slb-system/global");
+  void load(const std::vector<json>& items); // a whole List: replaces every object
+  void apply(const json& event);             // read_watch_event's errors; else never throws
+  bool loaded() const { return loaded_; }
+  Snapshot snapshot() const; // sorted by namespace/name; errors in kind, namespace, name order
+
+private:
+  using Key = std::pair<std::string, std::string>; // namespace, name
+  void put(const json& object);
+  void erase(const std::string& kind, const Key& key);
+
+  std::string config_map_key_;
+  bool loaded_ = false;
+  std::map<Key, Service> services_;
+  std::map<Key, EndpointSlice> slices_;
+  std::map<Key, Node> nodes_;
+  std::optional<json> config_map_;
+  std::map<std::pair<std::string, Key>, std::string> errors_; // (kind, key) -> why it was left out
+};
+
 // Ready endpoint addresses and the port number for a Service port, from the Service's
 // EndpointSlices, matched the way kube-proxy does (port name, then the slice's ports).
 struct Backend {
