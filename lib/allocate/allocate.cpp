@@ -370,6 +370,32 @@ bool same_result(const Result& a, const Result& b) {
 // ---------------------------------------------------------------------------------------
 // Tracker
 
+void Tally::add(const Result& result) {
+  if (result.outcome == Outcome::failed && result.problem) ++failures[result.problem->reason];
+  if (result.outcome == Outcome::released) return;
+  for (const ip::Address& address : result.ips) ++held[address];
+  if (!result.ips.empty()) ++allocated;
+}
+
+void Tally::remove(const Result& result) {
+  if (result.outcome == Outcome::failed && result.problem) {
+    auto found = failures.find(result.problem->reason);
+    if (found != failures.end() && --found->second == 0) failures.erase(found);
+  }
+  if (result.outcome == Outcome::released) return;
+  for (const ip::Address& address : result.ips) {
+    auto found = held.find(address);
+    if (found != held.end() && --found->second == 0) held.erase(found);
+  }
+  if (!result.ips.empty()) --allocated;
+}
+
+Tally Tally::of(const std::vector<Result>& results) {
+  Tally tally;
+  for (const Result& result : results) tally.add(result);
+  return tally;
+}
+
 struct Tracker::State {
   using Key = std::pair<std::string, std::string>; // (namespace, name): allocate()'s order
   struct Entry {
@@ -385,6 +411,7 @@ struct Tracker::State {
   std::set<Key> waiting;        // entries whose request is not settled
   Allocator allocator;
   std::size_t full_runs = 0;
+  Tally tally; // of every entry's result
 
   void rebuild(Entry& entry) {
     entry.request = detail::make_request(entry.service, config, options);
@@ -397,6 +424,8 @@ struct Tracker::State {
   bool settle(const Key& key, Entry& entry) {
     Result result = finish(entry.request, config);
     bool changed = !same_result(result, entry.result);
+    tally.remove(entry.result);
+    tally.add(result);
     entry.result = std::move(result);
     if (settled(entry.request)) waiting.erase(key);
     else waiting.insert(key);
@@ -437,7 +466,10 @@ struct Tracker::State {
         batch_keys.insert(key);
         replaced.insert(key);
       } else {
-        if (found != entries.end()) entries.erase(found);
+        if (found != entries.end()) {
+          tally.remove(found->second.result);
+          entries.erase(found);
+        }
         waiting.erase(key);
         batch_keys.erase(key);
         replaced.erase(key);
@@ -481,6 +513,7 @@ Tracker& Tracker::operator=(Tracker&&) noexcept = default;
 std::vector<Result> Tracker::reset(const pool::Config& config, std::vector<model::Service> services) {
   State& state = *state_;
   state.entries.clear();
+  state.tally = Tally();
   state.config = config;
   state.configured = true;
   for (model::Service& service : services) {
@@ -540,5 +573,6 @@ const model::Service* Tracker::find(const std::string& ns, const std::string& na
 std::size_t Tracker::size() const { return state_->entries.size(); }
 std::size_t Tracker::waiting() const { return state_->waiting.size(); }
 std::size_t Tracker::full_runs() const { return state_->full_runs; }
+const Tally& Tracker::tally() const { return state_->tally; }
 
 } // namespace k8slb::allocate

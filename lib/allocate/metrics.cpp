@@ -1,7 +1,6 @@
 // The allocator's state in numbers: pools' fill (as kubectl k8slb pools counts it), Services
 // served and refused (Prometheus).
 #include <map>
-#include <set>
 
 #include "k8slb/allocate.hpp"
 #include "k8slb/metrics.hpp"
@@ -33,6 +32,10 @@ struct AllocateMetrics {
 } // namespace
 
 void record_metrics(const pool::Config* config, const std::vector<Result>& results, bool config_stale) {
+  record_metrics(config, Tally::of(results), config_stale);
+}
+
+void record_metrics(const pool::Config* config, const Tally& tally, bool config_stale) {
   static AllocateMetrics families;
   families.loaded.set(config ? 1 : 0);
   families.stale.set(config_stale ? 1 : 0);
@@ -40,26 +43,17 @@ void record_metrics(const pool::Config* config, const std::vector<Result>& resul
   families.in_use.clear();
   families.free.clear();
   if (config) {
-    std::set<ip::Address> held;
-    for (const auto& result : results)
-      if (result.outcome != Outcome::released) held.insert(result.ips.begin(), result.ips.end());
-    for (const auto& row : report::pool_usage(held, *config)) {
+    for (const auto& row : report::pool_usage(tally.held, *config)) {
       std::vector<std::string> labels = {row.pool, std::string(ip::to_string(row.family))};
       families.addresses.set(labels, static_cast<double>(row.size));
       families.in_use.set(labels, static_cast<double>(row.in_use));
       families.free.set(labels, static_cast<double>(row.free));
     }
   }
-  std::size_t allocated = 0;
-  std::map<std::string, std::size_t> failures = {{"AllocationFailed", 0}, {"InvalidService", 0}};
-  for (const auto& result : results) {
-    if (!result.ips.empty() && result.outcome != Outcome::released)
-      ++allocated;
-    if (result.outcome == Outcome::failed && result.problem)
-      ++failures[result.problem->reason];
-  }
-  families.allocated.set(static_cast<double>(allocated));
+  families.allocated.set(static_cast<double>(tally.allocated));
   families.failures.clear();
+  std::map<std::string, std::size_t> failures = {{"AllocationFailed", 0}, {"InvalidService", 0}};
+  for (const auto& [reason, count] : tally.failures) failures[reason] = count;
   for (const auto& [reason, count] : failures)
     families.failures.set({reason}, static_cast<double>(count));
 }

@@ -87,7 +87,13 @@ std::vector<PoolUsage> pool_usage(const std::vector<model::Service>& services, c
   return pool_usage(held, config);
 }
 
-std::vector<PoolUsage> pool_usage(const std::set<ip::Address>& held, const pool::Config& config) {
+namespace {
+const ip::Address& address_of(const ip::Address& address) { return address; }
+const ip::Address& address_of(const std::pair<const ip::Address, std::size_t>& entry) { return entry.first; }
+
+// `held`: a sorted container of addresses (a set, or a map from address to count).
+template <typename Held>
+std::vector<PoolUsage> usage_of(const Held& held, const pool::Config& config) {
   std::vector<PoolUsage> rows;
   for (const pool::Pool& pool : config.pools) {
     PoolUsage row;
@@ -108,14 +114,23 @@ std::vector<PoolUsage> pool_usage(const std::set<ip::Address>& held, const pool:
     }
     ip::u128 held_handed_out = 0;
     auto from = held.lower_bound(pool.network.first());
-    for (auto it = from; it != held.end() && pool.network.contains(*it); ++it) {
+    for (auto it = from; it != held.end() && pool.network.contains(address_of(*it)); ++it) {
       ++row.in_use;
-      if (handed_out(*it)) ++held_handed_out;
+      if (handed_out(address_of(*it))) ++held_handed_out;
     }
     row.free = row.size - held_handed_out;
     rows.push_back(std::move(row));
   }
   return rows;
+}
+} // namespace
+
+std::vector<PoolUsage> pool_usage(const std::set<ip::Address>& held, const pool::Config& config) {
+  return usage_of(held, config);
+}
+
+std::vector<PoolUsage> pool_usage(const std::map<ip::Address, std::size_t>& held, const pool::Config& config) {
+  return usage_of(held, config);
 }
 
 std::optional<std::pair<std::string, std::string>> parse_node_assigned(std::string_view message) {

@@ -165,7 +165,7 @@ std::pair<json, bool> allocate_document(k8slb::Objects objects, const Options& o
       if (config_error.empty()) k8slb::tool::error(why);
       for (json& event : k8slb::allocate::no_config_events(snapshot.services, why, {options.lb_class}))
         config_events.push_back(std::move(event));
-      k8slb::allocate::record_metrics(nullptr, {}, false);
+      k8slb::allocate::record_metrics(nullptr, k8slb::allocate::Tally{}, false);
       if (feed) feed->load(snapshot.items, std::move(snapshot.services), std::nullopt, !config_error.empty());
       json document = {{"apiVersion", "v1"}, {"kind", "List"}, {"items", std::move(snapshot.items)}};
       for (json& event : config_events) document["items"].push_back(std::move(event));
@@ -275,7 +275,7 @@ int run(const Options& options) {
         (std::chrono::steady_clock::now() - metrics_recorded > std::chrono::seconds(1) ||
          !k8slb::tool::stdin_readable_within(std::chrono::milliseconds(100)))) {
       const auto& current = feed.config();
-      k8slb::allocate::record_metrics(current ? &*current : nullptr, feed.tracker().results(), feed.config_stale());
+      k8slb::allocate::record_metrics(current ? &*current : nullptr, feed.tracker().tally(), feed.config_stale());
       metrics_due = false;
       metrics_recorded = std::chrono::steady_clock::now();
     }
@@ -296,7 +296,7 @@ int run(const Options& options) {
         seen = std::exchange(batch_started, std::nullopt);
         auto changes = publish_changes(feed, options);
         config = feed.config();
-        metrics_due = true; // recounted when the input pauses, or once a second (a pass over every Service)
+        metrics_due = true; // recounted when the input pauses, or once a second (a pass over the addresses held, Tracker::tally())
         if (!changes) continue;
         out = std::move(*changes);
         ok = true;

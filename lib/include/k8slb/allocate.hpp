@@ -76,6 +76,18 @@ bool same_result(const Result& a, const Result& b);
 // again, as allocate() does, on a new config and when a changed Service's status collides
 // with a settled Service's address (who keeps it then depends on namespace/name order).
 // Cost: O(w log n) per change for w waiting Services; a full run is O(n log n).
+// What the allocator's gauges count, over a set of results (record_metrics): the addresses
+// held (by how many Services: sharing), Services holding an IP, failures by reason.
+struct Tally {
+  std::map<ip::Address, std::size_t> held; // of results not released
+  std::size_t allocated = 0;               // results holding at least one IP, not released
+  std::map<std::string, std::size_t> failures; // failed results by problem reason
+  void add(const Result& result);
+  void remove(const Result& result);
+  static Tally of(const std::vector<Result>& results);
+  bool operator==(const Tally&) const = default;
+};
+
 class Tracker {
 public:
   explicit Tracker(Options options = {});
@@ -105,6 +117,8 @@ public:
   std::size_t size() const;
   std::size_t waiting() const;   // Services allocated again with every change
   std::size_t full_runs() const; // full runs so far, reset() included
+  // The gauges' counts over results(), kept with every change: no pass over the Services.
+  const Tally& tally() const;
 
 private:
   struct State;
@@ -224,5 +238,7 @@ nlohmann::json publish(std::vector<nlohmann::json>&& items,
 // report::pool_usage, kubectl k8slb pools, counts them), the Services
 // allocated, those that failed by reason, and whether the config in use is the newest one.
 void record_metrics(const pool::Config* config, const std::vector<Result>& results, bool config_stale);
+// The same from a tally (Tracker::tally()): O(addresses held), no copy of the results.
+void record_metrics(const pool::Config* config, const Tally& tally, bool config_stale);
 
 } // namespace k8slb::allocate

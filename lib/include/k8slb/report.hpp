@@ -45,6 +45,8 @@ std::vector<PoolUsage> pool_usage(const std::vector<model::Service>& services, c
                                   const allocate::Options& options = {});
 // The same from the addresses held (the allocator's results, for its metrics).
 std::vector<PoolUsage> pool_usage(const std::set<ip::Address>& held, const pool::Config& config);
+// The same from addresses with the number of Services holding each (allocate::Tally::held).
+std::vector<PoolUsage> pool_usage(const std::map<ip::Address, std::size_t>& held, const pool::Config& config);
 
 // --- kubectl k8slb status ------------------------------------------------------------------
 

@@ -130,6 +130,8 @@ TEST(Tracker, GivesWhatAllocateGivesAfterEveryChange) {
       auto expected = shown(allocate(in_order(services), config, options));
       auto now = shown(tracker.results());
       ASSERT_EQ(now, expected);
+      // The gauges' counts, kept with each change, are those of a count over every result.
+      ASSERT_TRUE(tracker.tally() == Tally::of(tracker.results())) << "tally off after " << what;
       // Every result that changed was returned.
       auto returned_shown = shown(returned);
       for (const auto& [service, text] : now) {
