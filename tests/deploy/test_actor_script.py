@@ -66,6 +66,19 @@ class ActorToolsTest(unittest.TestCase):
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertIn("/nonexistent/k8slb-watch: not found", result.stderr)
 
+    def test_bad_settings_are_an_error_at_start(self):
+        cases = [({"WATCH_EVENTS": "yes"}, "WATCH_EVENTS: 'yes' is not true or false"),
+                 ({"WATCH_RESYNC": "10"}, "WATCH_RESYNC: '10' is not a duration such as 10m"),
+                 ({"WATCH_EVENTS": "false", "WATCH_DEBOUNCE": "1h"}, "WATCH_DEBOUNCE: '1h' is not a duration"),
+                 ({"EVENTS": "1"}, "EVENTS: '1' is not true or false")]
+        for settings, message in cases:
+            with self.subTest(settings=settings):
+                env = dict(os.environ, NODE_NAME="node1", K8SLB_BIN=pod.BINARY_DIR, **settings)
+                result = subprocess.run(["bash", ACTOR, "once"], env=env, capture_output=True, text=True, timeout=20,
+                                        stdin=subprocess.DEVNULL)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertIn(message, result.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()

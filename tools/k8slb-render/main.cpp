@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <malloc.h>
 #include <optional>
 
 #include <fmt/format.h>
@@ -146,6 +147,9 @@ int report(const k8slb::render::Output& output, const std::vector<std::string>& 
 }
 
 int run(Options options) {
+  // No fastbins: freeing a rendering's documents (a line per change in a stream) otherwise
+  // fills them, and glibc's consolidation costs as much as the work (as in k8slb-watch).
+  ::mallopt(M_MXFAST, 0);
   options.settings.proxy = k8slb::render::parse_proxy(
       options.what == "keepalived" || options.what == "all" || options.what == "bird"
           ? (options.proxy.empty() ? std::string("haproxy") : options.proxy)
