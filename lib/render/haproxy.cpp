@@ -5,7 +5,6 @@
 #include <sstream>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "detail.hpp"
 #include "k8slb/render_model.hpp"
@@ -148,18 +147,30 @@ std::string print_haproxy(const ProxyPlan& plan, const pool::Config& config, con
   return out;
 }
 
+// Printed as nlohmann::json's dump(2) of {id: [{address, enabled, name, port}, ...]} prints
+// it (keys sorted), without building the document: with 10,000 ports of 8 slots each that
+// was a third of a rendering. Every value is safe in JSON as it is: DNS-label ids and server
+// names, re-printed addresses, numbers.
 std::string print_haproxy_servers(const ProxyPlan& plan) {
-  nlohmann::json document = nlohmann::json::object();
-  for (const auto& port : plan.ports) {
-    auto servers = nlohmann::json::array();
-    for (const auto& server : port.servers)
-      servers.push_back({{"name", server.name},
-                         {"address", server.address.to_string()},
-                         {"port", server.port},
-                         {"enabled", server.enabled}});
-    document[port.id()] = std::move(servers);
+  if (plan.ports.empty()) return "{}\n";
+  std::vector<std::pair<std::string, const PortPlan*>> by_id;
+  by_id.reserve(plan.ports.size());
+  for (const auto& port : plan.ports) by_id.emplace_back(port.id(), &port);
+  std::sort(by_id.begin(), by_id.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::string out = "{\n";
+  for (std::size_t p = 0; p < by_id.size(); ++p) {
+    const auto& servers = by_id[p].second->servers;
+    out += fmt::format("  \"{}\": [", by_id[p].first);
+    for (std::size_t i = 0; i < servers.size(); ++i) {
+      const auto& server = servers[i];
+      out += fmt::format("\n    {{\n      \"address\": \"{}\",\n      \"enabled\": {},\n      \"name\": \"{}\",\n"
+                         "      \"port\": {}\n    }}{}",
+                         server.address.to_string(), server.enabled ? "true" : "false", server.name, server.port,
+                         i + 1 < servers.size() ? "," : "\n  ");
+    }
+    out += p + 1 < by_id.size() ? "],\n" : "]\n";
   }
-  return document.dump(2) + "\n";
+  return out + "}\n";
 }
 
 } // namespace k8slb::render::detail

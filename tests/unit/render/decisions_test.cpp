@@ -15,6 +15,8 @@
 #include "k8slb/render.hpp"
 #include "k8slb/render_model.hpp"
 
+#include <nlohmann/json.hpp>
+
 namespace k8slb::render {
 namespace {
 
@@ -605,6 +607,49 @@ TEST(Decisions, SniCertificatesFitOnAHaproxyBindLine) {
   for (std::string word; line >> word;) ++words;
   EXPECT_EQ(words, 6 + 2 * static_cast<int>(kMaxSniCertificates)); // HAProxy reads 64 at most
   EXPECT_EQ(output.problems.size(), 40 - kMaxSniCertificates);
+}
+
+} // namespace
+} // namespace k8slb::render
+
+namespace k8slb::render {
+namespace {
+
+// haproxy-servers.json is printed without building a JSON document: it must be what
+// nlohmann::json prints for the same table (k8slb-apply parses it; the golden file is that
+// layout), whatever order the backend names sort in.
+TEST(Decisions, ServerTableIsTheJsonLibrarysLayout) {
+  std::vector<model::Service> services;
+  std::vector<model::EndpointSlice> slices;
+  int address = 10;
+  for (const char* name : {"b", "b-c", "b0"}) { // plan order b, b-c, b0; "b-c_..." < "b0_..." < "b_..." as text
+    auto s = service({port("http", 80, 8080), port("https", 443, 8443)}, {},
+                     {fmt::format("192.0.2.{}", address++)});
+    s.ns = "a";
+    s.name = name;
+    services.push_back(s);
+    model::EndpointSlice slice;
+    slice.ns = "a";
+    slice.name = std::string(name) + "-1";
+    slice.service_name = name;
+    slice.address_type = "IPv4";
+    slice.ports = {{"http", "TCP", 8080}, {"https", "TCP", 8443}};
+    slice.endpoints = {endpoint("198.51.100.1"), endpoint("198.51.100.2", false)};
+    slices.push_back(slice);
+  }
+  for (const auto& [what, chosen] : std::vector<std::pair<std::string, std::vector<model::Service>>>{
+           {"no Service", {}}, {"three, two ports each", services}}) {
+    SCOPED_TRACE(what);
+    auto input = input_with(chosen);
+    input.slices = slices;
+    const auto output = render_proxy(input);
+    const std::string& printed = output.files.at("haproxy-servers.json");
+    EXPECT_EQ(printed, nlohmann::json::parse(printed).dump(2) + "\n");
+    if (!chosen.empty()) {
+      EXPECT_NE(printed.find(R"("address": "198.51.100.1")"), std::string::npos) << printed;
+      EXPECT_LT(printed.find("a_b-c_443"), printed.find("a_b_80"));
+    }
+  }
 }
 
 } // namespace
