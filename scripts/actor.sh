@@ -25,6 +25,10 @@
 #   CERT_PATH       TLS certificates, <pool>.pem (+ <pool>.key for nginx) (default /etc/certs)
 #   VRID_OFFSET     added to every VRRP virtual_router_id (default 0)
 #   ADVERT_INT      VRRP advert interval in centiseconds (default 5 = 0.05 s, VRRPv3: 0.18 s failover)
+#   SERVER_SLOTS    HAProxy server slots per backend, at least (default 8): endpoints up to this
+#                   many come and go through the runtime API, without a reload. Each slot is a
+#                   health-checked server, so HAProxy needs about Services x SERVER_SLOTS open
+#                   files (docs/deploy.md, "Open files")
 #   UNICAST         true: VRRP unicast to the other nodes' InternalIPs (default false)
 #   VRRP_PASSWORD   VRRP password (from a Secret); empty: VRRPv3 without authentication
 #   KA_OPTIONS, HP_OPTIONS, NX_OPTIONS   extra command-line options for keepalived, haproxy, nginx
@@ -65,6 +69,7 @@ CERT_PATH=${CERT_PATH:-/etc/certs}
 VRID_OFFSET=${VRID_OFFSET:-0}
 ADVERT_INT=${ADVERT_INT:-5}
 UNICAST=${UNICAST:-false}
+SERVER_SLOTS=${SERVER_SLOTS:-8}
 RUN_DIR=${RUN_DIR:-/run/k8slb}
 CONFIG_DIR=${CONFIG_DIR:-/etc/k8slb}
 RESTART_MAX_DELAY=${RESTART_MAX_DELAY:-${RESTART_DELAY_MAX:-30}}
@@ -133,6 +138,8 @@ validate_options() {
   [[ $ADVERT_INT =~ ^[0-9]{1,4}$ ]] && ((ADVERT_INT >= 1 && ADVERT_INT <= 4095)) \
     || die "ADVERT_INT: '$ADVERT_INT' is not 1-4095 centiseconds"
   case $UNICAST in true | false) ;; *) die "UNICAST: '$UNICAST' is not true or false" ;; esac
+  [[ $SERVER_SLOTS =~ ^[0-9]{1,4}$ ]] && ((SERVER_SLOTS >= 1 && SERVER_SLOTS <= 4096)) \
+    || die "SERVER_SLOTS: '$SERVER_SLOTS' is not 1-4096"
   case $EVENTS in true | false) ;; *) die "EVENTS: '$EVENTS' is not true or false" ;; esac
   case $WATCH_EVENTS in true | false) ;; *) die "WATCH_EVENTS: '$WATCH_EVENTS' is not true or false" ;; esac
   [[ $WATCH_RESYNC =~ ^(0|[0-9]+(ms|s|m))$ ]] || die "WATCH_RESYNC: '$WATCH_RESYNC' is not a duration such as 10m"
@@ -230,7 +237,8 @@ pipeline_args() {
   APPLY=$(tool_path k8slb-apply)
   local apply=$APPLY
   local render_args=(all --proxy "$PROXY" --node "$NODE_NAME" --node-selector "$NODE_SELECTOR"
-    --cert-dir "$CERT_PATH" --runtime-dir "$RUN_DIR" --vrid-offset "$VRID_OFFSET" --advert-int "$ADVERT_INT")
+    --cert-dir "$CERT_PATH" --runtime-dir "$RUN_DIR" --vrid-offset "$VRID_OFFSET" --advert-int "$ADVERT_INT"
+    --min-server-slots "$SERVER_SLOTS")
   render_args+=(--config-map "$CONFIG_MAP")
   local watch_args=(services endpointslices nodes "configmap/$CONFIG_MAP" --node-selector "$NODE_SELECTOR")
   # The pipeline's watch only (not `once`): changes after the List, or a List per change.

@@ -70,7 +70,9 @@ class ActorToolsTest(unittest.TestCase):
         cases = [({"WATCH_EVENTS": "yes"}, "WATCH_EVENTS: 'yes' is not true or false"),
                  ({"WATCH_RESYNC": "10"}, "WATCH_RESYNC: '10' is not a duration such as 10m"),
                  ({"WATCH_EVENTS": "false", "WATCH_DEBOUNCE": "1h"}, "WATCH_DEBOUNCE: '1h' is not a duration"),
-                 ({"EVENTS": "1"}, "EVENTS: '1' is not true or false")]
+                 ({"EVENTS": "1"}, "EVENTS: '1' is not true or false"),
+                 ({"SERVER_SLOTS": "0"}, "SERVER_SLOTS: '0' is not 1-4096"),
+                 ({"SERVER_SLOTS": "8;rm"}, "SERVER_SLOTS: '8;rm' is not 1-4096")]
         for settings, message in cases:
             with self.subTest(settings=settings):
                 env = dict(os.environ, NODE_NAME="node1", K8SLB_BIN=pod.BINARY_DIR, **settings)
