@@ -187,6 +187,9 @@ int run(Options options) {
     k8slb::JsonStreamReader reader(std::cin, "<stdin>");
     k8slb::model::Store store(options.config_map);
     std::optional<std::chrono::system_clock::time_point> batch_started; // the burst's first event read
+    constexpr auto kRepeatAfter = std::chrono::seconds(30);
+    json last_line;                                  // the last line printed, without observedAt
+    auto last_written = std::chrono::steady_clock::now();
     bool all_ok = true;
     bool written_any = false;
     while (true) {
@@ -196,7 +199,8 @@ int run(Options options) {
         auto document = reader.next();
         if (!document) break;
         std::optional<std::chrono::system_clock::time_point> seen; // passed on for k8slb-apply node's timing
-        if (k8slb::model::is_watch_event(*document)) {
+        const bool from_events = k8slb::model::is_watch_event(*document);
+        if (from_events) {
           if (!store.loaded()) throw k8slb::Error(k8slb::list_first_error(reader.name()));
           if (!batch_started) batch_started = std::chrono::system_clock::now();
           try {
@@ -222,11 +226,19 @@ int run(Options options) {
         for (const auto& error : errors) problems.push_back(error);
         for (const auto& problem : output.problems) problems.push_back(problem.to_string());
         line = json{{"files", output.files}, {"problems", problems}};
-        if (seen) line["observedAt"] = k8slb::observed_at_text(*seen);
         if (options.events) {
           line["events"] = std::move(events["events"]);
           line["vips"] = std::move(events["vips"]);
         }
+        // On events, most changes leave this node's files as they are (an EndpointSlice or a
+        // Service without an IP yet, another node's label): the same line again is not
+        // printed, but once in kRepeatAfter, so that k8slb-apply node tries again what it
+        // could not apply (a check that timed out on a busy node).
+        if (from_events && line == last_line && std::chrono::steady_clock::now() - last_written < kRepeatAfter)
+          continue;
+        last_line = line;
+        last_written = std::chrono::steady_clock::now();
+        if (seen) line["observedAt"] = k8slb::observed_at_text(*seen);
       } catch (const k8slb::Error& e) {
         k8slb::tool::error(e.what());
         all_ok = false;
