@@ -232,8 +232,8 @@ int run(Options options) {
         }
         // On events, most changes leave this node's files as they are (an EndpointSlice or a
         // Service without an IP yet, another node's label): the same line again is not
-        // printed, but once in kRepeatAfter, so that k8slb-apply node tries again what it
-        // could not apply (a check that timed out on a busy node).
+        // printed, unless it was last printed kRepeatAfter ago or more, so that k8slb-apply
+        // node tries again what it could not apply (a check that timed out on a busy node).
         if (from_events && line == last_line && std::chrono::steady_clock::now() - last_written < kRepeatAfter)
           continue;
         last_line = line;
