@@ -743,9 +743,9 @@ def main(argv):
                              "instance than one advert carries: the rest are excluded VIPs)")
     parser.add_argument("--checks", type=int, default=5, help="offline checker runs per size and proxy")
     parser.add_argument("--server-slots", type=int, default=0,
-                        help="the actors' SERVER_SLOTS (default: theirs, 8). HAProxy needs about Services x "
-                             "slots open files: 10,000 Services with 8 slots need about 90,000, more than a "
-                             "hard limit of 20,000 (as in the sandbox these figures were taken in) allows")
+                        help="the actors' SERVER_SLOTS (default: theirs, 8). HAProxy needs about Service ports x "
+                             "(slots + 1) open files: 10,000 Services with 8 slots need about 90,000, more than "
+                             "a hard limit of 20,000 (as in the sandbox these figures were taken in) allows")
     parser.add_argument("--offline-sizes", default=None, help="sizes of the offline part (default: --sizes)")
     parser.add_argument("--offline-only", action="store_true")
     parser.add_argument("--budget", type=int, default=5400,

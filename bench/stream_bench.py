@@ -153,9 +153,15 @@ def main():
             i = args.services + n
             version += 2
             if render:
-                # The slice first (not timed: a Service without an IP renders nothing), then the
-                # Service with the IP the watcher wrote.
-                send(("ADDED", endpoint_slice(i, version - 1)))
+                # The slice first (not timed; it prints nothing: a Service without an IP renders
+                # nothing), then the Service with the IP the watcher wrote.
+                if args.pipeline == "events":
+                    slice_ = endpoint_slice(i, version - 1)
+                    positions[("EndpointSlice", slice_["metadata"]["name"])] = len(items)
+                    items.append(slice_)
+                    process.stdin.write(json.dumps({"type": "ADDED", "object": slice_}) + "\n")
+                else:
+                    send(("ADDED", endpoint_slice(i, version - 1)))
                 t0 = time.monotonic()
                 line = send(("ADDED", service(i, version, address(i))))
                 latencies.append(time.monotonic() - t0)

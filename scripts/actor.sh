@@ -27,8 +27,8 @@
 #   ADVERT_INT      VRRP advert interval in centiseconds (default 5 = 0.05 s, VRRPv3: 0.18 s failover)
 #   SERVER_SLOTS    HAProxy server slots per backend, at least (default 8): endpoints up to this
 #                   many come and go through the runtime API, without a reload. Each slot is a
-#                   health-checked server, so HAProxy needs about Services x SERVER_SLOTS open
-#                   files (docs/deploy.md, "Open files")
+#                   health-checked server, so HAProxy needs about Service ports x (SERVER_SLOTS + 1)
+#                   open files (docs/deploy.md, "Open files")
 #   UNICAST         true: VRRP unicast to the other nodes' InternalIPs (default false)
 #   VRRP_PASSWORD   VRRP password (from a Secret); empty: VRRPv3 without authentication
 #   KA_OPTIONS, HP_OPTIONS, NX_OPTIONS   extra command-line options for keepalived, haproxy, nginx
@@ -142,8 +142,8 @@ validate_options() {
     || die "SERVER_SLOTS: '$SERVER_SLOTS' is not 1-4096"
   case $EVENTS in true | false) ;; *) die "EVENTS: '$EVENTS' is not true or false" ;; esac
   case $WATCH_EVENTS in true | false) ;; *) die "WATCH_EVENTS: '$WATCH_EVENTS' is not true or false" ;; esac
-  [[ $WATCH_RESYNC =~ ^(0|[0-9]+(ms|s|m))$ ]] || die "WATCH_RESYNC: '$WATCH_RESYNC' is not a duration such as 10m"
-  [[ -z $WATCH_DEBOUNCE || $WATCH_DEBOUNCE =~ ^(0|[0-9]+(ms|s|m))$ ]] \
+  [[ $WATCH_RESYNC =~ ^(0|[0-9]{1,9}(ms|s|m))$ ]] || die "WATCH_RESYNC: '$WATCH_RESYNC' is not a duration such as 10m"
+  [[ -z $WATCH_DEBOUNCE || $WATCH_DEBOUNCE =~ ^(0|[0-9]{1,9}(ms|s|m))$ ]] \
     || die "WATCH_DEBOUNCE: '$WATCH_DEBOUNCE' is not a duration such as 50ms"
   [[ $RESTART_MAX_DELAY =~ ^[0-9]{1,4}$ ]] && ((RESTART_MAX_DELAY >= 1)) \
     || die "RESTART_MAX_DELAY: '$RESTART_MAX_DELAY' is not a number of seconds"

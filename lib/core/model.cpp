@@ -478,21 +478,31 @@ void Store::load(const std::vector<json>& items) {
   loaded_ = true;
 }
 
+namespace {
+// The object's (namespace, name) as the parsers read it: a Service or EndpointSlice without a
+// namespace is in "default".
+std::pair<std::string, std::string> store_key(const std::string& kind, const json& object) {
+  const json& metadata = member(object, "metadata");
+  std::string ns = string_or_empty(metadata, "namespace");
+  if (ns.empty() && (kind == "Service" || kind == "EndpointSlice")) ns = "default";
+  return {std::move(ns), string_or_empty(metadata, "name")};
+}
+} // namespace
+
 void Store::apply(const json& event) {
   auto read = read_watch_event(event);
   if (!read) return;
   const json& object = *read->object;
-  const json& metadata = member(object, "metadata");
-  erase(string_or_empty(object, "kind"), {string_or_empty(metadata, "namespace"), string_or_empty(metadata, "name")});
+  const std::string kind = string_or_empty(object, "kind");
+  erase(kind, store_key(kind, object));
   if (read->type != "DELETED") put(object);
 }
 
 // Parsed as make_snapshot parses it, so that a snapshot of the store is the List's.
 void Store::put(const json& object) {
   if (!object.is_object()) return;
-  const json& metadata = member(object, "metadata");
-  const Key key{string_or_empty(metadata, "namespace"), string_or_empty(metadata, "name")};
   const std::string kind = string_or_empty(object, "kind");
+  const Key key = store_key(kind, object);
   auto parsed = make_snapshot({object}, config_map_key_);
   if (!parsed.errors.empty()) errors_[{kind, key}] = std::move(parsed.errors.front());
   if (!parsed.services.empty()) services_.insert_or_assign(key, std::move(parsed.services.front()));

@@ -12,12 +12,16 @@ std::chrono::milliseconds parse_duration(std::string_view text, std::string_view
   long long value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   const std::string_view unit(end, static_cast<std::size_t>(text.data() + text.size() - end));
-  if (ec == std::errc() && value >= 0) {
-    if (unit == "ms" || (unit.empty() && value == 0)) return std::chrono::milliseconds(value);
-    if (unit == "s") return std::chrono::seconds(value);
-    if (unit == "m") return std::chrono::minutes(value);
+  // At most a week: a longer one would overflow the clock it is added to.
+  constexpr long long kWeekMs = 7LL * 24 * 3600 * 1000;
+  if (ec == std::errc() && value >= 0 && value <= kWeekMs) {
+    std::chrono::milliseconds duration(-1);
+    if (unit == "ms" || (unit.empty() && value == 0)) duration = std::chrono::milliseconds(value);
+    if (unit == "s") duration = std::chrono::seconds(value);
+    if (unit == "m") duration = std::chrono::minutes(value);
+    if (duration.count() >= 0 && duration.count() <= kWeekMs) return duration;
   }
-  fail(option, "", fmt::format("\"{}\" is not a duration like 200ms or 1s", text));
+  fail(option, "", fmt::format("\"{}\" is not a duration like 200ms or 1s (at most a week)", text));
 }
 
 std::chrono::steady_clock::time_point print_at(std::chrono::steady_clock::time_point first_change,

@@ -411,9 +411,14 @@ class RenderOnEventsTest(unittest.TestCase):
                 self.assertEqual(line["files"], expected["files"])
                 self.assertEqual(line["problems"], expected["problems"])
                 self.assertEqual(line["events"], expected["events"])
+                self.assertEqual(line["vips"], expected["vips"])
         self.assertIn("192.0.2.10:8080", line["files"]["haproxy.cfg"])
         self.assertNotIn("192.0.2.11", line["files"]["haproxy.cfg"])
         self.assertNotIn("192.0.2.11", line["files"]["keepalived.conf"])
+        # A List (a resync) prints its line, also when nothing changed.
+        process.stdin.write(json.dumps({"apiVersion": "v1", "kind": "List", "items": list(cluster.values())}) + "\n")
+        process.stdin.flush()
+        self.assertEqual(self.read_line(process)["files"], line["files"])
         # Changes that leave this node's files as they are (a Service without an IP yet, its
         # endpoints) print no line, nor does an event that cannot be used (it is named).
         for quiet in ({**self.service("pending", "192.0.2.12"), "status": {}}, self.endpoints("pending", "198.51.100.9")):
@@ -423,7 +428,7 @@ class RenderOnEventsTest(unittest.TestCase):
         self.assertEqual(process.stdout.read(), "")
         self.assertEqual(process.wait(timeout=20), 3)  # partial: something was left out
         stderr = process.stderr.read()
-        self.assertIn("k8slb-render: error: <stdin>: document 10: watch event type 'CHANGED': expected ADDED, MODIFIED, DELETED "
+        self.assertIn("k8slb-render: error: <stdin>: document 11: watch event type 'CHANGED': expected ADDED, MODIFIED, DELETED "
                       "or BOOKMARK", stderr)
         self.assertIn("default/web: spec.ports[0].port: must be an integer", stderr)
 

@@ -213,6 +213,7 @@ int run(Options options) {
           seen = std::exchange(batch_started, std::nullopt);
         } else {
           seen = k8slb::observed_at(*document);
+          batch_started.reset(); // events read before it are in it
           auto objects = k8slb::take_objects({std::move(*document)}, reader.name());
           k8slb::require_objects(objects, reader.name());
           store.load(objects.items);

@@ -66,16 +66,6 @@ std::vector<Result> allocate(const std::vector<model::Service>& services,
 // Whether two results say the same: outcome, addresses, pools, problem, releases and notes.
 bool same_result(const Result& a, const Result& b);
 
-// Allocation kept across changes (k8slb-allocate reading watch events). It holds the Services
-// and, after each change, has the results allocate() would give for all of them, at the cost
-// of the change rather than of the cluster: the Service that changed is allocated again,
-// together with the Services still waiting for something (an address, the one they ask for,
-// a move to their pool; an assignment not yet in their status), against the addresses every
-// other Service holds. Those others are settled: they hold what their status says and what
-// they ask for, so no run over other Services changes their result. Everything is allocated
-// again, as allocate() does, on a new config and when a changed Service's status collides
-// with a settled Service's address (who keeps it then depends on namespace/name order).
-// Cost: O(w log n) per change for w waiting Services; a full run is O(n log n).
 // What the allocator's gauges count, over a set of results (record_metrics): the addresses
 // held (by how many Services: sharing), Services holding an IP, failures by reason.
 struct Tally {
@@ -88,6 +78,16 @@ struct Tally {
   bool operator==(const Tally&) const = default;
 };
 
+// Allocation kept across changes (k8slb-allocate reading watch events). It holds the Services
+// and, after each change, has the results allocate() would give for all of them, at the cost
+// of the change rather than of the cluster: the Service that changed is allocated again,
+// together with the Services still waiting for something (an address, the one they ask for,
+// a move to their pool; an assignment not yet in their status), against the addresses every
+// other Service holds. Those others are settled: they hold what their status says and what
+// they ask for, so no run over other Services changes their result. Everything is allocated
+// again, as allocate() does, on a new config and when a changed Service's status collides
+// with a settled Service's address (who keeps it then depends on namespace/name order).
+// Cost: O(w log n) per change for w waiting Services; a full run is O(n log n).
 class Tracker {
 public:
   explicit Tracker(Options options = {});

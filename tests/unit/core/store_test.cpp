@@ -94,6 +94,14 @@ TEST(Store, KeepsTheListUpToDate) {
         R"(ConfigMap {"apiVersion":"v1","data":{"config.json":"{}"},"kind":"ConfigMap","metadata":{"name":"global","namespace":"k8slb-system"}})",
         "error default/bad: spec.ports[0].port: must be an integer, not \"eighty\"",
         "error default/web: spec.ports[0].port: must be an integer, not \"eighty\""}},
+      {"an event for a Service without a namespace is about the one in default (as the parser reads it)",
+       {event("MODIFIED", [] {
+          auto web = service("default", "web", 5);
+          web["metadata"].erase("namespace");
+          return web;
+        }())},
+       {"Service default/web v5 port 80", "EndpointSlice default/web 192.0.2.1", "Node lb-0 loadBalancer",
+        R"(ConfigMap {"apiVersion":"v1","data":{"config.json":"{}"},"kind":"ConfigMap","metadata":{"name":"global","namespace":"k8slb-system"}})"}},
       {"fixed and deleted",
        {event("MODIFIED", broken_service("default", "web")), event("MODIFIED", service("default", "web", 4)),
         event("ADDED", broken_service("default", "bad")), event("DELETED", broken_service("default", "bad"))},

@@ -11,15 +11,16 @@ using std::chrono::milliseconds;
 TEST(Pacing, Durations) {
   const std::vector<std::pair<std::string, milliseconds>> good = {
       {"0", milliseconds(0)}, {"0ms", milliseconds(0)}, {"50ms", milliseconds(50)},
-      {"2s", milliseconds(2000)}, {"1m", milliseconds(60000)}};
+      {"2s", milliseconds(2000)}, {"1m", milliseconds(60000)}, {"10080m", milliseconds(604800000)}};
   for (const auto& [text, expected] : good) EXPECT_EQ(parse_duration(text, "--debounce"), expected) << text;
-  for (const std::string text : {"", "5", "-1s", "1h", "ms", "1.5s", "2 s", "10msx"}) {
+  for (const std::string text : {"", "5", "-1s", "1h", "ms", "1.5s", "2 s", "10msx", "10081m", "200000000m",
+                                 "99999999999999999999ms"}) {
     SCOPED_TRACE(text);
     try {
       parse_duration(text, "--debounce");
       ADD_FAILURE() << "accepted";
     } catch (const Error& error) {
-      EXPECT_EQ(std::string(error.what()), "--debounce: \"" + text + "\" is not a duration like 200ms or 1s");
+      EXPECT_EQ(std::string(error.what()), "--debounce: \"" + text + "\" is not a duration like 200ms or 1s (at most a week)");
     }
   }
 }
