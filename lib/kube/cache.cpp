@@ -238,7 +238,7 @@ std::vector<json> Cache::snapshot() const {
   std::lock_guard lock(mutex_);
   std::vector<json> objects;
   objects.reserve(store_.objects().size());
-  for (const auto& [key, object] : store_.objects()) objects.push_back(object);
+  for (const auto& [key, text] : store_.objects()) objects.push_back(json::parse(text));
   return objects;
 }
 

@@ -61,7 +61,8 @@ bool View::apply(const ResourceKind& kind, const std::vector<Change>& changes, s
       changed = true;
       continue;
     }
-    std::string text = change.object->dump(-1, ' ', false, json::error_handler_t::replace);
+    std::string text =
+        change.text.empty() ? change.object->dump(-1, ' ', false, json::error_handler_t::replace) : change.text;
     auto [it, inserted] = items_.try_emplace(std::move(key), text);
     if (inserted) {
       changed = true;

@@ -74,6 +74,12 @@ std::string object_key(const json& object) {
 
 Store::Store(ResourceKind kind) : kind_(std::move(kind)) {}
 
+// The text kept and printed: compact, keys sorted (nlohmann's objects are), invalid UTF-8
+// replaced. Two objects with the same content have the same text.
+std::string Store::text_of(const json& object) {
+  return object.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 json Store::normalised(json object) const {
   object["kind"] = kind_.kind;
   object["apiVersion"] = kind_.api_version();
@@ -101,46 +107,51 @@ std::optional<Change> Store::apply(const WatchEvent& event) {
   case EventType::modified: {
     json object = normalised(event.object);
     std::string key = object_key(object);
-    auto [it, inserted] = objects_.try_emplace(key, object);
+    std::string text = text_of(object);
+    auto [it, inserted] = objects_.try_emplace(key, text);
     if (!inserted) {
-      if (it->second == object) return std::nullopt; // replayed or unchanged
-      it->second = object;
+      if (it->second == text) return std::nullopt; // replayed or unchanged
+      it->second = text;
     }
-    return Change{std::move(key), std::move(object)};
+    return Change{std::move(key), std::move(object), std::move(text)};
   }
   case EventType::deleted: {
     std::string key = object_key(event.object);
     if (objects_.erase(key) == 0) return std::nullopt;
-    return Change{std::move(key), std::nullopt};
+    return Change{std::move(key), std::nullopt, {}};
   }
   }
   return std::nullopt;
 }
 
 std::vector<Change> Store::replace(std::vector<json> items, std::string resource_version) {
-  std::map<std::string, json> fresh;
+  std::map<std::string, std::pair<json, std::string>> fresh; // key -> (object, text)
   for (auto& item : items) {
     std::string key = object_key(item);
     if (key.empty()) continue; // not an object with a name: nothing k8slb could use
-    fresh.insert_or_assign(std::move(key), normalised(std::move(item)));
+    json object = normalised(std::move(item));
+    std::string text = text_of(object);
+    fresh.insert_or_assign(std::move(key), std::make_pair(std::move(object), std::move(text)));
   }
   std::vector<Change> changes;
   auto old_it = objects_.begin();
   auto new_it = fresh.begin();
   while (old_it != objects_.end() || new_it != fresh.end()) {
     if (new_it == fresh.end() || (old_it != objects_.end() && old_it->first < new_it->first)) {
-      changes.push_back({old_it->first, std::nullopt});
+      changes.push_back({old_it->first, std::nullopt, {}});
       ++old_it;
     } else if (old_it == objects_.end() || new_it->first < old_it->first) {
-      changes.push_back({new_it->first, new_it->second});
+      changes.push_back({new_it->first, std::move(new_it->second.first), new_it->second.second});
       ++new_it;
     } else {
-      if (old_it->second != new_it->second) changes.push_back({new_it->first, new_it->second});
+      if (old_it->second != new_it->second.second)
+        changes.push_back({new_it->first, std::move(new_it->second.first), new_it->second.second});
       ++old_it;
       ++new_it;
     }
   }
-  objects_ = std::move(fresh);
+  objects_.clear();
+  for (auto& [key, entry] : fresh) objects_.emplace_hint(objects_.end(), key, std::move(entry.second));
   resource_version_ = std::move(resource_version);
   return changes;
 }

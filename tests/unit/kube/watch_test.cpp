@@ -144,7 +144,8 @@ TEST(Store, FillsInKindAndApiVersionAsKubectlDoes) {
   ASSERT_TRUE(change && change->object);
   EXPECT_EQ(change->object->at("kind"), "EndpointSlice");
   EXPECT_EQ(change->object->at("apiVersion"), "discovery.k8s.io/v1");
-  EXPECT_EQ(slices.objects().at("default/a-1").at("kind"), "EndpointSlice");
+  EXPECT_EQ(json::parse(slices.objects().at("default/a-1")).at("kind"), "EndpointSlice");
+  EXPECT_EQ(change->text, slices.objects().at("default/a-1")); // the text kept is the change's
 }
 
 TEST(Store, LeavesOutManagedFieldsAndTheLastAppliedManifest) {
@@ -173,13 +174,14 @@ TEST(Store, LeavesOutManagedFieldsAndTheLastAppliedManifest) {
     Store listed(services());
     auto listed_changes = listed.replace({object}, "5");
     ASSERT_EQ(listed_changes.size(), 1u);
-    for (const json* kept : std::initializer_list<const json*>{&*change->object, &watched.objects().at("default/" + c.name),
-                             &*listed_changes[0].object, &listed.objects().at("default/" + c.name)}) {
-      const json& metadata = kept->at("metadata");
+    for (const json& kept : {*change->object, json::parse(watched.objects().at("default/" + c.name)),
+                             *listed_changes[0].object, json::parse(listed.objects().at("default/" + c.name)),
+                             json::parse(change->text), json::parse(listed_changes[0].text)}) {
+      const json& metadata = kept.at("metadata");
       EXPECT_FALSE(metadata.contains("managedFields"));
       EXPECT_EQ(metadata.value("annotations", json()), c.expected_annotations);
       EXPECT_EQ(metadata.at("name"), c.name);
-      EXPECT_EQ(kept->at("spec"), object.at("spec"));
+      EXPECT_EQ(kept.at("spec"), object.at("spec"));
     }
   }
 }
