@@ -385,28 +385,33 @@ Node parse_node(const json& object) {
   return node;
 }
 
+namespace {
+// Parses one object into `snapshot` (unsorted): make_snapshot's step, and Store's.
+void add_object(Snapshot& snapshot, const json& item, const std::string& config_map_key) {
+  if (!item.is_object()) return;
+  std::string kind = string_or_empty(item, "kind");
+  try {
+    if (kind == "Service") {
+      snapshot.services.push_back(parse_service(item));
+    } else if (kind == "EndpointSlice") {
+      snapshot.slices.push_back(parse_endpoint_slice(item));
+    } else if (kind == "Node") {
+      snapshot.nodes.push_back(parse_node(item));
+    } else if (kind == "ConfigMap" && object_key(item) == config_map_key) {
+      snapshot.config_map = item;
+    }
+  } catch (const Error& e) {
+    snapshot.errors.push_back(e.what());
+  } catch (const json::exception& e) {
+    // A type the readers above did not foresee: still this object's error, not the input's.
+    snapshot.errors.push_back(describe(object_key(item), "", e.what()));
+  }
+}
+} // namespace
+
 Snapshot make_snapshot(std::vector<json> items, const std::string& config_map_key) {
   Snapshot snapshot;
-  for (const auto& item : items) {
-    if (!item.is_object()) continue;
-    std::string kind = string_or_empty(item, "kind");
-    try {
-      if (kind == "Service") {
-        snapshot.services.push_back(parse_service(item));
-      } else if (kind == "EndpointSlice") {
-        snapshot.slices.push_back(parse_endpoint_slice(item));
-      } else if (kind == "Node") {
-        snapshot.nodes.push_back(parse_node(item));
-      } else if (kind == "ConfigMap" && object_key(item) == config_map_key) {
-        snapshot.config_map = item;
-      }
-    } catch (const Error& e) {
-      snapshot.errors.push_back(e.what());
-    } catch (const json::exception& e) {
-      // A type the readers above did not foresee: still this object's error, not the input's.
-      snapshot.errors.push_back(describe(object_key(item), "", e.what()));
-    }
-  }
+  for (const auto& item : items) add_object(snapshot, item, config_map_key);
   snapshot.items = std::move(items);
   auto by_key = [](const auto& a, const auto& b) {
     return std::tie(a.ns, a.name) < std::tie(b.ns, b.name);
@@ -503,7 +508,8 @@ void Store::put(const json& object) {
   if (!object.is_object()) return;
   const std::string kind = string_or_empty(object, "kind");
   const Key key = store_key(kind, object);
-  auto parsed = make_snapshot({object}, config_map_key_);
+  Snapshot parsed;
+  add_object(parsed, object, config_map_key_);
   if (!parsed.errors.empty()) errors_[{kind, key}] = std::move(parsed.errors.front());
   if (!parsed.services.empty()) services_.insert_or_assign(key, std::move(parsed.services.front()));
   if (!parsed.slices.empty()) slices_.insert_or_assign(key, std::move(parsed.slices.front()));
@@ -516,7 +522,7 @@ void Store::erase(const std::string& kind, const Key& key) {
   if (kind == "Service") services_.erase(key);
   else if (kind == "EndpointSlice") slices_.erase(key);
   else if (kind == "Node") nodes_.erase(key);
-  else if (kind == "ConfigMap" && (key.first.empty() ? key.second : key.first + "/" + key.second) == config_map_key_)
+  else if (kind == "ConfigMap" && key.first + "/" + key.second == config_map_key_)
     config_map_.reset();
 }
 

@@ -234,14 +234,6 @@ void Cache::watch_loop(std::stop_token stop) {
   }
 }
 
-std::vector<json> Cache::snapshot() const {
-  std::lock_guard lock(mutex_);
-  std::vector<json> objects;
-  objects.reserve(store_.objects().size());
-  for (const auto& [key, text] : store_.objects()) objects.push_back(json::parse(text));
-  return objects;
-}
-
 std::string Cache::resource_version() const {
   std::lock_guard lock(mutex_);
   return store_.resource_version();

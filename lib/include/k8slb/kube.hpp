@@ -341,7 +341,6 @@ public:
   void start(bool watch = true);
   void stop();
 
-  std::vector<json> snapshot() const;      // current objects, sorted by key
   std::string resource_version() const;
   // Counters for tests and diagnostics.
   struct Stats {
