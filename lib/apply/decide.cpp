@@ -173,6 +173,50 @@ std::optional<std::vector<std::string>> runtime_commands(const ServerTable& inst
   return commands;
 }
 
+bool is_map_file_name(std::string_view name) {
+  constexpr std::string_view prefix = "haproxy-p", suffix = ".map";
+  if (!name.starts_with(prefix) || !name.ends_with(suffix)) return false;
+  auto digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (digits.empty() || digits.size() > 5 || digits.front() == '0') return false;
+  if (!std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) return false;
+  return std::stoi(std::string(digits)) <= 65535;
+}
+
+MapTable parse_map_file(std::string_view text, std::string_view source) {
+  MapTable table;
+  int number = 0;
+  for (auto line : split_lines(text)) {
+    ++number;
+    auto words = split_words(line);
+    if (words.empty()) continue;
+    const std::string where = fmt::format("line {}", number);
+    if (words.size() != 2) fail(source, where, "expected \"<IP address> <backend>\"");
+    auto key = ip::Address::try_parse(std::string(words[0]));
+    if (!key) fail(source, where, fmt::format("'{}' is not an IP address", words[0]));
+    if (!is_haproxy_name(words[1])) fail(source, where, "not a valid HAProxy backend name");
+    if (!table.emplace(key->to_string(), std::string(words[1])).second)
+      fail(source, where, "a second line for " + key->to_string());
+  }
+  return table;
+}
+
+std::optional<MapCommands> map_commands(const MapFiles& installed, const MapFiles& wanted) {
+  MapCommands commands;
+  for (const auto& [file, entries] : wanted) {
+    auto found = installed.find(file);
+    if (found == installed.end()) return std::nullopt;
+    for (const auto& [key, backend] : found->second)
+      if (!entries.contains(key)) commands.before.push_back(fmt::format("del map {} {}", file, key));
+    for (const auto& [key, backend] : entries) {
+      auto was = found->second.find(key);
+      // `add map` on a key already there adds a second entry (the first keeps winning).
+      if (was == found->second.end()) commands.after.push_back(fmt::format("add map {} {} {}", file, key, backend));
+      else if (was->second != backend) commands.after.push_back(fmt::format("set map {} {} {}", file, key, backend));
+    }
+  }
+  return commands;
+}
+
 std::optional<std::string> stats_socket_path(std::string_view haproxy_cfg) {
   bool in_global = false;
   for (auto line : split_lines(haproxy_cfg)) {
@@ -199,11 +243,13 @@ Plan plan_daemon(bool running, const std::optional<std::string>& installed, cons
 }
 
 Plan plan_haproxy(bool running, const HaproxyFiles& installed, const std::string& wanted_cfg,
-                  const std::optional<ServerTable>& wanted_servers) {
+                  const std::optional<ServerTable>& wanted_servers, const std::optional<MapFiles>& wanted_maps) {
   if (!running) return {Action::start, {}, installed.cfg ? "not running" : "first config"};
   if (!installed.cfg) return {Action::reload, {}, "no installed config"};
+  if (!wanted_maps) return {Action::reload, {}, "map file unreadable"};
   const bool same_cfg = *installed.cfg == wanted_cfg;
-  if (same_cfg && (!wanted_servers || installed.servers == wanted_servers))
+  const bool same_maps = installed.maps == *wanted_maps;
+  if (same_cfg && same_maps && (!wanted_servers || installed.servers == wanted_servers))
     return {Action::none, {}, "unchanged"};
   if (!installed.servers || !wanted_servers)
     return {Action::reload, {}, same_cfg ? "server table unknown" : "config changed, server table unknown"};
@@ -212,12 +258,21 @@ Plan plan_haproxy(bool running, const HaproxyFiles& installed, const std::string
   if (!stats_socket_path(wanted_cfg)) return {Action::reload, {}, "servers changed, no stats socket"};
   auto commands = runtime_commands(*installed.servers, *wanted_servers);
   if (!commands) return {Action::reload, {}, "server slots added or removed"};
-  if (commands->empty()) {
+  auto maps = map_commands(installed.maps, *wanted_maps);
+  if (!maps) return {Action::reload, {}, "map file not installed"};
+  if (commands->empty() && maps->before.empty() && maps->after.empty()) {
     // The server lines differ but the tables agree: the table does not describe the change.
     if (!same_cfg) return {Action::reload, {}, "server lines changed beyond the server table"};
     return {Action::none, {}, "unchanged"};
   }
-  return {Action::runtime_update, std::move(*commands), "servers changed"};
+  // A VIP's entry goes before its slot is emptied, and comes once its slot is filled.
+  const bool servers_changed = !commands->empty();
+  commands->insert(commands->begin(), maps->before.begin(), maps->before.end());
+  commands->insert(commands->end(), maps->after.begin(), maps->after.end());
+  const char* reason = !servers_changed ? "VIPs changed" : maps->before.empty() && maps->after.empty()
+                                                                ? "servers changed"
+                                                                : "servers and VIPs changed";
+  return {Action::runtime_update, std::move(*commands), reason};
 }
 
 ProcStatus parse_show_proc(std::string_view text) {

@@ -255,6 +255,15 @@ std::optional<ProcStatus> show_proc(const std::string& master_socket) {
   return status;
 }
 
+// The map files of shared ports the installed haproxy.cfg no longer names.
+void remove_other_maps(const std::string& config_dir, const std::map<std::string, std::string>& kept) {
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(config_dir, error)) {
+    const auto name = entry.path().filename().string();
+    if (is_map_file_name(name) && !kept.contains(name)) std::filesystem::remove(entry.path(), error);
+  }
+}
+
 bool runtime_answer_ok(const std::string& answer) {
   auto text = trim(answer);
   return text.empty() || text.starts_with("IP changed") || text.starts_with("no need to change") ||
@@ -503,6 +512,27 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
     // What to do.
     Plan plan;
     std::optional<std::string> wanted_servers_text;
+    std::optional<MapFiles> wanted_maps = MapFiles{};
+    std::map<std::string, std::string> map_texts;                   // name -> wanted content
+    std::map<std::string, std::optional<std::string>> replaced_maps; // name -> what it held before
+    auto config_path = [&](const std::string& name) { return (std::filesystem::path(options_.config_dir) / name).string(); };
+    // haproxy.cfg names its map files: they are in place before it is checked or loaded, and
+    // put back when it is not taken.
+    auto install_maps = [&] {
+      for (const auto& [name, content] : map_texts) {
+        auto before = detail::read_optional(config_path(name));
+        if (before == content) continue;
+        replaced_maps.emplace(name, std::move(before));
+        detail::commit_rename(detail::write_temporary(config_path(name), content), config_path(name));
+      }
+    };
+    auto restore_maps = [&] {
+      for (const auto& [name, before] : replaced_maps) try {
+          if (before) detail::commit_rename(detail::write_temporary(config_path(name), *before), config_path(name));
+          else ::unlink(config_path(name).c_str());
+        } catch (const std::exception&) {
+        }
+    };
     if (daemon == Daemon::haproxy) {
       HaproxyFiles installed_files{installed, std::nullopt};
       if (auto text = detail::read_optional(paths.servers)) {
@@ -522,7 +552,22 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
           result.problems.push_back({kHaproxyServersFile, "", "InvalidServerTable", error.what()});
         }
       }
-      plan = plan_haproxy(running, installed_files, wanted->second, wanted_servers);
+      // The shared ports' map files (the set's own; the installed ones of the same names).
+      for (const auto& [name, content] : files) {
+        if (!is_map_file_name(name)) continue;
+        map_texts[name] = content;
+        try {
+          if (wanted_maps) (*wanted_maps)[name] = parse_map_file(content, name);
+        } catch (const Error& error) {
+          result.problems.push_back({name, "", "InvalidMapFile", error.what()});
+          wanted_maps.reset();
+        }
+        if (auto text = detail::read_optional(config_path(name))) try {
+            installed_files.maps[name] = parse_map_file(*text, name);
+          } catch (const Error&) {
+          }
+      }
+      plan = plan_haproxy(running, installed_files, wanted->second, wanted_servers, wanted_maps);
     } else {
       plan = plan_daemon(running, installed, wanted->second);
     }
@@ -531,6 +576,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
     if (plan.action == Action::none) {
       if (wanted_servers_text && detail::read_optional(paths.servers) != wanted_servers_text)
         detail::commit_rename(detail::write_temporary(paths.servers, *wanted_servers_text), paths.servers);
+      install_maps();
       state.wanted = true;
       result.daemons.push_back(outcome);
       continue;
@@ -541,8 +587,13 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
     // the running config stays and the other daemons are still applied.
     std::optional<std::string> staged;
     try {
+      install_maps();
       if (!installed || *installed != wanted->second) {
         staged = detail::write_temporary(paths.cfg, wanted->second, file_mode(daemon));
+      }
+      // A runtime update is not checked: the config is the installed one but for the values the
+      // server table and the map files carry (addresses, ports, VIPs, backend names), parsed.
+      if (staged && plan.action != Action::runtime_update) {
         auto check = check_argv(options_, daemon, *staged, wanted->second);
         auto checked = detail::run_check(check, std::chrono::seconds(options_.check_timeout_s));
         if (checked.exit_code != 0) {
@@ -556,6 +607,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
           outcome.rejected = checker_summary(checked.output, {{*staged, file}, {rejected, file},
                                                               {options_.config_dir + "/", ""}, {options_.runtime_dir + "/", ""}});
           if (checked.timed_out) outcome.rejected = fmt::format("timed out after {} s. {}", options_.check_timeout_s, outcome.rejected);
+          restore_maps();
           if (!running) start_last_good(options_, state, installed, result);
           result.daemons.push_back(outcome);
           continue;
@@ -563,6 +615,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
       }
     } catch (const std::exception& error) {
       if (staged) ::unlink(staged->c_str());
+      restore_maps();
       problem("ApplyFailed", fmt::format("{}; the running config stays", without_prefix(error.what(), file)));
       result.daemons.push_back(outcome);
       continue;
@@ -583,6 +636,12 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
         if (!failed.empty()) {
           outcome.action = Action::reload;
           outcome.detail = "runtime update failed (" + failed + "), reloading";
+          if (staged) { // not checked yet
+            auto checked = detail::run_check(check_argv(options_, daemon, *staged, wanted->second),
+                                             std::chrono::seconds(options_.check_timeout_s));
+            if (checked.exit_code != 0)
+              fail(file, "", fmt::format("{}; the config is rejected: {}", outcome.detail, checker_message(checked.output)));
+          }
         }
       }
       // BGP: the node accepts the new VIPs' traffic (loopback) before they are announced.
@@ -598,6 +657,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
       state.wanted = true;
       if (outcome.action == Action::start) start_daemon(options_, state, wanted->second);
       else if (outcome.action == Action::reload) reload_daemon(options_, state, outcome.detail);
+      if (daemon == Daemon::haproxy) remove_other_maps(options_.config_dir, map_texts);
       if (daemon == Daemon::bird) {
         // `configure` enables the VIP routes again: withdraw them at once if the proxy is down.
         if (auto line = follow_proxy_health(true)) outcome.detail += "; " + *line;
@@ -611,6 +671,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
     } catch (const std::exception& error) {
       problem(outcome.action == Action::start ? "StartFailed" : "ReloadFailed", without_prefix(error.what(), file));
       if (staged && !committed) ::unlink(staged->c_str());
+      restore_maps();
       // The daemon still runs the previous config: put that file back, so the installed file
       // says what runs and the same input is tried again (not taken as already applied).
       if (committed && installed) {

@@ -79,6 +79,8 @@ std::string print_haproxy(const ProxyPlan& plan, const pool::Config& config, con
   line(fmt::format("  stats socket {}/haproxy.sock mode 600 level admin expose-fd listeners",
                    settings.runtime_dir));
   line(fmt::format("  hard-stop-after {}s", settings.hard_stop_after_s));
+  // The shared ports' map files are named relative to haproxy.cfg's own directory.
+  if (!plan.shared.empty()) line("  default-path config");
   raw(config.haproxy.global);
   line("");
   line("defaults");
@@ -90,7 +92,22 @@ std::string print_haproxy(const ProxyPlan& plan, const pool::Config& config, con
   line("  option redispatch");
   raw(config.haproxy.defaults);
 
+  for (const auto& shared : plan.shared) {
+    // Specific binds (another Service's TLS or http port on the same number) win over these.
+    const std::string map = shared_map_file(shared.port);
+    line("");
+    line(fmt::format("# port {}: {} VIPs in {}, {} slot backends", shared.port, shared.map.size(), map,
+                     shared.capacity));
+    line(fmt::format("frontend shared_{}", shared.port));
+    line("  mode tcp");
+    if (shared.v4) line(fmt::format("  bind 0.0.0.0:{}", shared.port));
+    if (shared.v6) line(fmt::format("  bind :::{} v6only", shared.port));
+    line(fmt::format("  tcp-request connection reject unless {{ dst,map_ip({}) -m found }}", map));
+    raw(config.haproxy.tcpfront);
+    line(fmt::format("  use_backend %[dst,map_ip({})]", map));
+  }
   for (const auto& port : plan.ports) {
+    if (!port.slot.empty()) continue; // served by its port's shared frontend
     const bool http = port.mode == Mode::http;
     for (const auto& vip : port.vips) {
       line("");
@@ -132,9 +149,10 @@ std::string print_haproxy(const ProxyPlan& plan, const pool::Config& config, con
   for (const auto& port : plan.ports) {
     const bool http = port.mode == Mode::http;
     line("");
-    line(fmt::format("# {} port {}: {} ready of {} slots", port.service(), port.port, port.filled,
-                     port.servers.size()));
-    line(fmt::format("backend {}", port.id()));
+    // A slot backend's comment ends with the Service port's id: previous_shared_slots() reads it.
+    line(fmt::format("# {} port {}: {} ready of {} slots{}", port.service(), port.port, port.filled,
+                     port.servers.size(), port.slot.empty() ? "" : " (" + port.id() + ")"));
+    line(fmt::format("backend {}", port.backend()));
     line(http ? "  mode http" : "  mode tcp");
     raw(http ? config.haproxy.httpback : config.haproxy.tcpback);
     std::string options;
@@ -144,6 +162,22 @@ std::string print_haproxy(const ProxyPlan& plan, const pool::Config& config, con
       line(fmt::format("  server {} {}{}{}", server.name, host_port(server.address, server.port), options,
                        server.enabled ? "" : " disabled"));
   }
+  for (const auto& shared : plan.shared)
+    for (const auto& spare : shared.spares) {
+      line("");
+      line(fmt::format("# port {}: spare", shared.port));
+      line(fmt::format("backend {}", spare));
+      line("  mode tcp");
+      raw(config.haproxy.tcpback);
+      for (int slot = 1; slot <= settings.min_server_slots; ++slot)
+        line(fmt::format("  server s{} 0.0.0.0:{} check disabled", slot, shared.spare_port));
+    }
+  return out;
+}
+
+std::string print_shared_map(const SharedPort& shared) {
+  std::string out;
+  for (const auto& [vip, backend] : shared.map) out += fmt::format("{} {}\n", vip.to_string(), backend);
   return out;
 }
 
@@ -151,15 +185,27 @@ std::string print_haproxy(const ProxyPlan& plan, const pool::Config& config, con
 // it (keys sorted), without building the document: with 10,000 ports of 8 slots each that
 // was a third of a rendering. Every value is safe in JSON as it is: DNS-label ids and server
 // names, re-printed addresses, numbers.
-std::string print_haproxy_servers(const ProxyPlan& plan) {
+std::string print_haproxy_servers(const ProxyPlan& plan, int min_server_slots) {
   if (plan.ports.empty()) return "{}\n";
-  std::vector<std::pair<std::string, const PortPlan*>> by_id;
+  std::vector<std::pair<std::string, const std::vector<Server>*>> by_id;
   by_id.reserve(plan.ports.size());
-  for (const auto& port : plan.ports) by_id.emplace_back(port.id(), &port);
+  for (const auto& port : plan.ports) by_id.emplace_back(port.backend(), &port.servers);
+  std::vector<std::vector<Server>> spares; // the spares' placeholders, as printed in haproxy.cfg
+  for (const auto& shared : plan.shared) {
+    std::vector<Server> placeholders;
+    for (int slot = 1; slot <= min_server_slots; ++slot)
+      placeholders.push_back(Server{fmt::format("s{}", slot), ip::Address(ip::Family::v4, 0), shared.spare_port, false});
+    spares.push_back(std::move(placeholders));
+  }
+  std::size_t index = 0;
+  for (const auto& shared : plan.shared) {
+    for (const auto& spare : shared.spares) by_id.emplace_back(spare, &spares[index]);
+    ++index;
+  }
   std::sort(by_id.begin(), by_id.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   std::string out = "{\n";
   for (std::size_t p = 0; p < by_id.size(); ++p) {
-    const auto& servers = by_id[p].second->servers;
+    const auto& servers = *by_id[p].second;
     out += fmt::format("  \"{}\": [", by_id[p].first);
     for (std::size_t i = 0; i < servers.size(); ++i) {
       const auto& server = servers[i];

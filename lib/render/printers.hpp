@@ -8,7 +8,8 @@
 namespace k8slb::render::detail {
 
 std::string print_haproxy(const ProxyPlan& plan, const pool::Config& config, const Settings& settings);
-std::string print_haproxy_servers(const ProxyPlan& plan);
+std::string print_haproxy_servers(const ProxyPlan& plan, int min_server_slots);
+std::string print_shared_map(const SharedPort& shared); // haproxy-p<port>.map
 std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const Settings& settings);
 std::string print_keepalived(const KeepalivedPlan& plan, const Settings& settings);
 std::string print_bird(const BirdPlan& plan);

@@ -36,8 +36,10 @@ Output render_proxy(const Input& input) {
   auto plan = plan_proxy(input);
   switch (input.settings.proxy) {
   case Proxy::haproxy:
+    output.slots = plan_shared(plan, input.settings.shared_ports, input.previous_slots);
     output.files["haproxy.cfg"] = detail::print_haproxy(plan, input.config, input.settings);
-    output.files["haproxy-servers.json"] = detail::print_haproxy_servers(plan);
+    output.files["haproxy-servers.json"] = detail::print_haproxy_servers(plan, input.settings.min_server_slots);
+    for (const auto& shared : plan.shared) output.files[shared_map_file(shared.port)] = detail::print_shared_map(shared);
     break;
   case Proxy::nginx:
     output.files["nginx.conf"] = detail::print_nginx(plan, input.config, input.settings);

@@ -40,6 +40,8 @@ struct Options {
   bool no_cert_check = false;
   bool events = false;       // --stream: each line carries Warning Events for the Services' problems
   std::string previous_file; // the installed keepalived.conf: last good interfaces per pool
+  std::string previous_haproxy; // the installed haproxy.cfg: the shared ports' slots
+  std::vector<int> shared_ports;
   k8slb::render::Settings settings;
 };
 
@@ -65,7 +67,7 @@ bool matches_selector(const k8slb::model::Node& node, const std::string& selecto
 // (objects that could not be read, a broken ConfigMap when an earlier one is kept).
 k8slb::render::Output render_items(k8slb::model::Snapshot snapshot, const Options& options,
                                    std::optional<k8slb::pool::Config>& config,
-                                   std::map<std::string, std::string>& previous_interfaces,
+                                   k8slb::render::Input& carried, // previous_interfaces, previous_slots
                                    const std::vector<k8slb::node::Interface>& interfaces,
                                    std::vector<std::string>& errors, json* events = nullptr) {
   errors.insert(errors.end(), snapshot.errors.begin(), snapshot.errors.end());
@@ -101,12 +103,15 @@ k8slb::render::Output render_items(k8slb::model::Snapshot snapshot, const Option
     input.certificates = k8slb::node::readable_certificates(options.settings.cert_dir);
     input.certificate_files = k8slb::node::read_certificate_files(options.settings.cert_dir);
   }
-  input.previous_interfaces = previous_interfaces;
+  input.previous_interfaces = carried.previous_interfaces;
+  input.previous_slots = carried.previous_slots;
   auto output = options.what == "all"          ? k8slb::render::render_all(input)
                 : options.what == "keepalived" ? k8slb::render::render_keepalived(input)
                 : options.what == "bird"       ? k8slb::render::render_bird(input)
                                                : k8slb::render::render_proxy(input);
-  for (const auto& [pool, interface] : output.interfaces) previous_interfaces[pool] = interface;
+  for (const auto& [pool, interface] : output.interfaces) carried.previous_interfaces[pool] = interface;
+  if (options.settings.proxy == k8slb::render::Proxy::haproxy && options.what != "keepalived" && options.what != "bird")
+    carried.previous_slots = output.slots;
   if (events) {
     // What this node leaves out, as Events on the Services (posted by `k8slb-apply events`),
     // and who holds each VIP: {"events": [...], "vips": {"192.0.2.10": [{namespace, name, uid}]}}.
@@ -162,18 +167,23 @@ int run(Options options) {
   std::optional<k8slb::pool::Config> config;
   if (!options.config_file.empty()) config = k8slb::pool::load_config_file(options.config_file);
   // The last good interface of each pool: from the installed keepalived.conf (--previous, or
-  // the one in --output-dir), then from each rendering.
-  std::map<std::string, std::string> previous_interfaces;
-  std::string previous_file = options.previous_file;
-  if (previous_file.empty() && !options.output_dir.empty())
-    previous_file = (std::filesystem::path(options.output_dir) / "keepalived.conf").string();
-  if (!previous_file.empty() && std::filesystem::exists(previous_file)) {
+  // the one in --output-dir), then from each rendering. The same for the shared ports' slots.
+  k8slb::render::Input carried;
+  options.settings.shared_ports = {options.shared_ports.begin(), options.shared_ports.end()};
+  auto read_previous = [&](std::string file, const char* name, const char* without, auto parse) {
+    if (file.empty() && !options.output_dir.empty()) file = (std::filesystem::path(options.output_dir) / name).string();
+    if (file.empty() || !std::filesystem::exists(file)) return decltype(parse(std::string())){};
     try {
-      previous_interfaces = k8slb::render::previous_interfaces(k8slb::read_file(previous_file));
+      return parse(k8slb::read_file(file));
     } catch (const k8slb::Error& e) {
-      k8slb::tool::warning(fmt::format("{} (no last good interfaces)", e.what()));
+      k8slb::tool::warning(fmt::format("{} ({})", e.what(), without));
+      return decltype(parse(std::string())){};
     }
-  }
+  };
+  carried.previous_interfaces = read_previous(options.previous_file, "keepalived.conf", "no last good interfaces",
+                                              [](const std::string& text) { return k8slb::render::previous_interfaces(text); });
+  carried.previous_slots = read_previous(options.previous_haproxy, "haproxy.cfg", "no previous shared slots",
+                                         [](const std::string& text) { return k8slb::render::previous_shared_slots(text); });
   std::vector<k8slb::node::Interface> interfaces =
       options.interfaces_file.empty()
           ? k8slb::node::read_interfaces()
@@ -221,7 +231,7 @@ int run(Options options) {
           errors = std::move(objects.errors);
         }
         json events;
-        auto output = render_items(store.snapshot(), options, config, previous_interfaces, interfaces, errors,
+        auto output = render_items(store.snapshot(), options, config, carried, interfaces, errors,
                                    options.events ? &events : nullptr);
         all_ok = report(output, errors) == k8slb::tool::kExitOk && all_ok;
         json problems = json::array();
@@ -264,7 +274,7 @@ int run(Options options) {
   auto objects = k8slb::read_objects(paths);
   errors = std::move(objects.errors);
   auto output = render_items(k8slb::model::make_snapshot(std::move(objects.items), options.config_map), options,
-                             config, previous_interfaces, interfaces, errors);
+                             config, carried, interfaces, errors);
   if (!options.output_dir.empty()) {
     // The set is written as a whole: the manifest goes first, each file is replaced
     // atomically, and a new manifest naming every file (size, hash) is written last. A set
@@ -339,6 +349,16 @@ int main(int argc, char** argv) {
                  "The installed keepalived.conf (default: the one in --output-dir): a pool this node "
                  "cannot place keeps the interface its instances use there")
       ->type_name("FILE");
+  app.add_option("--previous-haproxy", options.previous_haproxy,
+                 "The installed haproxy.cfg (default: the one in --output-dir): the Services of the "
+                 "shared ports keep their slot backends")
+      ->type_name("FILE");
+  app.add_option("--shared-ports", options.shared_ports,
+                 "HAProxy: ports served by one shared frontend each (wildcard bind, VIPs routed "
+                 "through a map), so that a new Service on them is a runtime update, not a reload")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 65535))
+      ->type_name("PORT,...");
   app.add_option("--runtime-dir", options.settings.runtime_dir, "Directory of sockets and pid files")
       ->capture_default_str();
   app.add_option("--vrid-offset", options.settings.vrid_offset, "Added to every VRRP virtual_router_id")

@@ -59,6 +59,22 @@ std::string normalize_server_lines(std::string_view haproxy_cfg);
 std::optional<std::vector<std::string>> runtime_commands(const ServerTable& installed,
                                                          const ServerTable& wanted);
 
+// A shared port's map file (k8slb-render --shared-ports): "haproxy-p<port>.map", lines
+// "<VIP> <slot backend>". MapFiles: file name -> (VIP -> backend).
+using MapTable = std::map<std::string, std::string>;
+using MapFiles = std::map<std::string, MapTable>;
+bool is_map_file_name(std::string_view name);
+// Keys must be IP addresses (re-printed), values HAProxy identifiers, one pair per line, so
+// nothing else can reach the runtime socket. Throws Error("<source>: line N: ...").
+MapTable parse_map_file(std::string_view text, std::string_view source);
+// The runtime commands that turn the installed maps into the wanted ones, in two parts:
+// `before` (entries that go: before their backends are emptied) and `after` (entries that come
+// or change: once their backends are filled). nullopt when a wanted file is not installed.
+struct MapCommands {
+  std::vector<std::string> before, after;
+};
+std::optional<MapCommands> map_commands(const MapFiles& installed, const MapFiles& wanted);
+
 // The `stats socket <path>` of the global section (a unix socket path), if any.
 std::optional<std::string> stats_socket_path(std::string_view haproxy_cfg);
 
@@ -80,9 +96,12 @@ Plan plan_daemon(bool running, const std::optional<std::string>& installed, cons
 struct HaproxyFiles {
   std::optional<std::string> cfg;       // haproxy.cfg; nullopt when absent
   std::optional<ServerTable> servers;   // haproxy-servers.json parsed; nullopt when absent/bad
+  MapFiles maps;                        // the wanted map files as installed (absent/bad: left out)
 };
+// `wanted_maps`: the set's map files; nullopt when one does not parse (a reload then decides).
 Plan plan_haproxy(bool running, const HaproxyFiles& installed, const std::string& wanted_cfg,
-                  const std::optional<ServerTable>& wanted_servers);
+                  const std::optional<ServerTable>& wanted_servers,
+                  const std::optional<MapFiles>& wanted_maps = MapFiles{});
 
 // ---- HAProxy master CLI `show proc` --------------------------------------------------------
 

@@ -47,6 +47,19 @@ struct Settings {
                                            // proxy with `k8slb-apply health` (empty: it does not)
   bool transparent_bind = true;            // haproxy `bind ... transparent`: bind VIPs this node
                                            // does not hold (nginx needs ip_nonlocal_bind instead)
+  // haproxy: ports served by one shared frontend each (a wildcard bind routing by destination
+  // through haproxy-p<port>.map to slot backends), so that a new Service on one of them is a
+  // runtime update, not a reload. Empty: every VIP port has its own frontend.
+  std::set<int> shared_ports;
+};
+
+// The slot backends of the shared ports (Settings.shared_ports), carried from one rendering to
+// the next so that a Service keeps its slot and a new one takes a spare: a slot that moves is
+// a reload. Read back from an installed haproxy.cfg with previous_shared_slots().
+struct SharedSlots {
+  std::map<std::string, std::string> backends; // Service port id ("default_web_80") -> "shared_80_3"
+  std::map<int, int> capacity;                  // port -> slot backends rendered for it
+  bool operator==(const SharedSlots&) const = default;
 };
 
 struct Input {
@@ -65,6 +78,8 @@ struct Input {
   // The interface each pool's instances used in the last good keepalived.conf (see
   // previous_interfaces()): a pool this node cannot place now keeps it.
   std::map<std::string, std::string> previous_interfaces;
+  // The shared ports' slots in the last haproxy.cfg (see SharedSlots): kept where they can be.
+  SharedSlots previous_slots;
   // The contents of the BGP peers' password files (config.bgp peers' passwordFile), read by the
   // caller (I/O at the edge). A peer whose file is not here is left out with a Problem.
   std::map<std::string, std::string> bgp_passwords;
@@ -75,6 +90,8 @@ struct Output {
   std::vector<Problem> problems;            // Services (or ports) left out, and why
   // keepalived: pool -> the interface its instances use (the next Input.previous_interfaces).
   std::map<std::string, std::string> interfaces;
+  // haproxy: the shared ports' slots of this rendering (the next Input.previous_slots).
+  SharedSlots slots;
 };
 
 // The proxy's files ("haproxy.cfg" + "haproxy-servers.json", or "nginx.conf"); empty for
@@ -113,6 +130,13 @@ std::map<std::string, std::string> files_of_manifest(
 // printed ("# pool P: first choice N" then "  interface X" in the instance). Pools and
 // interfaces that are not valid names are skipped.
 std::map<std::string, std::string> previous_interfaces(std::string_view keepalived_conf);
+
+// The shared ports' slots of a haproxy.cfg k8slb-render printed (its "backend shared_<port>_<k>"
+// lines and the "(<id>)" that ends the comment above a filled one). Names that do not parse
+// are skipped.
+SharedSlots previous_shared_slots(std::string_view haproxy_cfg);
+// "haproxy-p<port>.map": the map file of a shared port; its lines are "<VIP> <slot backend>".
+std::string shared_map_file(int port);
 
 // The problems of a rendering that concern a Service this node serves, paired with the
 // Service (an index into input.services), for Events from the node (k8slb-render --events).

@@ -54,11 +54,26 @@ struct PortPlan {
   std::vector<ip::Range> source_ranges; // loadBalancerSourceRanges; empty: anyone
   std::vector<Server> servers; // haproxy slots: filled first (sorted by address), then empty
   int filled = 0;              // number of filled slots (ready endpoints)
+  // haproxy: served by its port's shared frontend (Settings.shared_ports), from the slot
+  // backend `slot` ("shared_<port>_<k>"); empty: its own frontends and backend id().
+  std::string slot;
 
   std::string service() const { return ns + "/" + name; }
   // "<ns>_<name>_<port>", with "_udp" / "_sctp" for those protocols: the backend / upstream
   // name. '_' never occurs in a DNS label, so the parts cannot run into each other.
   std::string id() const;
+  std::string backend() const { return slot.empty() ? id() : slot; } // haproxy's backend name
+};
+
+// A port served by one shared frontend (Settings.shared_ports): a wildcard bind per family
+// in use, routing by destination address through its map file to slot backends.
+struct SharedPort {
+  int port = 0;
+  bool v4 = false, v6 = false; // families among its VIPs: the wildcard binds
+  int capacity = 0;            // slot backends "shared_<port>_0" .. capacity - 1
+  std::vector<std::pair<ip::Address, std::string>> map; // VIP -> slot backend, sorted
+  std::vector<std::string> spares;                       // slot backends no Service fills, sorted by k
+  int spare_port = 0;                                    // the spares' placeholder servers' port
 };
 
 // An http -> https redirect listener on port 80 of a VIP, for TLS-terminated http-mode ports.
@@ -90,11 +105,21 @@ struct ProxyPlan {
   // at most kMaxSniCertificates; nginx, those with a key and DNS names (http-mode ports).
   std::vector<SniCertificate> sni;
   int nginx_names_bucket = 0; // server_names_hash_bucket_size to set (names too long for 64); 0: none
+  std::vector<SharedPort> shared; // haproxy's shared ports, sorted by port
   std::vector<Problem> problems;
 };
 
 // Decides everything the proxy's config needs. Empty (but with Service problems) for kubeproxy.
 ProxyPlan plan_proxy(const Input& input);
+
+// Puts the ports a shared frontend can serve (haproxy; a port in `shared_ports`, TCP, layer 4,
+// no TLS, no source ranges) into slot backends: each keeps its slot of `previous` while that
+// is below the port's capacity, the others take the lowest free ones (by id). A port's
+// capacity is kept while its Services fit and it is not four times what they need; otherwise
+// it is the Services plus spare_slots(). Fills plan.shared; returns the slots. Pure.
+SharedSlots plan_shared(ProxyPlan& plan, const std::set<int>& shared_ports, const SharedSlots& previous);
+// The spare slot backends a shared port gets with `services` Services: max(16, services / 8).
+int spare_slots(int services);
 
 // The owner's priority: VRRP's "address owner", which keepalived starts as master at once
 // (rendered `state MASTER`) instead of waiting three adverts to hear none: a new Service's VIP
