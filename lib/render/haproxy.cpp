@@ -92,18 +92,30 @@ std::string print_haproxy(const ProxyPlan& plan, const pool::Config& config, con
   line("  option redispatch");
   raw(config.haproxy.defaults);
 
+  // What a frontend does once a connection is taken, the same for every frontend of a mode.
+  auto frontend_body = [&](bool http, bool tls) {
+    if (http) {
+      if (!their_forwardfor) line("  option forwardfor");
+      if (!their_proto)
+        line(tls ? "  http-request set-header X-Forwarded-Proto https" : "  http-request set-header X-Forwarded-Proto http");
+      raw(config.haproxy.httpfront);
+    } else {
+      raw(config.haproxy.tcpfront);
+    }
+  };
   for (const auto& shared : plan.shared) {
-    // Specific binds (another Service's TLS or http port on the same number) win over these.
+    // Specific binds (the VIPs of the port's other Services: TLS, another mode) win over these.
     const std::string map = shared_map_file(shared.port);
+    const bool http = shared.mode == Mode::http;
     line("");
     line(fmt::format("# port {}: {} VIPs in {}, {} slot backends", shared.port, shared.map.size(), map,
                      shared.capacity));
     line(fmt::format("frontend shared_{}", shared.port));
-    line("  mode tcp");
+    line(http ? "  mode http" : "  mode tcp");
     if (shared.v4) line(fmt::format("  bind 0.0.0.0:{}", shared.port));
     if (shared.v6) line(fmt::format("  bind :::{} v6only", shared.port));
     line(fmt::format("  tcp-request connection reject unless {{ dst,map_ip({}) -m found }}", map));
-    raw(config.haproxy.tcpfront);
+    frontend_body(http, false);
     line(fmt::format("  use_backend %[dst,map_ip({})]", map));
   }
   for (const auto& port : plan.ports) {
@@ -124,15 +136,7 @@ std::string print_haproxy(const ProxyPlan& plan, const pool::Config& config, con
       }
       line(bind);
       if (!port.source_ranges.empty()) line("  " + source_acl(port.source_ranges));
-      if (http) {
-        if (!their_forwardfor) line("  option forwardfor");
-        if (!their_proto)
-          line(port.tls ? "  http-request set-header X-Forwarded-Proto https"
-                        : "  http-request set-header X-Forwarded-Proto http");
-        raw(config.haproxy.httpfront);
-      } else {
-        raw(config.haproxy.tcpfront);
-      }
+      frontend_body(http, port.tls);
       line(fmt::format("  default_backend {}", port.id()));
     }
   }
@@ -146,7 +150,7 @@ std::string print_haproxy(const ProxyPlan& plan, const pool::Config& config, con
     raw(config.haproxy.httpfront);
     line("  " + redirect_rule(redirect.to_port));
   }
-  for (const auto& port : plan.ports) {
+  auto print_backend = [&](const PortPlan& port) {
     const bool http = port.mode == Mode::http;
     line("");
     // A slot backend's comment ends with the Service port's id: previous_shared_slots() reads it.
@@ -161,14 +165,21 @@ std::string print_haproxy(const ProxyPlan& plan, const pool::Config& config, con
     for (const auto& server : port.servers)
       line(fmt::format("  server {} {}{}{}", server.name, host_port(server.address, server.port), options,
                        server.enabled ? "" : " disabled"));
-  }
+  };
+  for (const auto& port : plan.ports)
+    if (port.slot.empty()) print_backend(port);
+  // The shared ports' slot backends in slot order, filled or spare.
   for (const auto& shared : plan.shared)
-    for (const auto& spare : shared.spares) {
+    for (int k = 0; k < static_cast<int>(shared.slots.size()); ++k) {
+      if (shared.slots[k] >= 0) {
+        print_backend(plan.ports[shared.slots[k]]);
+        continue;
+      }
       line("");
       line(fmt::format("# port {}: spare", shared.port));
-      line(fmt::format("backend {}", spare));
-      line("  mode tcp");
-      raw(config.haproxy.tcpback);
+      line(fmt::format("backend {}", shared.slot_name(k)));
+      line(shared.mode == Mode::http ? "  mode http" : "  mode tcp");
+      raw(shared.mode == Mode::http ? config.haproxy.httpback : config.haproxy.tcpback);
       for (int slot = 1; slot <= settings.min_server_slots; ++slot)
         line(fmt::format("  server s{} 0.0.0.0:{} check disabled", slot, shared.spare_port));
     }
@@ -190,17 +201,13 @@ std::string print_haproxy_servers(const ProxyPlan& plan, int min_server_slots) {
   std::vector<std::pair<std::string, const std::vector<Server>*>> by_id;
   by_id.reserve(plan.ports.size());
   for (const auto& port : plan.ports) by_id.emplace_back(port.backend(), &port.servers);
-  std::vector<std::vector<Server>> spares; // the spares' placeholders, as printed in haproxy.cfg
-  for (const auto& shared : plan.shared) {
-    std::vector<Server> placeholders;
+  std::vector<std::vector<Server>> spares(plan.shared.size()); // placeholders, as printed in haproxy.cfg
+  for (std::size_t i = 0; i < plan.shared.size(); ++i) {
+    const auto& shared = plan.shared[i];
     for (int slot = 1; slot <= min_server_slots; ++slot)
-      placeholders.push_back(Server{fmt::format("s{}", slot), ip::Address(ip::Family::v4, 0), shared.spare_port, false});
-    spares.push_back(std::move(placeholders));
-  }
-  std::size_t index = 0;
-  for (const auto& shared : plan.shared) {
-    for (const auto& spare : shared.spares) by_id.emplace_back(spare, &spares[index]);
-    ++index;
+      spares[i].push_back(Server{fmt::format("s{}", slot), ip::Address(ip::Family::v4, 0), shared.spare_port, false});
+    for (int k = 0; k < static_cast<int>(shared.slots.size()); ++k)
+      if (shared.slots[k] < 0) by_id.emplace_back(shared.slot_name(k), &spares[i]);
   }
   std::sort(by_id.begin(), by_id.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   std::string out = "{\n";

@@ -16,11 +16,13 @@ namespace k8slb::render {
 namespace {
 
 bool shareable(const PortPlan& port, const std::set<int>& shared_ports) {
-  return shared_ports.contains(port.port) && port.protocol == Protocol::tcp && port.mode == Mode::tcp && !port.tls &&
-         port.source_ranges.empty();
+  return shared_ports.contains(port.port) && port.protocol == Protocol::tcp && port.mode == shared_mode(port.port) &&
+         !port.tls && port.source_ranges.empty();
 }
 
 std::string slot_name(int port, int k) { return fmt::format("shared_{}_{}", port, k); }
+
+// Service ports by the slot they take, as indexes into ProxyPlan::ports.
 
 // "shared_<port>_<k>" -> (port, k)
 std::optional<std::pair<int, int>> parse_slot_name(std::string_view name) {
@@ -48,53 +50,59 @@ bool is_port_id(std::string_view id) {
 
 } // namespace
 
+Mode shared_mode(int port) { return port == 80 || port == 443 ? Mode::http : Mode::tcp; }
+
+std::string SharedPort::slot_name(int k) const { return render::slot_name(port, k); }
+
 int spare_slots(int services) { return std::max(16, services / 8); }
 
 std::string shared_map_file(int port) { return fmt::format("haproxy-p{}.map", port); }
 
 SharedSlots plan_shared(ProxyPlan& plan, const std::set<int>& shared_ports, const SharedSlots& previous) {
   SharedSlots slots;
-  std::map<int, std::vector<PortPlan*>> by_port; // in plan order: sorted by id's parts
-  for (auto& port : plan.ports)
-    if (shareable(port, shared_ports)) by_port[port.port].push_back(&port);
-  for (auto& [number, ports] : by_port) {
-    const int services = static_cast<int>(ports.size());
+  std::map<int, std::vector<int>> by_port; // indexes into plan.ports, in plan order
+  for (std::size_t i = 0; i < plan.ports.size(); ++i)
+    if (shareable(plan.ports[i], shared_ports)) by_port[plan.ports[i].port].push_back(static_cast<int>(i));
+  for (auto& [number, indexes] : by_port) {
+    const int services = static_cast<int>(indexes.size());
     auto kept = previous.capacity.find(number);
     int capacity = services + spare_slots(services);
     if (kept != previous.capacity.end() && kept->second >= services && kept->second <= 4 * capacity)
       capacity = kept->second;
-    std::vector<bool> taken(capacity, false);
-    std::vector<PortPlan*> unplaced;
-    for (auto* port : ports) {
-      auto before = previous.backends.find(port->id());
+    std::vector<int> taken(capacity, -1);
+    std::vector<int> unplaced;
+    for (int index : indexes) {
+      auto& port = plan.ports[index];
+      auto before = previous.backends.find(port.id());
       auto parsed = before == previous.backends.end() ? std::nullopt : parse_slot_name(before->second);
-      if (parsed && parsed->first == number && parsed->second < capacity && !taken[parsed->second]) {
-        taken[parsed->second] = true;
-        port->slot = before->second;
+      if (parsed && parsed->first == number && parsed->second < capacity && taken[parsed->second] < 0) {
+        taken[parsed->second] = index;
+        port.slot = before->second;
       } else {
-        unplaced.push_back(port);
+        unplaced.push_back(index);
       }
     }
     int next = 0;
-    for (auto* port : unplaced) {
-      while (taken[next]) ++next;
-      taken[next] = true;
-      port->slot = slot_name(number, next);
+    for (int index : unplaced) {
+      while (taken[next] >= 0) ++next;
+      taken[next] = index;
+      plan.ports[index].slot = slot_name(number, next);
     }
     SharedPort shared;
     shared.port = number;
+    shared.mode = shared_mode(number);
     shared.capacity = capacity;
     shared.spare_port = number;
-    for (auto* port : ports) {
-      slots.backends[port->id()] = port->slot;
-      for (const auto& vip : port->vips) {
+    for (int index : indexes) {
+      const auto& port = plan.ports[index];
+      slots.backends[port.id()] = port.slot;
+      for (const auto& vip : port.vips) {
         (vip.address.family() == ip::Family::v4 ? shared.v4 : shared.v6) = true;
-        shared.map.emplace_back(vip.address, port->slot);
+        shared.map.emplace_back(vip.address, port.slot);
       }
     }
     std::sort(shared.map.begin(), shared.map.end());
-    for (int k = 0; k < capacity; ++k)
-      if (!taken[k]) shared.spares.push_back(slot_name(number, k));
+    shared.slots = std::move(taken);
     slots.capacity[number] = capacity;
     plan.shared.push_back(std::move(shared));
   }

@@ -69,11 +69,15 @@ struct PortPlan {
 // in use, routing by destination address through its map file to slot backends.
 struct SharedPort {
   int port = 0;
+  Mode mode = Mode::tcp;       // shared_mode(port)
   bool v4 = false, v6 = false; // families among its VIPs: the wildcard binds
   int capacity = 0;            // slot backends "shared_<port>_0" .. capacity - 1
   std::vector<std::pair<ip::Address, std::string>> map; // VIP -> slot backend, sorted
-  std::vector<std::string> spares;                       // slot backends no Service fills, sorted by k
-  int spare_port = 0;                                    // the spares' placeholder servers' port
+  // Per slot k: the index in ProxyPlan::ports of the port it serves, -1 for a spare. haproxy.cfg
+  // lists the slot backends in this order, so that filling or emptying one changes no other line.
+  std::vector<int> slots;
+  int spare_port = 0; // the spares' placeholder servers' port
+  std::string slot_name(int k) const; // "shared_<port>_<k>"
 };
 
 // An http -> https redirect listener on port 80 of a VIP, for TLS-terminated http-mode ports.
@@ -112,8 +116,11 @@ struct ProxyPlan {
 // Decides everything the proxy's config needs. Empty (but with Service problems) for kubeproxy.
 ProxyPlan plan_proxy(const Input& input);
 
-// Puts the ports a shared frontend can serve (haproxy; a port in `shared_ports`, TCP, layer 4,
-// no TLS, no source ranges) into slot backends: each keeps its slot of `previous` while that
+// The mode of a shared port's frontend: http for 80 and 443 (what a Service port without
+// annotations gets there), else tcp.
+Mode shared_mode(int port);
+// Puts the ports a shared frontend can serve (haproxy; a port in `shared_ports`, TCP, in the
+// port's shared_mode(), no TLS, no source ranges) into slot backends: each keeps its slot of `previous` while that
 // is below the port's capacity, the others take the lowest free ones (by id). A port's
 // capacity is kept while its Services fit and it is not four times what they need; otherwise
 // it is the Services plus spare_slots(). Fills plan.shared; returns the slots. Pure.

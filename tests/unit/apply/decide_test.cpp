@@ -540,3 +540,120 @@ TEST(RenderContract, GoldenServerTableMatchesTheConfig) {
 
 } // namespace
 } // namespace k8slb::apply
+
+namespace k8slb::apply {
+namespace {
+
+TEST(MapFile, OnlyAddressesAndBackendNamesReachTheRuntimeApi) {
+  struct Case {
+    std::string description;
+    std::string text;
+    MapTable table;
+    std::string error; // empty: parses
+  };
+  const std::vector<Case> cases = {
+      {"IPv4 and IPv6 (re-printed)", "192.0.2.10 shared_80_0\n2001:DB8::0010 shared_80_1\n\n",
+       {{"192.0.2.10", "shared_80_0"}, {"2001:db8::10", "shared_80_1"}}, ""},
+      {"empty", "", {}, ""},
+      {"not an address", "192.0.2.300 shared_80_0\n", {}, "m: line 1: '192.0.2.300' is not an IP address"},
+      {"a command after the name", "192.0.2.10 shared_80_0;shutdown\n", {}, "m: line 1: not a valid HAProxy backend name"},
+      {"three words", "192.0.2.10 shared_80_0 x\n", {}, "m: line 1: expected \"<IP address> <backend>\""},
+      {"twice", "192.0.2.10 a\n192.0.2.10 b\n", {}, "m: line 2: a second line for 192.0.2.10"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    try {
+      EXPECT_EQ(parse_map_file(c.text, "m"), c.table);
+      EXPECT_EQ(c.error, "");
+    } catch (const Error& error) {
+      EXPECT_EQ(error.what(), c.error);
+    }
+  }
+  for (auto [name, valid] : std::vector<std::pair<std::string, bool>>{
+           {"haproxy-p80.map", true}, {"haproxy-p65535.map", true}, {"haproxy-p0.map", false}, {"haproxy-p65536.map", false},
+           {"haproxy-p080.map", false}, {"haproxy-px.map", false}, {"haproxy-p80.map.tmp", false}, {"haproxy.cfg", false}})
+    EXPECT_EQ(is_map_file_name(name), valid) << name;
+}
+
+// k8slb-render's own output for Services on a shared port, as the installed and the wanted set.
+struct Rendered {
+  std::string cfg;
+  ServerTable servers;
+  MapFiles maps;
+};
+
+Rendered render_set(const std::vector<std::tuple<std::string, std::string, int, std::string>>& services,
+                    const render::SharedSlots& previous = {}) {
+  render::Input input;
+  input.config.pools.push_back({"default", ip::Range::parse("192.0.2.0/24"), ip::Range::parse("192.0.2.0/24"), "eth0"});
+  input.settings.shared_ports = {5432};
+  input.previous_slots = previous;
+  for (const auto& [name, vip, port, endpoint] : services) {
+    model::Service s;
+    s.ns = "default";
+    s.name = name;
+    s.type = "LoadBalancer";
+    s.ingress_ips = {vip};
+    model::ServicePort p;
+    p.name = "db";
+    p.port = port;
+    p.target_port = 6432;
+    p.protocol = "TCP";
+    s.ports = {p};
+    input.services.push_back(s);
+    model::EndpointSlice slice;
+    slice.ns = "default";
+    slice.name = name + "-1";
+    slice.service_name = name;
+    slice.address_type = "IPv4";
+    slice.ports.push_back({"db", "TCP", 6432});
+    model::Endpoint e;
+    e.addresses = {endpoint};
+    e.ready = true;
+    slice.endpoints.push_back(e);
+    input.slices.push_back(slice);
+  }
+  auto output = render::render_proxy(input);
+  Rendered set{output.files.at("haproxy.cfg"),
+               parse_server_table(nlohmann::json::parse(output.files.at("haproxy-servers.json")), "servers"), {}};
+  for (const auto& [name, text] : output.files)
+    if (is_map_file_name(name)) set.maps[name] = parse_map_file(text, name);
+  return set;
+}
+
+TEST(PlanHaproxy, ANewServiceOnASharedPortIsARuntimeUpdate) {
+  const auto one = render_set({{"a", "192.0.2.10", 5432, "198.51.100.1"}});
+  const auto slots = render::previous_shared_slots(one.cfg);
+  const auto two = render_set({{"a", "192.0.2.10", 5432, "198.51.100.1"}, {"b", "192.0.2.11", 5432, "198.51.100.2"}}, slots);
+  const auto moved = render_set({{"b", "192.0.2.10", 5432, "198.51.100.2"}}, render::previous_shared_slots(two.cfg));
+  const auto other_port = render_set({{"a", "192.0.2.10", 5432, "198.51.100.1"}, {"c", "192.0.2.12", 5433, "198.51.100.3"}}, slots);
+  auto plan = [](const Rendered& installed, const Rendered& wanted, std::optional<MapFiles> maps = std::nullopt) {
+    return plan_haproxy(true, {installed.cfg, installed.servers, installed.maps}, wanted.cfg, wanted.servers,
+                        maps ? maps : wanted.maps);
+  };
+  const std::string filled = "set server shared_5432_1/s1 addr 198.51.100.2 port 6432";
+  // b comes: its slot is filled, then its VIP routed to it.
+  auto added = plan(one, two);
+  EXPECT_EQ(added.action, Action::runtime_update) << added.reason;
+  ASSERT_GE(added.commands.size(), 3u);
+  EXPECT_EQ(added.commands.front(), filled);
+  EXPECT_EQ(added.commands[1], "set server shared_5432_1/s1 state ready");
+  EXPECT_EQ(added.commands.back(), "add map haproxy-p5432.map 192.0.2.11 shared_5432_1");
+  // b goes: its VIP first, then its slot.
+  auto removed = plan(two, one);
+  EXPECT_EQ(removed.action, Action::runtime_update) << removed.reason;
+  EXPECT_EQ(removed.commands.front(), "del map haproxy-p5432.map 192.0.2.11");
+  EXPECT_EQ(removed.commands[1], "set server shared_5432_1/s1 state maint");
+  // a goes and b takes its VIP: the VIP's entry is set to b's slot once that is filled.
+  auto reassigned = plan(two, moved);
+  EXPECT_EQ(reassigned.action, Action::runtime_update) << reassigned.reason;
+  EXPECT_EQ(reassigned.commands.back(), "set map haproxy-p5432.map 192.0.2.10 shared_5432_1");
+  // Unchanged; a new port number (a new frontend); a map file that is not installed or does not parse.
+  EXPECT_EQ(plan(two, two).action, Action::none);
+  EXPECT_EQ(plan(one, other_port).action, Action::reload);
+  EXPECT_EQ(plan_haproxy(true, {one.cfg, one.servers, {}}, two.cfg, two.servers, two.maps).action, Action::reload);
+  EXPECT_EQ(plan_haproxy(true, {one.cfg, one.servers, one.maps}, two.cfg, two.servers, std::nullopt).action, Action::reload);
+}
+
+} // namespace
+} // namespace k8slb::apply
