@@ -29,6 +29,10 @@
 #                   many come and go through the runtime API, without a reload. Each slot is a
 #                   health-checked server, so HAProxy needs about Service ports x (SERVER_SLOTS + 1)
 #                   open files (docs/deploy.md, "Open files")
+#   SHARED_PORTS    HAProxy: comma-separated ports (e.g. 80,5432) each served by one frontend bound
+#                   to the wildcard address, routing by VIP through a map: a new Service on one
+#                   of them is a runtime update, not a reload (default: none). Nothing else on
+#                   the node may listen on these ports (docs/node.md, "Shared ports")
 #   UNICAST         true: VRRP unicast to the other nodes' InternalIPs (default false)
 #   VRRP_PASSWORD   VRRP password (from a Secret); empty: VRRPv3 without authentication
 #   KA_OPTIONS, HP_OPTIONS, NX_OPTIONS   extra command-line options for keepalived, haproxy, nginx
@@ -70,6 +74,7 @@ VRID_OFFSET=${VRID_OFFSET:-0}
 ADVERT_INT=${ADVERT_INT:-5}
 UNICAST=${UNICAST:-false}
 SERVER_SLOTS=${SERVER_SLOTS:-8}
+SHARED_PORTS=${SHARED_PORTS:-}
 RUN_DIR=${RUN_DIR:-/run/k8slb}
 CONFIG_DIR=${CONFIG_DIR:-/etc/k8slb}
 RESTART_MAX_DELAY=${RESTART_MAX_DELAY:-${RESTART_DELAY_MAX:-30}}
@@ -140,6 +145,14 @@ validate_options() {
   case $UNICAST in true | false) ;; *) die "UNICAST: '$UNICAST' is not true or false" ;; esac
   [[ $SERVER_SLOTS =~ ^[0-9]{1,4}$ ]] && ((SERVER_SLOTS >= 1 && SERVER_SLOTS <= 4096)) \
     || die "SERVER_SLOTS: '$SERVER_SLOTS' is not 1-4096"
+  if [[ -n $SHARED_PORTS ]]; then
+    [[ $PROXY == haproxy ]] || die "SHARED_PORTS: shared ports are for PROXY=haproxy, not $PROXY"
+    [[ $SHARED_PORTS =~ ^[0-9]{1,5}(,[0-9]{1,5})*$ ]] || die "SHARED_PORTS: '$SHARED_PORTS' is not a list of ports such as 80,5432"
+    local shared_port
+    for shared_port in ${SHARED_PORTS//,/ }; do
+      ((10#$shared_port >= 1 && 10#$shared_port <= 65535)) || die "SHARED_PORTS: $shared_port is not a port 1-65535"
+    done
+  fi
   case $EVENTS in true | false) ;; *) die "EVENTS: '$EVENTS' is not true or false" ;; esac
   case $WATCH_EVENTS in true | false) ;; *) die "WATCH_EVENTS: '$WATCH_EVENTS' is not true or false" ;; esac
   [[ $WATCH_RESYNC =~ ^(0|[0-9]{1,9}(ms|s|m))$ ]] || die "WATCH_RESYNC: '$WATCH_RESYNC' is not a duration such as 10m"
@@ -253,6 +266,8 @@ pipeline_args() {
   # interface of the installed keepalived.conf.
   [[ $PROXY != kubeproxy && $apply =~ ^/[A-Za-z0-9/._+-]+$ ]] && render_args+=(--proxy-check "$apply")
   render_args+=(--previous "$CONFIG_DIR/keepalived.conf")
+  # The shared ports' Services keep the slot backends of the installed haproxy.cfg.
+  [[ -n $SHARED_PORTS ]] && render_args+=(--shared-ports "$SHARED_PORTS" --previous-haproxy "$CONFIG_DIR/haproxy.cfg")
   [[ -s $STATE_DIR/vrrp-password ]] && render_args+=(--vrrp-password-file "$STATE_DIR/vrrp-password")
   local apply_args=(node --config-dir "$CONFIG_DIR" --runtime-dir "$RUN_DIR" --proxy "$PROXY")
   [[ -n $KA_OPTIONS ]] && apply_args+=(--keepalived-options "$KA_OPTIONS")

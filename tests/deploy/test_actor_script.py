@@ -72,7 +72,12 @@ class ActorToolsTest(unittest.TestCase):
                  ({"WATCH_EVENTS": "false", "WATCH_DEBOUNCE": "1h"}, "WATCH_DEBOUNCE: '1h' is not a duration"),
                  ({"EVENTS": "1"}, "EVENTS: '1' is not true or false"),
                  ({"SERVER_SLOTS": "0"}, "SERVER_SLOTS: '0' is not 1-4096"),
-                 ({"SERVER_SLOTS": "8;rm"}, "SERVER_SLOTS: '8;rm' is not 1-4096")]
+                 ({"SERVER_SLOTS": "8;rm"}, "SERVER_SLOTS: '8;rm' is not 1-4096"),
+                 ({"SHARED_PORTS": "80 443"}, "SHARED_PORTS: '80 443' is not a list of ports such as 80,5432"),
+                 ({"SHARED_PORTS": "80,$(id)"}, "SHARED_PORTS: '80,$(id)' is not a list of ports"),
+                 ({"SHARED_PORTS": "80,70000"}, "SHARED_PORTS: 70000 is not a port 1-65535"),
+                 ({"SHARED_PORTS": "0"}, "SHARED_PORTS: 0 is not a port 1-65535"),
+                 ({"SHARED_PORTS": "80", "PROXY": "nginx"}, "SHARED_PORTS: shared ports are for PROXY=haproxy, not nginx")]
         for settings, message in cases:
             with self.subTest(settings=settings):
                 env = dict(os.environ, NODE_NAME="node1", K8SLB_BIN=pod.BINARY_DIR, **settings)

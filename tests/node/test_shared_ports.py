@@ -1,0 +1,138 @@
+"""Shared ports (k8slb-render --shared-ports) with the real k8slb-render, k8slb-apply and haproxy,
+in a network namespace: a new Service on a shared port is served through the runtime API, with
+no reload, and what the runtime API set survives a reload and a restarted renderer."""
+
+import json
+import os
+import subprocess
+import time
+import unittest
+
+from helpers import BINARY_DIR, VIP, Harness, backend_address
+
+RENDER = os.path.join(BINARY_DIR, "k8slb-render")
+VIP_B = "192.0.2.11"
+VIP_V6 = "2001:db8::10"
+
+
+def service(name, vip, port=80):
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"namespace": "default", "name": name, "uid": "uid-" + name},
+            "spec": {"type": "LoadBalancer", "ports": [{"name": "web", "port": port, "protocol": "TCP", "targetPort": 8080}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": vip}]}}}
+
+
+def slice_of(name, backend):
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"namespace": "default", "name": name + "-1", "labels": {"kubernetes.io/service-name": name}},
+            "ports": [{"name": "web", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [backend], "conditions": {"ready": True}}]}
+
+
+class SharedPortsTest(unittest.TestCase):
+    def setUp(self):
+        self.h = Harness(self)
+        self.addCleanup(self.h.cleanup)
+        if not os.path.exists(RENDER):
+            self.skipTest("no %s" % RENDER)
+        self.h.ip("addr", "add", VIP_B + "/32", "dev", "lo")
+        self.h.ip("-6", "addr", "add", VIP_V6 + "/128", "dev", "lo", "nodad")
+        self.pools = os.path.join(self.h.tmp, "pools.json")
+        with open(self.pools, "w") as f:
+            json.dump({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.10-192.0.2.20"},
+                                 "v6": {"network": "2001:db8::/64", "range": "2001:db8::10-2001:db8::20"}}}, f)
+
+    def render(self, services):
+        """k8slb-render haproxy --shared-ports 80, as the actor runs it: the slots of the installed
+        haproxy.cfg are kept. Returns the set of files."""
+        objects = []
+        for name, vip, backend, port in services:
+            objects += [service(name, vip, port), slice_of(name, backend)]
+        out = os.path.join(self.h.tmp, "rendered")
+        subprocess.run(["rm", "-rf", out], check=True)
+        result = subprocess.run([RENDER, "haproxy", "--config", self.pools, "--no-cert-check", "--runtime-dir",
+                                 self.h.runtime_dir, "--shared-ports", "80", "--previous-haproxy",
+                                 os.path.join(self.h.config_dir, "haproxy.cfg"), "--output-dir", out],
+                                input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+                                capture_output=True, text=True, timeout=30)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        files = {}
+        for name in os.listdir(out):
+            if name != "k8slb-render.json":
+                with open(os.path.join(out, name)) as f:
+                    files[name] = f.read()
+        return files
+
+    def get(self, host, port=80):
+        url = "http://[%s]:%d/" % (host, port) if ":" in host else "http://%s:%d/" % (host, port)
+        result = subprocess.run(self.h.netns_exec() + ["curl", "-s", "--max-time", "2", url],
+                                capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else "curl exit %d" % result.returncode
+
+    def test_a_new_service_is_served_without_a_reload(self):
+        h = self.h
+        h.start_backends(2)
+        apply = h.start_apply("--no-keepalived")
+        a = ("a", VIP, backend_address(0), 80)
+        b = ("b", VIP_B, backend_address(1), 80)
+        v6 = ("v6", VIP_V6, backend_address(1), 80)
+        self.assertEqual(h.send(apply, self.render([a, v6]))["actions"], {"haproxy": "start"})
+        h.wait_for_traffic()
+        self.assertEqual(self.get(VIP_V6), backend_address(1))
+        reloads, workers = h.haproxy_proc()
+
+        # b comes while a is under load: a runtime update, no reload, no failed request.
+        load = h.start_load()
+        time.sleep(0.3)
+        self.assertEqual(h.send(apply, self.render([a, b, v6]))["actions"], {"haproxy": "runtime-update"})
+        self.assertEqual(self.get(VIP_B), backend_address(1))
+        time.sleep(0.3)
+        stats = h.stop_load(load)
+        self.assertGreater(stats["ok"], 0)
+        self.assertEqual(stats["failed"], 0, stats["errors"])
+        self.assertEqual(h.haproxy_proc(), (reloads, workers), "haproxy was reloaded")
+
+        # a goes: its VIP is refused at once, the others are served; still no reload.
+        self.assertEqual(h.send(apply, self.render([b, v6]))["actions"], {"haproxy": "runtime-update"})
+        self.assertTrue(self.get(VIP).startswith("curl exit"), self.get(VIP))
+        self.assertEqual(self.get(VIP_B), backend_address(1))
+        self.assertEqual(h.haproxy_proc(), (reloads, workers), "haproxy was reloaded")
+
+        # A port that is not shared is a reload; what the runtime API set is in the files it loads.
+        c = ("c", "192.0.2.12", backend_address(0), 8081)
+        h.ip("addr", "add", "192.0.2.12/32", "dev", "lo")
+        self.assertEqual(h.send(apply, self.render([b, c, v6]))["actions"], {"haproxy": "reload"})
+        self.assertEqual(h.haproxy_proc()[0], reloads + 1)
+        self.assertEqual(self.get(VIP_B), backend_address(1))
+        self.assertEqual(self.get(VIP_V6), backend_address(1))
+        self.assertEqual(self.get("192.0.2.12", 8081), backend_address(0))
+        self.assertTrue(self.get(VIP).startswith("curl exit"))
+
+        # A renderer started again reads the slots from the installed haproxy.cfg: nothing to do.
+        self.assertEqual(h.send(apply, self.render([b, c, v6]))["actions"], {"haproxy": "none"})
+        self.assertEqual(sorted(name for name in os.listdir(h.config_dir) if name.endswith(".map")),
+                         ["haproxy-p80.map"])
+
+    def test_another_listener_on_the_port_keeps_the_running_config(self):
+        """A shared port binds the wildcard address: a node process listening on the same port
+        makes haproxy's reload fail. The running haproxy keeps serving, the set is reported."""
+        h = self.h
+        h.start_backends(1)
+        apply = h.start_apply("--no-keepalived")
+        a = ("a", VIP, backend_address(0), 8082)
+        self.assertEqual(h.send(apply, self.render([a]))["actions"], {"haproxy": "start"})
+        self.assertEqual(self.get(VIP, 8082), backend_address(0))
+        h.ip("addr", "add", "192.0.2.30/32", "dev", "lo")
+        h.spawn(["python3", "-m", "http.server", "--bind", "192.0.2.30", "80"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while self.get("192.0.2.30").startswith("curl exit") and time.time() < deadline:
+            time.sleep(0.1)
+        answer = h.send(apply, self.render([a, ("b", VIP_B, backend_address(0), 80)]))
+        self.assertEqual(answer["actions"], {"haproxy": "failed"})
+        self.assertIn("ReloadFailed", [problem["reason"] for problem in answer["problems"]])
+        self.assertEqual(self.get(VIP, 8082), backend_address(0))
+
+
+if __name__ == "__main__":
+    unittest.main()
