@@ -2,6 +2,7 @@
 tool of both. A cluster that keeps its pools in another ConfigMap and serves only Services of
 its own loadBalancerClass (for example beside MetalLB) gets IPs that the nodes also serve."""
 
+import os
 import time
 
 import cluster as cluster_module
@@ -61,3 +62,63 @@ class SharedSettingsTest(NetnsTestCase):
         for node in self.topology.lb_nodes:
             with open(f"{self.workdir}/{node.role}/etc/haproxy.cfg") as conf:
                 self.assertNotIn("someone-elses", conf.read())
+
+
+def show_proc_reloads(run_dir):
+    """The haproxy master's reload count, from its CLI (`show proc`)."""
+    import socket
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(5)
+        client.connect(os.path.join(run_dir, "haproxy-master.sock"))
+        client.sendall(b"show proc\n")
+        text = b""
+        while not text.endswith(b"\n\n") and (chunk := client.recv(65536)):
+            text += chunk
+    for line in text.decode().splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[1] == "master":
+            return int(words[2])
+    raise AssertionError("no master line in show proc: " + text.decode())
+
+
+SHARED = """
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  type: LoadBalancer
+  selector:
+    app: {name}
+  ports:
+    - name: http
+      port: 80
+      targetPort: 8080
+"""
+
+
+class SharedPortsSettingTest(NetnsTestCase):
+    """SHARED_PORTS=80 on the actors: a new Service on port 80 is served through the VIP with no
+    haproxy reload on any node (the runtime API sets its slot and its map entry)."""
+
+    pods = (POD,)
+
+    def test_shared_port_no_reload(self):
+        self.start_backend("http", POD, 8080, "shared")
+        cluster = cluster_module.Cluster(self.topology, self.workdir, settings={"SHARED_PORTS": "80"})
+        for name in ("first", "second"):
+            cluster.create_endpoints("default", name, [POD], [("http", 8080, "TCP")])
+        cluster.apply_yaml(SHARED.format(name="first"))
+        first = cluster.wait_for_ip("default", "first")
+        self.wait_for_body(f"http://{first}/", "pod shared", timeout=60)
+        time.sleep(1)  # the other node's last line applied too
+        reloads = {node.role: show_proc_reloads(cluster.run_dir(node)) for node in self.topology.lb_nodes}
+        cluster.apply_yaml(SHARED.format(name="second"))
+        second = cluster.wait_for_ip("default", "second")
+        self.wait_for_body(f"http://{second}/", "pod shared", timeout=30)
+        time.sleep(1)
+        for node in self.topology.lb_nodes:
+            with open(f"{self.workdir}/{node.role}/etc/haproxy-p80.map") as served:
+                self.assertIn(f"{second} ", served.read())
+            self.assertEqual(show_proc_reloads(cluster.run_dir(node)), reloads[node.role], node.role)
