@@ -253,15 +253,24 @@ def offline(options, host, workdir):
         snap = os.path.join(directory, "snapshot.json")
         with open(snap, "w") as out:
             json.dump(snapshot(size, options.family, options.pool_size), out)
-        for proxy in options.proxies:
-            config = os.path.join(directory, PROXY_FILE[proxy])
-            with open(config, "wb") as out:
-                status, seconds, rss, err = timed([render, proxy, "-f", snap, "--node", "lb1", "--interfaces",
-                                                   interfaces, "--no-cert-check", "--runtime-dir", run_dir],
-                                                  stdout=out)
+        variants = [(proxy, False) for proxy in options.proxies]
+        if options.shared_ports and "haproxy" in options.proxies:
+            variants.append(("haproxy", True))
+        for proxy, shared in variants:
+            argv = [render, proxy, "-f", snap, "--node", "lb1", "--interfaces", interfaces, "--no-cert-check",
+                    "--runtime-dir", run_dir]
+            if shared:  # the map file beside haproxy.cfg, as k8slb-apply installs them
+                out_dir = os.path.join(directory, "shared")
+                config = os.path.join(out_dir, PROXY_FILE[proxy])
+                status, seconds, rss, err = timed(argv + ["--shared-ports", "80", "--output-dir", out_dir])
+            else:
+                config = os.path.join(directory, PROXY_FILE[proxy])
+                with open(config, "wb") as out:
+                    status, seconds, rss, err = timed(argv, stdout=out)
             if status != 0:
                 raise RuntimeError(f"k8slb-render {proxy} at {size} Services: exit {status}: {err[-2000:]}")
-            row = {"services": size, "proxy": proxy, "config_bytes": os.path.getsize(config),
+            row = {"services": size, "proxy": proxy + (" --shared-ports 80" if shared else ""),
+                   "config_bytes": os.path.getsize(config),
                    "render_s": round(seconds, 3), "render_maxrss_mib": round(rss / 1024, 1)}
             times, peaks = [], []
             for _ in range(options.checks):
@@ -430,7 +439,12 @@ class Live:
             self.topology.pods.spawn([sys.executable, os.path.join(E2E, "backend.py"), "http", POD, "8080", "web"],
                                      "pod-web")
             netns.wait_until(lambda: netns.listening(self.topology.pods, POD, 8080), 10, what="backend")
-            settings = {"SERVER_SLOTS": str(options.server_slots)} if options.server_slots else None
+            settings = {}
+            if options.server_slots:
+                settings["SERVER_SLOTS"] = str(options.server_slots)
+            if options.shared_ports and proxy == "haproxy":
+                settings["SHARED_PORTS"] = "80"
+            settings = settings or None
             self.cluster = cluster_module.Cluster(self.topology, self.workdir, proxy=proxy, settings=settings)
             most = max(options.sizes) + len(options.sizes) * options.runs
             self.pools = pool_config(options.family, pools_for(most, options.pool_size))
@@ -641,6 +655,10 @@ class Live:
             run["keepalived_written_s"] = since(os.stat(self.path(host, "etc", "keepalived.conf")).st_mtime)
         except OSError:
             pass
+        try:  # --shared-ports: the port's map file, written once its entries are set at runtime
+            run["map_written_s"] = since(os.stat(self.path(host, "etc", "haproxy-p80.map")).st_mtime)
+        except OSError:
+            pass
         master = self.cluster.daemon_pid(host, self.proxy)
         new = [pid for pid in self.proxy_pids(host) if pid not in before_pids[holder] and pid != master]
         starts = [t for t in (start_time(pid) for pid in new) if t]
@@ -680,7 +698,7 @@ class Live:
             log(f"logs kept in {self.workdir}")
 
 
-STAGES = ("ip_s", "config_written_s", "new_worker_s", "config_to_new_worker_s", "keepalived_written_s",
+STAGES = ("ip_s", "config_written_s", "map_written_s", "new_worker_s", "config_to_new_worker_s", "keepalived_written_s",
           "apply_logged_s", "vip_on_node_s", "first_byte_s")
 
 
@@ -746,6 +764,9 @@ def main(argv):
                         help="the actors' SERVER_SLOTS (default: theirs, 8). HAProxy needs about Service ports x "
                              "(slots + 1) open files: 10,000 Services with 8 slots need about 90,000, more than "
                              "a hard limit of 20,000 (as in the sandbox these figures were taken in) allows")
+    parser.add_argument("--shared-ports", action="store_true",
+                        help="HAProxy: the actors' SHARED_PORTS=80 (one wildcard frontend for port 80, a new "
+                             "Service is a runtime update)")
     parser.add_argument("--offline-sizes", default=None, help="sizes of the offline part (default: --sizes)")
     parser.add_argument("--offline-only", action="store_true")
     parser.add_argument("--budget", type=int, default=5400,
@@ -783,6 +804,7 @@ def main(argv):
                            "keepalived": version(["keepalived", "--version"])},
               "options": {"sizes": options.sizes, "runs": options.runs, "proxies": options.proxies,
                           "family": options.family, "pool_size": options.pool_size, "server_slots": options.server_slots or 8,
+                          "shared_ports": "80" if options.shared_ports else None,
                           "default_pool": POOLS[options.family]}}
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="k8slb-node-bench-offline-")
