@@ -570,7 +570,11 @@ class Live:
 
         def configured():
             for host in self.topology.lb_nodes:
-                if not vips <= listened(self.read(self.path(host, "etc", PROXY_FILE[self.proxy]))):
+                served = listened(self.read(self.path(host, "etc", PROXY_FILE[self.proxy])))
+                # --shared-ports: port 80's VIPs are the map's keys
+                served |= {line.split()[0] for line in self.read(self.path(host, "etc", "haproxy-p80.map")).splitlines()
+                           if line.strip()}
+                if not vips <= served:
                     return False
                 if not vips <= set(KEEPALIVED_VIP.findall(self.read(self.path(host, "etc", "keepalived.conf")))):
                     return False

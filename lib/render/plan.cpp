@@ -126,6 +126,8 @@ void check_settings(const Settings& settings) {
     fail("settings", "min_server_slots", "must be between 1 and 4096");
   if (settings.hard_stop_after_s < 1)
     fail("settings", "hard_stop_after_s", "must be at least 1");
+  if (!settings.shared_ports.empty() && settings.proxy != Proxy::haproxy)
+    fail("settings", "shared_ports", fmt::format("shared ports are for haproxy, not {}", to_string(settings.proxy)));
   for (int port : settings.shared_ports)
     if (port < 1 || port > 65535) fail("settings", "shared_ports", fmt::format("{} is not a port number 1..65535", port));
 }

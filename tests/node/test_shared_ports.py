@@ -42,17 +42,19 @@ class SharedPortsTest(unittest.TestCase):
             json.dump({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.10-192.0.2.20"},
                                  "v6": {"network": "2001:db8::/64", "range": "2001:db8::10-2001:db8::20"}}}, f)
 
-    def render(self, services):
-        """k8slb-render haproxy --shared-ports 80, as the actor runs it: the slots of the installed
-        haproxy.cfg are kept. Returns the set of files."""
+    def render(self, services, shared="80"):
+        """k8slb-render haproxy --shared-ports 80 (`shared`; None: none), as the actor runs it: the
+        slots of the installed haproxy.cfg are kept. Returns the set of files."""
         objects = []
         for name, vip, backend, port in services:
             objects += [service(name, vip, port), slice_of(name, backend)]
         out = os.path.join(self.h.tmp, "rendered")
         subprocess.run(["rm", "-rf", out], check=True)
-        result = subprocess.run([RENDER, "haproxy", "--config", self.pools, "--no-cert-check", "--runtime-dir",
-                                 self.h.runtime_dir, "--shared-ports", "80", "--previous-haproxy",
-                                 os.path.join(self.h.config_dir, "haproxy.cfg"), "--output-dir", out],
+        argv = [RENDER, "haproxy", "--config", self.pools, "--no-cert-check", "--runtime-dir", self.h.runtime_dir,
+                "--previous-haproxy", os.path.join(self.h.config_dir, "haproxy.cfg"), "--output-dir", out]
+        if shared:
+            argv += ["--shared-ports", shared]
+        result = subprocess.run(argv,
                                 input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
                                 capture_output=True, text=True, timeout=30)
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -112,6 +114,28 @@ class SharedPortsTest(unittest.TestCase):
         self.assertEqual(h.send(apply, self.render([b, c, v6]))["actions"], {"haproxy": "none"})
         self.assertEqual(sorted(name for name in os.listdir(h.config_dir) if name.endswith(".map")),
                          ["haproxy-p80.map"])
+
+    def test_turning_shared_ports_on_and_off_under_load_fails_no_request(self):
+        """SHARED_PORTS set on a running node, then unset: each is one reload, and the VIP's
+        listening socket changes (VIP:80 to *:80 and back) with no request refused."""
+        h = self.h
+        h.start_backends(1)
+        apply = h.start_apply("--no-keepalived")
+        services = [("a", VIP, backend_address(0), 80)]
+        self.assertEqual(h.send(apply, self.render(services, shared=None))["actions"], {"haproxy": "start"})
+        h.wait_for_traffic()
+        load = h.start_load()
+        time.sleep(0.3)
+        actions = []
+        for shared in ("80", None, "80", None, "80"):
+            actions.append(h.send(apply, self.render(services, shared=shared))["actions"]["haproxy"])
+            time.sleep(0.3)
+        stats = h.stop_load(load)
+        self.assertEqual(actions, ["reload"] * 5)
+        self.assertGreater(stats["ok"], 0)
+        self.assertEqual(stats["failed"], 0, stats["errors"])
+        with open(os.path.join(h.config_dir, "haproxy.cfg")) as f:
+            self.assertIn("frontend shared_80", f.read())
 
     def test_another_listener_on_the_port_keeps_the_running_config(self):
         """A shared port binds the wildcard address: a node process listening on the same port
