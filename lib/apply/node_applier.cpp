@@ -537,7 +537,8 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
       HaproxyFiles installed_files{installed, std::nullopt};
       if (auto text = detail::read_optional(paths.servers)) {
         try {
-          installed_files.servers = parse_server_table(nlohmann::json::parse(*text), paths.servers);
+          if (parsed_servers_ && parsed_servers_->first == *text) installed_files.servers = parsed_servers_->second;
+          else installed_files.servers = parse_server_table(nlohmann::json::parse(*text), paths.servers);
         } catch (const std::exception&) {
         }
       }
@@ -546,6 +547,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
         wanted_servers_text = found->second;
         try {
           wanted_servers = parse_server_table(nlohmann::json::parse(found->second), kHaproxyServersFile);
+          parsed_servers_.emplace(found->second, *wanted_servers);
         } catch (const nlohmann::json::exception& error) {
           result.problems.push_back({kHaproxyServersFile, "", "InvalidServerTable", error.what()});
         } catch (const Error& error) {

@@ -266,6 +266,9 @@ private:
   std::map<Daemon, std::unique_ptr<State>> states_;
   std::unique_ptr<detail::DaemonLog> daemon_log_; // !detach: the daemons' output, in our log
   std::optional<bool> announcing_; // bird's k8slb_vips_* protocols enabled; nullopt: not known
+  // The server table last parsed, with its text: the installed one is parsed again only when
+  // the file holds something else (a megabyte at 1,000 Services).
+  std::optional<std::pair<std::string, ServerTable>> parsed_servers_;
   // Enables or disables bird's VIP routes to follow the proxy's health; a log line on a change.
   std::optional<std::string> follow_proxy_health(bool force);
 };
