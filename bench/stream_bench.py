@@ -99,6 +99,8 @@ def main():
     parser.add_argument("--pipeline", choices=("events", "snapshots"), default="events")
     parser.add_argument("--tool", choices=("allocate", "render"), default="allocate")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--shared-ports", action="store_true",
+                        help="--tool render: k8slb-render --shared-ports 80 (the VIPs in haproxy-p80.map)")
     args = parser.parse_args()
 
     render = args.tool == "render"
@@ -113,11 +115,14 @@ def main():
             json.dump(INTERFACES, f)
         command = [os.path.join(args.binary_dir, "k8slb-render"), "all", "--stream", "--events", "--node", "lb1",
                    "--interfaces", interfaces, "--runtime-dir", workdir, "--no-cert-check"]
+        if args.shared_ports:
+            command += ["--shared-ports", "80"]
     else:
         command = [os.path.join(args.binary_dir, "k8slb-allocate"), "--ip-mode", "Proxy"]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True, bufsize=1)
-    figures = {"tool": args.tool, "services": args.services, "pipeline": args.pipeline}
+    figures = {"tool": args.tool, "services": args.services, "pipeline": args.pipeline,
+               "shared_ports": "80" if args.shared_ports else None}
 
     def send(*changes):
         """Writes the changes (watch events, or the whole List after them); returns the next line."""
@@ -165,8 +170,9 @@ def main():
                 t0 = time.monotonic()
                 line = send(("ADDED", service(i, version, address(i))))
                 latencies.append(time.monotonic() - t0)
-                if f"[{address(i)}]:80" not in line["files"]["haproxy.cfg"]:
-                    raise SystemExit(f"svc-{i:06d}: its VIP is not in haproxy.cfg")
+                served = line["files"]["haproxy-p80.map"] if args.shared_ports else line["files"]["haproxy.cfg"]
+                if (f"{address(i)} " if args.shared_ports else f"[{address(i)}]:80") not in served:
+                    raise SystemExit(f"svc-{i:06d}: its VIP is not in haproxy.cfg (or haproxy-p80.map)")
                 continue
             new = service(i, version - 1)
             t0 = time.monotonic()
