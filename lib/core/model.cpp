@@ -494,13 +494,30 @@ std::pair<std::string, std::string> store_key(const std::string& kind, const jso
 }
 } // namespace
 
-void Store::apply(const json& event) {
+bool Store::apply(const json& event) {
   auto read = read_watch_event(event);
-  if (!read) return;
+  if (!read) return false;
   const json& object = *read->object;
   const std::string kind = string_or_empty(object, "kind");
-  erase(kind, store_key(kind, object));
+  const Key key = store_key(kind, object);
+  const bool before = rendered(kind, key);
+  erase(kind, key);
   if (read->type != "DELETED") put(object);
+  return before || rendered(kind, key);
+}
+
+bool Store::rendered(const std::string& kind, const Key& key) const {
+  if (errors_.contains({kind, key})) return true; // every line names it
+  auto has_ips = [&](const Key& service) {
+    auto found = services_.find(service);
+    return found != services_.end() && !found->second.ingress_ips.empty();
+  };
+  if (kind == "Service") return has_ips(key);
+  if (kind == "EndpointSlice") {
+    auto found = slices_.find(key);
+    return found != slices_.end() && has_ips({key.first, found->second.service_name});
+  }
+  return true; // Nodes, the ConfigMap, anything else
 }
 
 // Parsed as make_snapshot parses it, so that a snapshot of the store is the List's.

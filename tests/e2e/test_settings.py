@@ -81,23 +81,6 @@ def show_proc_reloads(run_dir):
     raise AssertionError("no master line in show proc: " + text.decode())
 
 
-SHARED = """
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  type: LoadBalancer
-  selector:
-    app: {name}
-  ports:
-    - name: http
-      port: 80
-      targetPort: 8080
-"""
-
-
 class SharedPortsSettingTest(NetnsTestCase):
     """SHARED_PORTS=80 on the actors: a new Service on port 80 is served through the VIP with no
     haproxy reload on any node (the runtime API sets its slot and its map entry)."""
@@ -109,12 +92,12 @@ class SharedPortsSettingTest(NetnsTestCase):
         cluster = cluster_module.Cluster(self.topology, self.workdir, settings={"SHARED_PORTS": "80"})
         for name in ("first", "second"):
             cluster.create_endpoints("default", name, [POD], [("http", 8080, "TCP")])
-        cluster.apply_yaml(SHARED.format(name="first"))
+        cluster.apply_yaml(cluster_module.http_service("first"))
         first = cluster.wait_for_ip("default", "first")
         self.wait_for_body(f"http://{first}/", "pod shared", timeout=60)
         time.sleep(1)  # the other node's last line applied too
         reloads = {node.role: show_proc_reloads(cluster.run_dir(node)) for node in self.topology.lb_nodes}
-        cluster.apply_yaml(SHARED.format(name="second"))
+        cluster.apply_yaml(cluster_module.http_service("second"))
         second = cluster.wait_for_ip("default", "second")
         self.wait_for_body(f"http://{second}/", "pod shared", timeout=30)
         time.sleep(1)

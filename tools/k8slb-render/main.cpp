@@ -197,6 +197,7 @@ int run(Options options) {
     k8slb::JsonStreamReader reader(std::cin, "<stdin>");
     k8slb::model::Store store(options.config_map);
     std::optional<std::chrono::system_clock::time_point> batch_started; // the burst's first event read
+    bool batch_rendered = false; // the burst holds a change that can reach a rendering
     constexpr auto kRepeatAfter = std::chrono::seconds(30);
     json last_line;                                  // the last line printed, without observedAt
     auto last_written = std::chrono::steady_clock::now();
@@ -215,13 +216,18 @@ int run(Options options) {
           if (!store.loaded()) throw k8slb::Error(k8slb::list_first_error(reader.name()));
           if (!batch_started) batch_started = std::chrono::system_clock::now();
           try {
-            store.apply(*document);
+            batch_rendered = store.apply(*document) || batch_rendered;
           } catch (const k8slb::Error& e) {
             k8slb::tool::error(fmt::format("{}: {}", reader.name(), e.what()));
             all_ok = false;
           }
           if (reader.ready()) continue;
           seen = std::exchange(batch_started, std::nullopt);
+          // A burst that cannot change the line (a new Service before its IP, its
+          // EndpointSlice) would render the same line: not rendered, unless that line is due
+          // again (kRepeatAfter, below).
+          if (!std::exchange(batch_rendered, false) && std::chrono::steady_clock::now() - last_written < kRepeatAfter)
+            continue;
         } else {
           seen = k8slb::observed_at(*document);
           batch_started.reset(); // events read before it are in it
@@ -292,6 +298,9 @@ int run(Options options) {
       if (options.what == "all" || !output.files.contains(main_file))
         throw k8slb::Error("several files to write: give --output-dir DIR or --stream");
       std::cout << output.files.at(main_file);
+      for (const auto& [name, content] : output.files)
+        if (name.ends_with(".map"))
+          k8slb::tool::warning(fmt::format("{} not printed (the VIPs of a shared port): give --output-dir DIR", name));
     } else if (output.files.empty()) {
       throw k8slb::Error("nothing to render: the config document has no bgp section");
     } else {

@@ -154,7 +154,10 @@ class Store {
 public:
   explicit Store(std::string config_map_key = "k8slb-system/global");
   void load(const std::vector<json>& items); // a whole List: replaces every object
-  void apply(const json& event);             // read_watch_event's errors; else never throws
+  // Throws read_watch_event's errors; else never throws. Returns false when the change cannot
+  // change a rendering: a Service without ingress IPs before and after, an EndpointSlice whose
+  // Service has none (or is not kept), each read without an error. k8slb-render skips those.
+  bool apply(const json& event);
   bool loaded() const { return loaded_; }
   Snapshot snapshot() const; // sorted by namespace/name; errors in kind, namespace, name order
 
@@ -162,6 +165,7 @@ private:
   using Key = std::pair<std::string, std::string>; // namespace, name
   void put(const json& object);
   void erase(const std::string& kind, const Key& key);
+  bool rendered(const std::string& kind, const Key& key) const; // may reach a rendering
 
   std::string config_map_key_;
   bool loaded_ = false;
