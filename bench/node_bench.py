@@ -445,7 +445,8 @@ class Live:
             if options.shared_ports and proxy == "haproxy":
                 settings["SHARED_PORTS"] = "80"
             settings = settings or None
-            self.cluster = cluster_module.Cluster(self.topology, self.workdir, proxy=proxy, settings=settings)
+            self.cluster = cluster_module.Cluster(self.topology, self.workdir, proxy=proxy, settings=settings,
+                                                  advert_int=options.advert_int)
             most = max(options.sizes) + len(options.sizes) * options.runs
             self.pools = pool_config(options.family, pools_for(most, options.pool_size))
             # The pools the test certificates were made for are small; the bench's pool holds
@@ -768,6 +769,8 @@ def main(argv):
                         help="the actors' SERVER_SLOTS (default: theirs, 8). HAProxy needs about Service ports x "
                              "(slots + 1) open files: 10,000 Services with 8 slots need about 90,000, more than "
                              "a hard limit of 20,000 (as in the sandbox these figures were taken in) allows")
+    parser.add_argument("--advert-int", type=int, default=None,
+                        help="the actors' ADVERT_INT in centiseconds (default: theirs, 5)")
     parser.add_argument("--shared-ports", action="store_true",
                         help="HAProxy: the actors' SHARED_PORTS=80 (one wildcard frontend for port 80, a new "
                              "Service is a runtime update)")
@@ -809,6 +812,7 @@ def main(argv):
               "options": {"sizes": options.sizes, "runs": options.runs, "proxies": options.proxies,
                           "family": options.family, "pool_size": options.pool_size, "server_slots": options.server_slots or 8,
                           "shared_ports": "80" if options.shared_ports else None,
+                          "advert_int_cs": options.advert_int or 5,
                           "default_pool": POOLS[options.family]}}
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="k8slb-node-bench-offline-")
