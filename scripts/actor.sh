@@ -147,10 +147,11 @@ validate_options() {
     || die "SERVER_SLOTS: '$SERVER_SLOTS' is not 1-4096"
   if [[ -n $SHARED_PORTS ]]; then
     [[ $PROXY == haproxy ]] || die "SHARED_PORTS: shared ports are for PROXY=haproxy, not $PROXY"
-    [[ $SHARED_PORTS =~ ^[0-9]{1,5}(,[0-9]{1,5})*$ ]] || die "SHARED_PORTS: '$SHARED_PORTS' is not a list of ports such as 80,5432"
+    [[ $SHARED_PORTS =~ ^[1-9][0-9]{0,4}(,[1-9][0-9]{0,4})*$ ]] \
+      || die "SHARED_PORTS: '$SHARED_PORTS' is not a list of ports such as 80,5432"
     local shared_port
     for shared_port in ${SHARED_PORTS//,/ }; do
-      ((10#$shared_port >= 1 && 10#$shared_port <= 65535)) || die "SHARED_PORTS: $shared_port is not a port 1-65535"
+      ((shared_port <= 65535)) || die "SHARED_PORTS: $shared_port is not a port 1-65535"
     done
   fi
   case $EVENTS in true | false) ;; *) die "EVENTS: '$EVENTS' is not true or false" ;; esac

@@ -576,9 +576,13 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
     outcome.action = plan.action;
     outcome.detail = plan.reason;
     if (plan.action == Action::none) {
-      if (wanted_servers_text && detail::read_optional(paths.servers) != wanted_servers_text)
-        detail::commit_rename(detail::write_temporary(paths.servers, *wanted_servers_text), paths.servers);
-      install_maps();
+      try {
+        if (wanted_servers_text && detail::read_optional(paths.servers) != wanted_servers_text)
+          detail::commit_rename(detail::write_temporary(paths.servers, *wanted_servers_text), paths.servers);
+        install_maps();
+      } catch (const std::exception& error) {
+        problem("ApplyFailed", without_prefix(error.what(), file));
+      }
       state.wanted = true;
       result.daemons.push_back(outcome);
       continue;
@@ -589,7 +593,8 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
     // the running config stays and the other daemons are still applied.
     std::optional<std::string> staged;
     try {
-      install_maps();
+      // A runtime update installs its map files once its commands are sent (below).
+      if (plan.action != Action::runtime_update) install_maps();
       if (!installed || *installed != wanted->second) {
         staged = detail::write_temporary(paths.cfg, wanted->second, file_mode(daemon));
       }
@@ -635,6 +640,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
             break;
           }
         }
+        install_maps(); // what HAProxy now holds, or what the reload below loads
         if (!failed.empty()) {
           outcome.action = Action::reload;
           outcome.detail = "runtime update failed (" + failed + "), reloading";
@@ -674,6 +680,9 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
       problem(outcome.action == Action::start ? "StartFailed" : "ReloadFailed", without_prefix(error.what(), file));
       if (staged && !committed) ::unlink(staged->c_str());
       restore_maps();
+      // Runtime commands sent before the failure changed HAProxy beyond what the installed
+      // files say: without its server table, the next set is a reload (from checked files).
+      if (plan.action == Action::runtime_update) ::unlink(paths.servers.c_str());
       // The daemon still runs the previous config: put that file back, so the installed file
       // says what runs and the same input is tried again (not taken as already applied).
       if (committed && installed) {

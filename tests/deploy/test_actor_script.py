@@ -76,7 +76,8 @@ class ActorToolsTest(unittest.TestCase):
                  ({"SHARED_PORTS": "80 443"}, "SHARED_PORTS: '80 443' is not a list of ports such as 80,5432"),
                  ({"SHARED_PORTS": "80,$(id)"}, "SHARED_PORTS: '80,$(id)' is not a list of ports"),
                  ({"SHARED_PORTS": "80,70000"}, "SHARED_PORTS: 70000 is not a port 1-65535"),
-                 ({"SHARED_PORTS": "0"}, "SHARED_PORTS: 0 is not a port 1-65535"),
+                 ({"SHARED_PORTS": "0"}, "SHARED_PORTS: '0' is not a list of ports"),
+                 ({"SHARED_PORTS": "080"}, "SHARED_PORTS: '080' is not a list of ports"),
                  ({"SHARED_PORTS": "80", "PROXY": "nginx"}, "SHARED_PORTS: shared ports are for PROXY=haproxy, not nginx")]
         for settings, message in cases:
             with self.subTest(settings=settings):

@@ -41,7 +41,7 @@ struct Options {
   bool events = false;       // --stream: each line carries Warning Events for the Services' problems
   std::string previous_file; // the installed keepalived.conf: last good interfaces per pool
   std::string previous_haproxy; // the installed haproxy.cfg: the shared ports' slots
-  std::vector<int> shared_ports;
+  std::vector<std::string> shared_ports; // decimal port numbers (CLI11 would read 0100 as octal)
   k8slb::render::Settings settings;
 };
 
@@ -169,7 +169,7 @@ int run(Options options) {
   // The last good interface of each pool: from the installed keepalived.conf (--previous, or
   // the one in --output-dir), then from each rendering. The same for the shared ports' slots.
   k8slb::render::Input carried;
-  options.settings.shared_ports = {options.shared_ports.begin(), options.shared_ports.end()};
+  for (const auto& port : options.shared_ports) options.settings.shared_ports.insert(std::stoi(port));
   auto read_previous = [&](std::string file, const char* name, const char* without, auto parse) {
     if (file.empty() && !options.output_dir.empty()) file = (std::filesystem::path(options.output_dir) / name).string();
     if (file.empty() || !std::filesystem::exists(file)) return decltype(parse(std::string())){};
@@ -366,7 +366,14 @@ int main(int argc, char** argv) {
                  "HAProxy: ports served by one shared frontend each (wildcard bind, VIPs routed "
                  "through a map), so that a new Service on them is a runtime update, not a reload")
       ->delimiter(',')
-      ->check(CLI::Range(1, 65535))
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            const bool decimal = !text.empty() && text.size() <= 5 && text.front() != '0' &&
+                                 text.find_first_not_of("0123456789") == std::string::npos;
+            return decimal && std::stoi(text) <= 65535 ? std::string()
+                                                       : "'" + text + "' is not a port number 1-65535";
+          },
+          "PORT"))
       ->type_name("PORT,...");
   app.add_option("--runtime-dir", options.settings.runtime_dir, "Directory of sockets and pid files")
       ->capture_default_str();
