@@ -275,7 +275,9 @@ spec:
         for key, ips in before.items():
             self.assertEqual(after[key], ips, f"{key} moved after the restart")
         self.assert_no_duplicate_ip()
-        # The restarted watcher wrote only the new Service's status.
+        # The restarted watcher wrote only the new Service's status (its log line may follow the
+        # write the API already shows).
+        wait_until(lambda: self.watchers[-1].status_writes(), 10, "the new Service's status write in the log")
         writes = self.watchers[-1].status_writes()
         self.assertEqual(len(writes), 1, writes)
         self.assertIn("default/new", writes[0])
