@@ -22,8 +22,6 @@ bool shareable(const PortPlan& port, const std::set<int>& shared_ports) {
 
 std::string slot_name(int port, int k) { return fmt::format("shared_{}_{}", port, k); }
 
-// Service ports by the slot they take, as indexes into ProxyPlan::ports.
-
 // "shared_<port>_<k>" -> (port, k)
 std::optional<std::pair<int, int>> parse_slot_name(std::string_view name) {
   constexpr std::string_view prefix = "shared_";
