@@ -15,17 +15,14 @@
 #include "k8slb/render.hpp"
 #include "k8slb/render_model.hpp"
 
+#include "fixture.hpp"
+
 #include <nlohmann/json.hpp>
 
 namespace k8slb::render {
 namespace {
 
-pool::Config pools() {
-  pool::Config config;
-  config.pools.push_back({"default", ip::Range::parse("192.0.2.0/24"), ip::Range::parse("192.0.2.128/25"), "eth0"});
-  config.pools.push_back({"ipv6", ip::Range::parse("2001:db8::/64"), ip::Range::parse("2001:db8::/96"), "eth0"});
-  return config;
-}
+pool::Config pools() { return testing::documentation_pools(); }
 
 model::Service service(std::vector<model::ServicePort> ports, std::map<std::string, std::string> annotations = {},
                        std::vector<std::string> ingress = {"192.0.2.10"}) {
@@ -228,7 +225,7 @@ TEST(Decisions, ServerSlots) {
   const std::vector<Case> cases = {{0, 8, 8}, {1, 8, 8}, {8, 8, 8}, {9, 8, 16}, {17, 8, 32},
                                    {0, 1, 1}, {3, 1, 4}, {1000, 8, 1024}};
   for (const auto& c : cases) {
-    SCOPED_TRACE(testing::Message() << c.endpoints << " endpoints, at least " << c.min_slots);
+    SCOPED_TRACE(::testing::Message() << c.endpoints << " endpoints, at least " << c.min_slots);
     EXPECT_EQ(server_slots(c.endpoints, c.min_slots), c.slots);
   }
 }

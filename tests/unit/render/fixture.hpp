@@ -14,6 +14,14 @@
 
 namespace k8slb::render::testing {
 
+// Two pools on the documentation prefixes: "default" 192.0.2.128/25, "ipv6" 2001:db8::/96.
+inline pool::Config documentation_pools() {
+  pool::Config config;
+  config.pools.push_back({"default", ip::Range::parse("192.0.2.0/24"), ip::Range::parse("192.0.2.128/25"), "eth0"});
+  config.pools.push_back({"ipv6", ip::Range::parse("2001:db8::/64"), ip::Range::parse("2001:db8::/96"), "eth0"});
+  return config;
+}
+
 inline std::string source_dir() {
 #ifdef K8SLB_SOURCE_DIR
   return K8SLB_SOURCE_DIR;

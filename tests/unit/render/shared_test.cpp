@@ -12,15 +12,12 @@
 #include "k8slb/render.hpp"
 #include "k8slb/render_model.hpp"
 
+#include "fixture.hpp"
+
 namespace k8slb::render {
 namespace {
 
-pool::Config pools() {
-  pool::Config config;
-  config.pools.push_back({"default", ip::Range::parse("192.0.2.0/24"), ip::Range::parse("192.0.2.128/25"), "eth0"});
-  config.pools.push_back({"ipv6", ip::Range::parse("2001:db8::/64"), ip::Range::parse("2001:db8::/96"), "eth0"});
-  return config;
-}
+pool::Config pools() { return testing::documentation_pools(); }
 
 model::ServicePort port(int number, int target = 8080) {
   model::ServicePort p;
