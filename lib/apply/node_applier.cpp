@@ -236,7 +236,9 @@ std::vector<std::string> start_argv(const NodeOptions& options, Daemon daemon, c
     argv.insert(argv.end(), options.nginx_options.begin(), options.nginx_options.end());
     break;
   case Daemon::keepalived:
-    argv = {bin, "-n", "-l", "-f", paths.cfg, "-p", paths.pid, "-r", paths.vrrp_pid, "-c", paths.checkers_pid};
+    // -G: to stderr only. Without a syslog daemon glibc's syslog() writes each message to
+    // /dev/console, which on a serial console held a reload with 10,000 VIPs for over 20 s.
+    argv = {bin, "-n", "-l", "-G", "-f", paths.cfg, "-p", paths.pid, "-r", paths.vrrp_pid, "-c", paths.checkers_pid};
     argv.insert(argv.end(), options.keepalived_options.begin(), options.keepalived_options.end());
     break;
   case Daemon::bird:

@@ -69,7 +69,7 @@ class HarnessTest(NetnsTestCase):
                 out.write(HAPROXY_CONF)
             node.spawn(["haproxy", "-W", "-db", "-f", haproxy_conf], f"haproxy-{node.role}")
             keepalived[node.role] = node.spawn(
-                ["keepalived", "-n", "-l", "-D", "-f", conf,
+                ["keepalived", "-n", "-l", "-G", "-D", "-f", conf,
                  "-p", os.path.join(self.workdir, f"{node.role}-keepalived.pid"),
                  "-r", os.path.join(self.workdir, f"{node.role}-vrrp.pid"),
                  "-c", os.path.join(self.workdir, f"{node.role}-checkers.pid")],

@@ -8,6 +8,7 @@ and tears everything down in tearDown. Figures (reloads, requests, failures) are
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -443,6 +444,47 @@ class KeepalivedTest(NodeTest):
         self.assertEqual(result["problems"][0]["reason"], "ConfigRejected")
         self.assertIn("192.0.2.100", self.vips())
         self.assertEqual(h.stderr().count("Entering MASTER STATE"), 1, h.stderr())
+
+    def test_keepalived_logs_to_stderr_not_syslog(self):
+        """keepalived's messages reach k8slb-apply's stderr and nothing else. Were they also sent
+        to syslog, a node without a syslog daemon would have glibc write each one to
+        /dev/console: on a serial console that held a reload with 10,000 VIPs for over 20 s.
+        Here /dev/log is a socket the test reads, in a mount namespace of the tool's own."""
+        h = self.h
+        h.add_veth()
+        dev = os.path.join(h.tmp, "dev")
+        os.makedirs(dev)
+        syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(syslog.close)
+        syslog.bind(os.path.join(dev, "log"))
+        received = []
+
+        def read_syslog():  # as it comes: a syslog reader that stops reading blocks its writers
+            try:
+                received.extend(iter(lambda: syslog.recv(4096), b""))
+            except OSError:  # closed at the end of the test
+                pass
+        threading.Thread(target=read_syslog, daemon=True).start()
+        devices = ("null", "zero", "random", "urandom")
+        for name in devices:
+            open(os.path.join(dev, name), "w").close()
+        private_dev = "set -e; %s; mount --rbind %s /dev; exec \"$@\"" % (
+            "; ".join("mount --bind /dev/%s %s/%s" % (name, dev, name) for name in devices), dev)
+        with open(os.path.join(h.tmp, "apply.stderr"), "w") as stderr:
+            apply = subprocess.Popen(["unshare", "--mount", "sh", "-c", private_dev, "sh"] + h.netns_exec()
+                                     + [APPLY, "node", "--config-dir", h.config_dir, "--runtime-dir", h.runtime_dir,
+                                        "--proxy", "kubeproxy"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        h.processes.append(apply)
+        one = {"keepalived.conf": KEEPALIVED_CONF % "    192.0.2.100/32"}
+        self.assertEqual(h.send(apply, one)["actions"], {"keepalived": "start"})
+        deadline = time.time() + 15
+        while "192.0.2.100" not in self.vips() and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertIn("192.0.2.100", self.vips(), "keepalived did not take the VIP:\n" + h.stderr())
+        self.assertIn("Entering MASTER STATE", h.stderr())
+        time.sleep(0.5)
+        self.assertEqual(received, [], "keepalived wrote to syslog")
 
 
 class ProxyFirstTest(NodeTest):
