@@ -10,7 +10,9 @@ times each, the VIP's master:
   - linkdown: its eth0 is set down (the node is cut off; its processes live on);
   - graceful: its actor gets SIGTERM (what a pod deletion does; keepalived sends priority 0);
 and the traffic gap the client saw (last good answer before, first good answer after) is
-reported, p50 and max by cause. After each run the node comes back and takes its VIP back
+reported, p50 and max by cause. With --services N, N more Services (one port each, in an IPv6
+pool `bulk` of their own, so about half of them on each node) move with the master: the time
+from the fault until the other node holds every one of the master's bulk VIPs is reported too. After each run the node comes back and takes its VIP back
 (preemption), and the next run starts after a random pause so that the kill falls anywhere
 in the advert interval.
 
@@ -21,6 +23,7 @@ node is counted: with nothing failing, any transition is spurious.
 
     python3 bench/failover_bench.py --binary-dir build [--runs 10] [--load 600] [--advert-int CS]
     python3 bench/failover_bench.py --binary-dir build --quick     # 3 runs, 60 s of load
+    python3 bench/failover_bench.py --binary-dir build --services 1000 --load 0
 
 Not part of ctest (run as root: it makes network namespaces). --advert-int unset means
 actor.sh's default, as the manifests ship. Output: one JSON document on stdout, progress on
@@ -45,8 +48,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.dirname(HERE)
 E2E = os.path.join(SOURCE_DIR, "tests", "e2e")
 sys.path.insert(0, E2E)
+sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "kubesim"))
 
 POD = "198.51.100.200"
+BULK_POOL = "2001:db8:203::1:0/112"  # beside the test pools, which leave out the e2e `ipv6` pool's /64
 TRANSITION = re.compile(r"Entering (MASTER|BACKUP|FAULT) STATE")
 
 
@@ -72,11 +77,59 @@ class Bench:
         self.cluster.create_endpoints("default", "web", [POD], [("http", 8080, "TCP")])
         self.cluster.apply_yaml(cluster_module.http_service("web"))
         self.vip = self.cluster.wait_for_ip("default", "web", timeout=60)
+        self.bulk_vips = self.add_bulk(options.services) if options.services else set()
         self.probe_out = os.path.join(self.workdir, "probe.json")
         self.probe = self.topology.client.spawn(
             [sys.executable, os.path.join(E2E, "probe.py"), f"http://{self.vip}/", "--interval", "0.01",
              "--timeout", "0.05", "--duration", str(options.max_seconds), "--out", self.probe_out], "probe")
         netns.wait_until(lambda: self.report().get("last_ok"), 60, what="first answer through the VIP")
+
+    def add_bulk(self, count):
+        """Creates `count` Services in pool `bulk` and waits until each VIP is on one node."""
+        import cluster as cluster_module
+        import kubesim_client
+        from node_bench import endpoint_slice, service
+        pools = {name: pool for name, pool in cluster_module.DEFAULT_POOLS.items() if name != "ipv6"}
+        pools["bulk"] = {"network": BULK_POOL, "range": BULK_POOL}
+        self.cluster.apply_objects([{"apiVersion": "v1", "kind": "ConfigMap",
+                                     "metadata": {"name": "global", "namespace": "k8slb-system"},
+                                     "data": {"config": json.dumps({"pools": pools})}}])
+        sim = kubesim_client.Simulator(self.cluster.simulator, self.cluster.kube_dir,
+                                       f"https://127.0.0.1:{self.cluster.port}")
+        names = [f"bulk-{i:05d}" for i in range(count)]
+        for name in names:
+            sim.must("POST", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", endpoint_slice(name))
+            # The NodePort range holds 2,768 ports and the API server refuses a Service once it is full.
+            sim.must("POST", "/api/v1/namespaces/default/services",
+                     service(name, pool="bulk", node_ports=len(names) <= 2000))
+        timeout = 120 + 0.2 * count
+
+        def allocated():
+            items = sim.must("GET", "/api/v1/namespaces/default/services")["items"]
+            vips = {(s.get("status", {}).get("loadBalancer", {}).get("ingress") or [{}])[0].get("ip")
+                    for s in items if s["metadata"]["name"].startswith("bulk-")}
+            return len(vips) == count and None not in vips and vips
+        vips = self.netns.wait_until(allocated, timeout, interval=1, what=f"IPs on {count} Services")
+        self.netns.wait_until(lambda: self.bulk_settled(vips), timeout, interval=1, what=f"{count} VIPs held")
+        log(f"{count} more Services, their VIPs held")
+        return vips
+
+    def bulk_held(self):
+        """{node: the bulk VIPs it holds}"""
+        return {host.role: set(host.addresses_on("eth0")) & self.bulk_vips for host in self.topology.lb_nodes}
+
+    def bulk_settled(self, vips=None):
+        held = {role: set(addresses) & (vips or self.bulk_vips) for role, addresses in
+                ((h.role, h.addresses_on("eth0")) for h in self.topology.lb_nodes)}
+        together = [address for addresses in held.values() for address in addresses]
+        return len(together) == len(set(together)) == len(vips or self.bulk_vips)
+
+    def moved_after(self, since, moving, new_owner, timeout=60):
+        """Seconds from `since` until `new_owner` holds every address of `moving`."""
+        host = self.topology.hosts[new_owner]
+        self.netns.wait_until(lambda: moving <= set(host.addresses_on("eth0")), timeout, interval=0.01,
+                              what=f"{len(moving)} VIPs on {new_owner}")
+        return round(time.time() - since, 3)
 
     def report(self):
         try:
@@ -109,6 +162,7 @@ class Bench:
         host = self.topology.hosts[owner]
         actor = self.cluster.actors[owner]
         time.sleep(random.uniform(0, 0.5))
+        moving = self.bulk_held()[owner] if self.bulk_vips else set()
         if cause == "kill":
             victims = self.netns.namespace_pids(host.namespace)
             at = time.time()
@@ -119,6 +173,7 @@ class Bench:
         else:
             at = time.time()
             actor.send_signal(signal.SIGTERM)
+        moved = self.moved_after(at, moving, other) if moving else None
         gap = self.gap_after(at, other)
         # Bring the node back; it preempts and takes its VIP back.
         if cause == "linkdown":
@@ -130,9 +185,14 @@ class Bench:
         else:
             self.topology.stop(actor, timeout=30)
             host.ip("addr", "flush", "dev", "eth0", "to", f"{self.vip}/32", check=False)
+            if self.bulk_vips:
+                host.ip("-6", "addr", "flush", "dev", "eth0", "to", BULK_POOL, check=False)
             self.cluster.start_actor(host)
         self.settled(owner)
-        return gap
+        if self.bulk_vips:
+            self.netns.wait_until(lambda: self.bulk_held()[owner] == moving and self.bulk_settled(), 120,
+                                  interval=0.5, what=f"{len(moving)} VIPs back on {owner}")
+        return gap, moved, len(moving)
 
     def transitions(self):
         count = 0
@@ -201,6 +261,9 @@ def main(argv):
     parser.add_argument("--load", type=int, default=600, help="seconds of CPU load for the flap count (0: none)")
     parser.add_argument("--advert-int", type=int, default=None, help="centiseconds (default: actor.sh's)")
     parser.add_argument("--causes", default="kill,linkdown,graceful")
+    parser.add_argument("--services", type=int, default=0,
+                        help="Services beside the probed one, in an IPv6 pool of their own: the VIPs that move "
+                             "with the master (default 0)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (every daemon's log)")
     parser.add_argument("--quick", action="store_true", help="3 runs per cause, 60 s of load")
     options = parser.parse_args(argv)
@@ -208,12 +271,14 @@ def main(argv):
         options.runs, options.load = 3, 60
     options.runs = max(1, min(options.runs, 100))
     options.load = max(0, min(options.load, 3600))
+    options.services = max(0, min(options.services, 10000))
     causes = [c for c in options.causes.split(",") if c]
     options.max_seconds = options.load + options.runs * len(causes) * 60 + 300
     os.environ["K8SLB_BINARY_DIR"] = os.path.abspath(options.binary_dir)
     bench = Bench(options)
     result = {"machine": {"cores": os.cpu_count(), "kernel": platform.release()},
-              "advert_int_cs": options.advert_int or "actor default", "vip": bench.vip}
+              "advert_int_cs": options.advert_int or "actor default", "vip": bench.vip,
+              "services": 1 + options.services}
     try:
         # The first election may briefly leave the VIP on both nodes; the first choice keeps it.
         time.sleep(2)
@@ -227,14 +292,17 @@ def main(argv):
         result["keepalived_sched_policy"] = sorted(
             sched_policy(pid) for host in bench.topology.lb_nodes
             for pid in bench.netns.namespace_pids(host.namespace) if comm(pid) == "keepalived")
-        gaps = {}
         for cause in causes:
-            gaps[cause] = []
+            gaps, moves = [], []
             for run in range(options.runs):
-                gap = bench.failover(cause)
-                gaps[cause].append(gap)
-                log(f"{cause} run {run + 1}: gap {gap} s")
-            result[f"gap_{cause}"] = summary(gaps[cause])
+                gap, moved, moving = bench.failover(cause)
+                gaps.append(gap)
+                if moved is not None:
+                    moves.append(moved)
+                log(f"{cause} run {run + 1}: gap {gap} s" + (f", {moving} VIPs moved in {moved} s" if moving else ""))
+            result[f"gap_{cause}"] = summary(gaps)
+            if moves:
+                result[f"all_moved_{cause}"] = summary(moves)
         if options.load:
             log(f"{options.load} s under load")
             result["load"] = bench.under_load(options.load)

@@ -449,6 +449,8 @@ class Live:
                                                   advert_int=options.advert_int)
             most = max(options.sizes) + len(options.sizes) * options.runs
             self.pools = pool_config(options.family, pools_for(most, options.pool_size))
+            if options.check_inter and proxy == "haproxy":  # the operator's lines for HAProxy's defaults
+                self.pools["haproxy"] = {"defaults": [f"default-server inter {options.check_inter}s"]}
             # The pools the test certificates were made for are small; the bench's pool holds
             # every Service (plain http: no certificate needed).
             self.cluster.apply_objects([{"apiVersion": "v1", "kind": "ConfigMap",
@@ -584,14 +586,18 @@ class Live:
                 held |= set(host.addresses_on("eth0"))
             return vips <= held
         deadline = time.monotonic() + timeout
+        done = False
         for _ in range(int(timeout) + 1):
             # A config a checker refuses is never retried with the same input: stop here.
             for role, line in self.activity(offsets, REJECTED):
                 raise RuntimeError(f"{role}: {line.split('msg=', 1)[-1][:600]}")
-            if configured() or time.monotonic() > deadline:
+            # Once is enough: a VIP seen between nodes at a second look (a VRRP transition of a
+            # saturated machine) is not a setup that failed; the runs count the transitions.
+            done = configured()
+            if done or time.monotonic() > deadline:
                 break
             time.sleep(interval)
-        if not configured():
+        if not done:
             raise TimeoutError(f"all {len(vips)} VIPs not configured and held within {timeout} s")
         self.quiet(3, timeout)
         # One bulk VIP answers through the client (the node serves what it says).
@@ -771,6 +777,10 @@ def main(argv):
                              "a hard limit of 20,000 (as in the sandbox these figures were taken in) allows")
     parser.add_argument("--advert-int", type=int, default=None,
                         help="the actors' ADVERT_INT in centiseconds (default: theirs, 5)")
+    parser.add_argument("--check-inter", type=int, default=0,
+                        help="HAProxy: seconds between health checks of a server, as `default-server inter` in the "
+                             "config document's haproxy.defaults (default: HAProxy's, 2 s). At 10,000 Services "
+                             "the checks of both nodes against one pod saturate 2 cores")
     parser.add_argument("--shared-ports", action="store_true",
                         help="HAProxy: the actors' SHARED_PORTS=80 (one wildcard frontend for port 80, a new "
                              "Service is a runtime update)")
@@ -811,7 +821,7 @@ def main(argv):
                            "keepalived": version(["keepalived", "--version"])},
               "options": {"sizes": options.sizes, "runs": options.runs, "proxies": options.proxies,
                           "family": options.family, "pool_size": options.pool_size, "server_slots": options.server_slots or 8,
-                          "shared_ports": "80" if options.shared_ports else None,
+                          "shared_ports": "80" if options.shared_ports else None, "check_inter_s": options.check_inter or 2,
                           "advert_int_cs": options.advert_int or 5,
                           "default_pool": POOLS[options.family]}}
     started = time.monotonic()
