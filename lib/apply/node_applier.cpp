@@ -237,7 +237,8 @@ std::vector<std::string> start_argv(const NodeOptions& options, Daemon daemon, c
     break;
   case Daemon::keepalived:
     // -G: to stderr only. Without a syslog daemon glibc's syslog() writes each message to
-    // /dev/console, which on a serial console held a reload with 10,000 VIPs for over 20 s.
+    // /dev/console: on a serial console a reload with 10,000 VIPs took 0.36 s to the new VIP
+    // (0.14 s with -G), and 20 s and more with -D (a line per VIP).
     argv = {bin, "-n", "-l", "-G", "-f", paths.cfg, "-p", paths.pid, "-r", paths.vrrp_pid, "-c", paths.checkers_pid};
     argv.insert(argv.end(), options.keepalived_options.begin(), options.keepalived_options.end());
     break;
