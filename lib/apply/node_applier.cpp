@@ -537,7 +537,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
         }
     };
     if (daemon == Daemon::haproxy) {
-      HaproxyFiles installed_files{installed, std::nullopt};
+      HaproxyFiles installed_files{installed, std::nullopt, {}};
       if (auto text = detail::read_optional(paths.servers)) {
         try {
           if (parsed_servers_ && parsed_servers_->first == *text) installed_files.servers = parsed_servers_->second;
