@@ -236,9 +236,9 @@ std::vector<std::string> start_argv(const NodeOptions& options, Daemon daemon, c
     argv.insert(argv.end(), options.nginx_options.begin(), options.nginx_options.end());
     break;
   case Daemon::keepalived:
-    // -G: to stderr only. Without a syslog daemon glibc's syslog() writes each message to
-    // /dev/console: on a serial console a reload with 10,000 VIPs took 0.36 s to the new VIP
-    // (0.14 s with -G), and 20 s and more with -D (a line per VIP).
+    // -G: to stderr only. -l alone also sends each message to syslog with LOG_CONS, and with
+    // no syslog daemon glibc then writes it to /dev/console: on a serial console a reload with
+    // 10,000 VIPs took 0.33-0.36 s to the new VIP (0.12 s with -G; bench/keepalived_bench.py).
     argv = {bin, "-n", "-l", "-G", "-f", paths.cfg, "-p", paths.pid, "-r", paths.vrrp_pid, "-c", paths.checkers_pid};
     argv.insert(argv.end(), options.keepalived_options.begin(), options.keepalived_options.end());
     break;
