@@ -636,13 +636,26 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
       if (plan.action == Action::runtime_update) {
         std::string failed;
         auto socket = stats_socket_path(wanted->second).value_or("");
+        const auto sent = Clock::now();
+        std::chrono::duration<double> slowest{0};
+        std::string slowest_command;
         for (const auto& command : plan.commands) {
+          const auto at = Clock::now();
           auto answer = detail::socket_command(socket, command, 2s);
+          if (const std::chrono::duration<double> took = Clock::now() - at; took > slowest) {
+            slowest = took;
+            slowest_command = command;
+          }
           if (!answer || !runtime_answer_ok(*answer)) {
             failed = fmt::format("`{}`: {}", command, answer ? trim(*answer) : "no answer on " + socket);
             break;
           }
         }
+        // How long HAProxy took to answer, for whoever reads the log: the slowest command is
+        // named once the whole update took more than 0.1 s.
+        const std::chrono::duration<double> took = Clock::now() - sent;
+        outcome.detail += fmt::format("; {} command(s) in {:.3f} s", plan.commands.size(), took.count());
+        if (took > 100ms) outcome.detail += fmt::format(", the slowest `{}` {:.3f} s", slowest_command, slowest.count());
         install_maps(); // what HAProxy now holds, or what the reload below loads
         if (!failed.empty()) {
           outcome.action = Action::reload;

@@ -93,6 +93,8 @@ class SharedPortsTest(unittest.TestCase):
         self.assertGreater(stats["ok"], 0)
         self.assertEqual(stats["failed"], 0, stats["errors"])
         self.assertEqual(h.haproxy_proc(), (reloads, workers), "haproxy was reloaded")
+        # The log says what was sent and how long HAProxy took to answer.
+        self.assertRegex(h.stderr(), r"haproxy: runtime-update \(servers and VIPs changed; \d+ command\(s\) in \d+\.\d{3} s\)")
 
         # a goes: its VIP is refused at once, the others are served; still no reload.
         self.assertEqual(h.send(apply, self.render([b, v6]))["actions"], {"haproxy": "runtime-update"})
