@@ -69,8 +69,9 @@ class Harness:
     def netns_exec(self):
         return ["ip", "netns", "exec", self.ns]
 
-    def spawn(self, argv, **kwargs):
-        process = subprocess.Popen(self.netns_exec() + argv, **kwargs)
+    def spawn(self, argv, wrap=(), **kwargs):
+        """Starts `argv` in the namespace; `wrap`: a command that execs the rest (unshare ...)."""
+        process = subprocess.Popen(list(wrap) + self.netns_exec() + argv, **kwargs)
         self.processes.append(process)
         return process
 
@@ -138,10 +139,11 @@ class Harness:
 
     # ---- the tool ----
 
-    def start_apply(self, *extra):
+    def start_apply(self, *extra, wrap=()):
         with open(os.path.join(self.tmp, "apply.stderr"), "w") as stderr:
             return self.spawn([APPLY, "node", "--config-dir", self.config_dir, "--runtime-dir", self.runtime_dir]
-                              + list(extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True)
+                              + list(extra), wrap=wrap, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=stderr, text=True)
 
     def send(self, apply, files, timeout=30):
         """Writes one set, returns the tool's result line for it."""

@@ -412,16 +412,20 @@ class KeepalivedTest(NodeTest):
                              capture_output=True, text=True).stdout
         return {word.split("/")[0] for line in out.splitlines() for word in line.split() if word.startswith("192.0.2.")}
 
+    def start_master(self, apply):
+        """Gives `apply` keepalived with one VIP, 192.0.2.100, and waits until it holds it."""
+        one = {"keepalived.conf": KEEPALIVED_CONF % "    192.0.2.100/32"}
+        self.assertEqual(self.h.send(apply, one)["actions"], {"keepalived": "start"})
+        deadline = time.time() + 15
+        while "192.0.2.100" not in self.vips() and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertIn("192.0.2.100", self.vips(), "keepalived did not take the VIP:\n" + self.h.stderr())
+
     def test_sighup_keeps_the_vip_on_the_master(self):
         h = self.h
         h.add_veth()
         apply = h.start_apply("--proxy", "kubeproxy")
-        one = {"keepalived.conf": KEEPALIVED_CONF % "    192.0.2.100/32"}
-        self.assertEqual(h.send(apply, one)["actions"], {"keepalived": "start"})
-        deadline = time.time() + 15
-        while "192.0.2.100" not in self.vips() and time.time() < deadline:
-            time.sleep(0.05)
-        self.assertIn("192.0.2.100", self.vips(), "keepalived did not take the VIP:\n" + h.stderr())
+        self.start_master(apply)
         # keepalived.conf may carry the VRRP password: root only.
         self.assertEqual(os.stat(os.path.join(h.config_dir, "keepalived.conf")).st_mode & 0o777, 0o600)
 
@@ -458,31 +462,27 @@ class KeepalivedTest(NodeTest):
         syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.addCleanup(syslog.close)
         syslog.bind(os.path.join(dev, "log"))
-        received = []
+        syslog.settimeout(0.1)
+        received, done = [], threading.Event()
 
         def read_syslog():  # as it comes: a syslog reader that stops reading blocks its writers
-            try:
-                received.extend(iter(lambda: syslog.recv(4096), b""))
-            except OSError:  # closed at the end of the test
-                pass
-        threading.Thread(target=read_syslog, daemon=True).start()
+            while not done.is_set():
+                try:
+                    received.append(syslog.recv(4096))
+                except socket.timeout:
+                    pass
+        reader = threading.Thread(target=read_syslog)
+        reader.start()
+        self.addCleanup(reader.join, 5)  # after done is set (cleanups run last first)
+        self.addCleanup(done.set)
         devices = ("null", "zero", "random", "urandom")
         for name in devices:
             open(os.path.join(dev, name), "w").close()
         private_dev = "set -e; %s; mount --rbind %s /dev; exec \"$@\"" % (
             "; ".join("mount --bind /dev/%s %s/%s" % (name, dev, name) for name in devices), dev)
-        with open(os.path.join(h.tmp, "apply.stderr"), "w") as stderr:
-            apply = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", private_dev, "sh"] + h.netns_exec()
-                                     + [APPLY, "node", "--config-dir", h.config_dir, "--runtime-dir", h.runtime_dir,
-                                        "--proxy", "kubeproxy"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        h.processes.append(apply)
-        one = {"keepalived.conf": KEEPALIVED_CONF % "    192.0.2.100/32"}
-        self.assertEqual(h.send(apply, one)["actions"], {"keepalived": "start"})
-        deadline = time.time() + 15
-        while "192.0.2.100" not in self.vips() and time.time() < deadline:
-            time.sleep(0.05)
-        self.assertIn("192.0.2.100", self.vips(), "keepalived did not take the VIP:\n" + h.stderr())
+        apply = h.start_apply("--proxy", "kubeproxy",
+                              wrap=["unshare", "--mount", "--propagation", "private", "sh", "-c", private_dev, "sh"])
+        self.start_master(apply)
         self.assertIn("Entering MASTER STATE", h.stderr())
         time.sleep(0.5)
         self.assertEqual(received, [], "keepalived wrote to syslog")
