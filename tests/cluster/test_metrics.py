@@ -120,9 +120,11 @@ class WatcherMetricsTest(ClusterTestCase):
         self.scraped(watcher, lambda s: value(s, "k8slb_config_stale") == 1, "k8slb_config_stale 1")
         self.set_config(json.dumps(POOLS))
         self.scraped(watcher, lambda s: value(s, "k8slb_config_stale") == 0, "k8slb_config_stale 0 once fixed")
-        # The server compacts past the watcher's resourceVersion: a relist, counted.
-        self.sim.fault(compact=True, drop_watches=True)
+        # The server compacts past the watcher's resourceVersion: a relist, counted. The
+        # compaction comes right after a change, before the next bookmark (1 s) can tell every
+        # watch the newest resourceVersion: a watch resumed at the newest one is not expired.
         self.create_service("after")
+        self.sim.fault(compact=True, drop_watches=True)
         self.wait_ip("after", timeout=40)
         self.sim.reset_faults()
         def relists(samples):

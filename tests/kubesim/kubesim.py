@@ -2602,10 +2602,12 @@ class Handler(BaseHTTPRequestHandler):
                 sim.store.drop_watchers()
                 sim.store.compact()
             else:
-                if body.get("drop_watches"):
-                    sim.store.drop_watchers()
+                # Compacted first: a client that reconnects at once after the drop finds the
+                # history gone, as it would once a server has compacted and then closed.
                 if body.get("compact"):
                     sim.store.compact()
+                if body.get("drop_watches"):
+                    sim.store.drop_watchers()
             return self.send_json(200, sim.faults.describe())
         if path == "/_sim/audit" and self.command == "GET":
             query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
