@@ -114,14 +114,14 @@ class Bench:
         log(f"{count} more Services, their VIPs held")
         return vips
 
-    def bulk_held(self):
-        """{node: the bulk VIPs it holds}"""
-        return {host.role: set(host.addresses_on("eth0")) & self.bulk_vips for host in self.topology.lb_nodes}
+    def bulk_held(self, vips=None):
+        """{node: the VIPs of `vips` (default: the bulk ones) it holds}"""
+        vips = vips or self.bulk_vips
+        return {host.role: set(host.addresses_on("eth0")) & vips for host in self.topology.lb_nodes}
 
     def bulk_settled(self, vips=None):
-        held = {role: set(addresses) & (vips or self.bulk_vips) for role, addresses in
-                ((h.role, h.addresses_on("eth0")) for h in self.topology.lb_nodes)}
-        together = [address for addresses in held.values() for address in addresses]
+        """Every VIP of `vips` (default: the bulk ones) on exactly one node."""
+        together = [address for held in self.bulk_held(vips).values() for address in held]
         return len(together) == len(set(together)) == len(vips or self.bulk_vips)
 
     def moved_after(self, since, moving, new_owner, timeout=60):

@@ -799,6 +799,7 @@ def main(argv):
     options.offline_sizes = (sorted({max(1, min(int(s), 100000)) for s in options.offline_sizes.split(",") if s})
                              if options.offline_sizes else options.sizes)
     options.runs = max(1, min(options.runs, 50))
+    options.check_inter = max(0, min(options.check_inter, 3600))
     options.checks = max(1, min(options.checks, 20))
     options.proxies = ["haproxy", "nginx"] if options.proxy == "both" else [options.proxy]
     options.binary_dir = os.path.abspath(options.binary_dir)
