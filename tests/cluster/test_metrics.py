@@ -82,11 +82,16 @@ class WatcherMetricsTest(ClusterTestCase):
         self.wait_ip("one")
         self.wait_ip("three")
         self.wait_event("two", "AllocationFailed")
-        # Each process rewrites its file within a second of a change.
+        # Each process rewrites its own file within a second of a change, each on its own clock:
+        # wait for every process's figures asserted below, not only the allocator's.
         samples = self.scraped(
             watcher, lambda s: value(s, "k8slb_allocation_failures", reason="AllocationFailed") == 1
             and value(s, "k8slb_services_allocated") == 2
-            and (value(s, "k8slb_status_writes_total", result="written") or 0) >= 2, "the allocation figures")
+            and (value(s, "k8slb_status_writes_total", result="written") or 0) >= 2
+            and (value(s, "k8slb_api_requests_total", component="k8slb-apply cluster", verb="PATCH", code="200")
+                 or 0) > 0
+            and (value(s, "k8slb_api_requests_total", component="k8slb-watch", verb="GET", code="200") or 0) > 0,
+            "the allocation figures and every process's API requests")
         self.promtool_check(self.scrape(watcher))
         # What kubectl shows: two Services with an IP, one waiting, the tiny pool full.
         # The figures kubectl k8slb pools shows: the ranges' sizes (harness.POOLS), in use, free.
