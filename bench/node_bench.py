@@ -254,13 +254,13 @@ def offline(options, host, workdir):
         with open(snap, "w") as out:
             json.dump(snapshot(size, options.family, options.pool_size), out)
         variants = [(proxy, False) for proxy in options.proxies]
-        if options.shared_ports and "haproxy" in options.proxies:
-            variants.append(("haproxy", True))
+        if options.shared_ports:
+            variants += [(proxy, True) for proxy in options.proxies]
         for proxy, shared in variants:
             argv = [render, proxy, "-f", snap, "--node", "lb1", "--interfaces", interfaces, "--no-cert-check",
                     "--runtime-dir", run_dir]
             if shared:  # the map file beside haproxy.cfg, as k8slb-apply installs them
-                out_dir = os.path.join(directory, "shared")
+                out_dir = os.path.join(directory, "shared-" + proxy)
                 config = os.path.join(out_dir, PROXY_FILE[proxy])
                 status, seconds, rss, err = timed(argv + ["--shared-ports", "80", "--output-dir", out_dir])
             else:
@@ -316,6 +316,7 @@ def keepalived_checks(options, host, directory, snap, interfaces, size):
 # --- live: the e2e data centre ----------------------------------------------------------------
 
 LISTEN = re.compile(r"(?:bind|listen) (?:\[([0-9a-f:]+)\]|([0-9.]+)):\d+")
+GEO_ROUTE = re.compile(r"^    ([0-9a-f.:]+) [a-z0-9._-]+;$", re.M)  # nginx --shared-ports: VIP -> upstream
 KEEPALIVED_VIP = re.compile(r"^\s+([0-9a-f.:]+)/\d+ dev", re.M)
 MONITOR = re.compile(r"^\[(\S+)\] (Deleted )?\d+: eth0\s+inet6? ([0-9a-f.:]+)/")
 
@@ -382,7 +383,9 @@ def first_byte(netns, namespace, vip, port=80, timeout=30.0, interval=0.01, atte
 
 
 def listened(text):
-    return {a or b for a, b in LISTEN.findall(text)}
+    """The VIPs a proxy config serves: its binds and listens, and (nginx --shared-ports) its geo
+    lines."""
+    return {a or b for a, b in LISTEN.findall(text)} | set(GEO_ROUTE.findall(text))
 
 
 def log_time(line):
@@ -442,7 +445,7 @@ class Live:
             settings = {}
             if options.server_slots:
                 settings["SERVER_SLOTS"] = str(options.server_slots)
-            if options.shared_ports and proxy == "haproxy":
+            if options.shared_ports:
                 settings["SHARED_PORTS"] = "80"
             settings = settings or None
             self.cluster = cluster_module.Cluster(self.topology, self.workdir, proxy=proxy, settings=settings,
@@ -782,7 +785,7 @@ def main(argv):
                              "config document's haproxy.defaults (default: HAProxy's, 2 s). At 10,000 Services "
                              "the checks of both nodes against one pod saturate 2 cores")
     parser.add_argument("--shared-ports", action="store_true",
-                        help="HAProxy: the actors' SHARED_PORTS=80 (one wildcard frontend for port 80, a new "
+                        help="the actors' SHARED_PORTS=80 (one wildcard frontend for port 80; HAProxy: a new "
                              "Service is a runtime update)")
     parser.add_argument("--offline-sizes", default=None, help="sizes of the offline part (default: --sizes)")
     parser.add_argument("--offline-only", action="store_true")

@@ -29,10 +29,11 @@
 #                   many come and go through the runtime API, without a reload. Each slot is a
 #                   health-checked server, so HAProxy needs about Service ports x (SERVER_SLOTS + 1)
 #                   open files (docs/deploy.md, "Open files")
-#   SHARED_PORTS    HAProxy: comma-separated ports (e.g. 80,5432) each served by one frontend bound
-#                   to the wildcard address, routing by VIP through a map: a new Service on one
-#                   of them is a runtime update, not a reload (default: none). Nothing else on
-#                   the node may listen on these ports (docs/node.md, "Shared ports")
+#   SHARED_PORTS    comma-separated ports (e.g. 80,5432) each served by one frontend bound to the
+#                   wildcard address, routing by VIP: with HAProxy a new Service on one of them
+#                   is a runtime update, not a reload; with nginx a reload of a much smaller
+#                   config (default: none). Nothing else on the node may listen on these ports
+#                   (docs/node.md, "Shared ports")
 #   UNICAST         true: VRRP unicast to the other nodes' InternalIPs (default false)
 #   VRRP_PASSWORD   VRRP password (from a Secret); empty: VRRPv3 without authentication
 #   KA_OPTIONS, HP_OPTIONS, NX_OPTIONS   extra command-line options for keepalived, haproxy, nginx
@@ -146,7 +147,7 @@ validate_options() {
   [[ $SERVER_SLOTS =~ ^[0-9]{1,4}$ ]] && ((SERVER_SLOTS >= 1 && SERVER_SLOTS <= 4096)) \
     || die "SERVER_SLOTS: '$SERVER_SLOTS' is not 1-4096"
   if [[ -n $SHARED_PORTS ]]; then
-    [[ $PROXY == haproxy ]] || die "SHARED_PORTS: shared ports are for PROXY=haproxy, not $PROXY"
+    [[ $PROXY == haproxy || $PROXY == nginx ]] || die "SHARED_PORTS: shared ports are for PROXY=haproxy or nginx, not $PROXY"
     [[ $SHARED_PORTS =~ ^[1-9][0-9]{0,4}(,[1-9][0-9]{0,4})*$ ]] \
       || die "SHARED_PORTS: '$SHARED_PORTS' is not a list of ports such as 80,5432"
     local shared_port
@@ -267,8 +268,9 @@ pipeline_args() {
   # interface of the installed keepalived.conf.
   [[ $PROXY != kubeproxy && $apply =~ ^/[A-Za-z0-9/._+-]+$ ]] && render_args+=(--proxy-check "$apply")
   render_args+=(--previous "$CONFIG_DIR/keepalived.conf")
-  # The shared ports' Services keep the slot backends of the installed haproxy.cfg.
-  [[ -n $SHARED_PORTS ]] && render_args+=(--shared-ports "$SHARED_PORTS" --previous-haproxy "$CONFIG_DIR/haproxy.cfg")
+  [[ -n $SHARED_PORTS ]] && render_args+=(--shared-ports "$SHARED_PORTS")
+  # HAProxy's shared ports' Services keep the slot backends of the installed haproxy.cfg.
+  [[ -n $SHARED_PORTS && $PROXY == haproxy ]] && render_args+=(--previous-haproxy "$CONFIG_DIR/haproxy.cfg")
   [[ -s $STATE_DIR/vrrp-password ]] && render_args+=(--vrrp-password-file "$STATE_DIR/vrrp-password")
   local apply_args=(node --config-dir "$CONFIG_DIR" --runtime-dir "$RUN_DIR" --proxy "$PROXY")
   [[ -n $KA_OPTIONS ]] && apply_args+=(--keepalived-options "$KA_OPTIONS")

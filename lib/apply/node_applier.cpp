@@ -428,14 +428,27 @@ void reload_daemon(const NodeOptions& options, State& state, std::string& detail
     const auto old_workers = detail::child_pids(state.pid);
     if (kill(state.pid, SIGHUP) != 0) fail("nginx.conf", "", fmt::format("cannot signal nginx (pid {})", state.pid));
     const auto deadline = Clock::now() + std::chrono::seconds(options.start_timeout_s);
-    while (Clock::now() < deadline) {
-      for (int pid : detail::child_pids(state.pid))
-        if (std::find(old_workers.begin(), old_workers.end(), pid) == old_workers.end()) return;
-      std::this_thread::sleep_for(10ms);
-    }
-    fail("nginx.conf", "",
-         fmt::format("nginx (pid {}) started no new worker within {} s: the reload failed, see its log{}", state.pid,
-                     options.start_timeout_s, options.detach ? " " + paths.log : ""));
+    auto new_worker = [&] {
+      const auto now = detail::child_pids(state.pid);
+      return std::any_of(now.begin(), now.end(), [&](int pid) {
+        return std::find(old_workers.begin(), old_workers.end(), pid) == old_workers.end();
+      });
+    };
+    while (Clock::now() < deadline && !new_worker()) std::this_thread::sleep_for(10ms);
+    if (!new_worker())
+      fail("nginx.conf", "",
+           fmt::format("nginx (pid {}) started no new worker within {} s: the reload failed, see its log{}", state.pid,
+                       options.start_timeout_s, options.detach ? " " + paths.log : ""));
+    // Until an old worker takes its QUIT it still accepts on the sockets the new config keeps,
+    // with the old config: a shared port's new VIP would get its 502. It closes its listeners
+    // as it retitles itself "worker process is shutting down" (or it is gone).
+    auto accepting = [](int pid) {
+      auto title = detail::read_optional(fmt::format("/proc/{}/cmdline", pid));
+      return title && !title->empty() && title->find("shutting down") == std::string::npos;
+    };
+    while (Clock::now() < deadline && std::any_of(old_workers.begin(), old_workers.end(), accepting))
+      std::this_thread::sleep_for(5ms);
+    return;
   }
   auto before = show_proc(paths.master_socket);
   const auto wait_deadline = Clock::now() + std::chrono::seconds(options.reload_wait_s);

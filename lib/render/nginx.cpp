@@ -18,6 +18,13 @@ namespace {
 // Client connections each worker can take besides its listeners (each proxied client takes two).
 constexpr std::size_t kNginxClientConnections = 4096;
 
+// The upstream of a shared port's destinations that are no VIP. Not a port id: those end in a
+// port number (or _udp, _sctp).
+constexpr std::string_view kNoVipUpstream = "k8slb_no_vip";
+
+// The variable a shared port's geo block sets: the upstream of the connection's destination.
+std::string shared_variable(int port) { return fmt::format("k8slb_shared_{}", port); }
+
 // True when a line of nginx.global starts with the directive (or block) `word`.
 bool opens(const std::string& text, std::string_view word) {
   auto start = text.find_first_not_of(" \t");
@@ -80,6 +87,34 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
     for (const auto& range : ranges) line(fmt::format("{}allow {};", indent, range.to_string()));
     line(fmt::format("{}deny all;", indent));
   };
+  // A shared port (Settings.shared_ports): one server on the wildcard address per family in use,
+  // which passes each connection to the upstream its destination (a VIP) names in a geo block;
+  // an address that is no VIP of the port gets k8slb_no_vip, whose one server is down.
+  auto shared_in = [&](Mode mode) {
+    return std::any_of(plan.shared.begin(), plan.shared.end(), [&](const SharedPort& shared) { return shared.mode == mode; });
+  };
+  auto no_vip_upstream = [&] {
+    line(fmt::format("  upstream {} {{", kNoVipUpstream));
+    line("    server 127.0.0.1:1 down; # a destination that is no VIP of a shared port");
+    line("  }");
+  };
+  auto shared_router = [&](const SharedPort& shared) {
+    std::vector<std::pair<ip::Address, std::string>> routes;
+    for (int index : shared.slots)
+      if (index >= 0)
+        for (const auto& vip : plan.ports[index].vips) routes.emplace_back(vip.address, plan.ports[index].id());
+    std::sort(routes.begin(), routes.end());
+    line("");
+    line(fmt::format("  # port {}: shared by {} VIPs, routed by destination address", shared.port, routes.size()));
+    line(fmt::format("  geo $server_addr ${} {{", shared_variable(shared.port)));
+    line(fmt::format("    default {};", kNoVipUpstream));
+    for (const auto& [address, id] : routes) line(fmt::format("    {} {};", address.to_string(), id));
+    line("  }");
+  };
+  auto shared_listens = [&](const SharedPort& shared) {
+    if (shared.v4) line(fmt::format("    listen 0.0.0.0:{};", shared.port));
+    if (shared.v6) line(fmt::format("    listen [::]:{};", shared.port));
+  };
   auto certificate = [&](const Vip& vip, std::string_view indent) {
     line(fmt::format("{}ssl_certificate {}/{}.pem;", indent, settings.cert_dir, vip.pool));
     line(fmt::format("{}ssl_certificate_key {}/{}.key;", indent, settings.cert_dir, vip.pool));
@@ -108,8 +143,10 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
     if (port.mode != Mode::tcp) continue;
     if (!first) line("");
     first = false;
-    line(fmt::format("  # {} port {} {}", port.service(), port.port, to_string(port.protocol)));
+    line(fmt::format("  # {} port {} {}{}", port.service(), port.port, to_string(port.protocol),
+                     port.slot.empty() ? "" : " (shared)"));
     upstream(port, "  ");
+    if (!port.slot.empty()) continue; // served by its port's shared server
     for (const auto& vip : port.vips) {
       line("  server {");
       line(fmt::format("    listen {}{}{};", host_port(vip.address, port.port),
@@ -123,6 +160,18 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
       }
       line("  }");
     }
+  }
+  if (shared_in(Mode::tcp)) {
+    line("");
+    no_vip_upstream();
+  }
+  for (const auto& shared : plan.shared) {
+    if (shared.mode != Mode::tcp) continue;
+    shared_router(shared);
+    line("  server {");
+    shared_listens(shared);
+    line(fmt::format("    proxy_pass ${};", shared_variable(shared.port)));
+    line("  }");
   }
   line("}");
 
@@ -150,8 +199,9 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
   for (const auto& port : plan.ports) {
     if (port.mode != Mode::http) continue;
     line("");
-    line(fmt::format("  # {} port {}", port.service(), port.port));
+    line(fmt::format("  # {} port {}{}", port.service(), port.port, port.slot.empty() ? "" : " (shared)"));
     upstream(port, "  ");
+    if (!port.slot.empty()) continue; // served by its port's shared server
     for (const auto& vip : port.vips) {
       // The first server of a listen address is its default: the one with the pool's
       // certificate. On a TLS port every other certificate of the cert dir gets a server of its
@@ -184,6 +234,22 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
         line("  }");
       }
     }
+  }
+  if (shared_in(Mode::http)) {
+    line("");
+    no_vip_upstream();
+  }
+  for (const auto& shared : plan.shared) {
+    if (shared.mode != Mode::http) continue;
+    shared_router(shared);
+    line("  server {");
+    shared_listens(shared);
+    line("    location / {");
+    line(fmt::format("      proxy_pass http://${};", shared_variable(shared.port)));
+    if (!headers_in_http) our_headers(proxy_headers, "      ");
+    for (const auto& text : config.nginx.proxy) line("      " + text);
+    line("    }");
+    line("  }");
   }
   for (const auto& redirect : plan.redirects) {
     line("");

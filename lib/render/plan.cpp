@@ -126,8 +126,8 @@ void check_settings(const Settings& settings) {
     fail("settings", "min_server_slots", "must be between 1 and 4096");
   if (settings.hard_stop_after_s < 1)
     fail("settings", "hard_stop_after_s", "must be at least 1");
-  if (!settings.shared_ports.empty() && settings.proxy != Proxy::haproxy)
-    fail("settings", "shared_ports", fmt::format("shared ports are for haproxy, not {}", to_string(settings.proxy)));
+  if (!settings.shared_ports.empty() && settings.proxy == Proxy::kubeproxy)
+    fail("settings", "shared_ports", "shared ports are for haproxy and nginx, not kubeproxy");
   for (int port : settings.shared_ports)
     if (port < 1 || port > 65535) fail("settings", "shared_ports", fmt::format("{} is not a port number 1..65535", port));
 }
@@ -338,6 +338,19 @@ ProxyPlan plan_proxy(const Input& input) {
                           (ssl_annotation.empty() && (entry.port == 443 || starts_with(port.name, "https"))));
       entry.tls_backend =
           tcp && (backend_annotation == "true" || (backend_annotation.empty() && entry.target_port == 443));
+
+      // nginx serves a shared port from one wildcard socket in stream {} or http {} (its
+      // shared_mode()); a port in the other mode would bind VIP:port beside it, which the kernel
+      // refuses, and nginx with it the whole config.
+      if (proxy == Proxy::nginx && tcp && entry.mode != shared_mode(entry.port) &&
+          input.settings.shared_ports.contains(entry.port)) {
+        auto mode = [](Mode m) { return m == Mode::http ? "http" : "layer-4"; };
+        problem("", "PortConflict",
+                fmt::format("port {} is a shared port (--shared-ports, SHARED_PORTS) that nginx serves in {} mode; a "
+                            "{} port cannot be bound beside it; this port is not rendered",
+                            entry.port, mode(shared_mode(entry.port)), mode(entry.mode)));
+        continue;
+      }
 
       // A TLS http-mode port makes port 80 redirect, also on a VIP where its certificate is
       // missing (port 80 never turns into plain http because a certificate went away).

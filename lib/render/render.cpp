@@ -42,6 +42,7 @@ Output render_proxy(const Input& input) {
     for (const auto& shared : plan.shared) output.files[shared_map_file(shared.port)] = detail::print_shared_map(shared);
     break;
   case Proxy::nginx:
+    plan_shared(plan, input.settings.shared_ports, {}, Proxy::nginx);
     output.files["nginx.conf"] = detail::print_nginx(plan, input.config, input.settings);
     break;
   case Proxy::kubeproxy:

@@ -1,7 +1,9 @@
 // Shared frontends (Settings.shared_ports): one frontend per port, bound to the wildcard
-// address, routing by destination through haproxy-p<port>.map to slot backends. A new Service
-// on such a port takes a spare slot backend: its servers and its map line are set through
-// HAProxy's runtime API (k8slb-apply node), not by a reload.
+// address, routing by destination. HAProxy: through haproxy-p<port>.map to slot backends; a new
+// Service on such a port takes a spare slot backend, its servers and its map line are set
+// through HAProxy's runtime API (k8slb-apply node), not by a reload. nginx: one server per port
+// routing through a geo block on $server_addr to the Services' upstreams; still a reload, but of
+// a config with one server per port instead of one per VIP and port.
 
 #include <algorithm>
 #include <charconv>
@@ -15,9 +17,9 @@ namespace k8slb::render {
 
 namespace {
 
-bool shareable(const PortPlan& port, const std::set<int>& shared_ports) {
+bool shareable(const PortPlan& port, const std::set<int>& shared_ports, Proxy proxy) {
   return shared_ports.contains(port.port) && port.protocol == Protocol::tcp && port.mode == shared_mode(port.port) &&
-         !port.tls && port.source_ranges.empty();
+         !port.tls && port.source_ranges.empty() && (proxy == Proxy::haproxy || !port.tls_backend);
 }
 
 std::string slot_name(int port, int k) { return fmt::format("shared_{}_{}", port, k); }
@@ -56,11 +58,11 @@ int spare_slots(int services) { return std::max(16, services / 8); }
 
 std::string shared_map_file(int port) { return fmt::format("haproxy-p{}.map", port); }
 
-SharedSlots plan_shared(ProxyPlan& plan, const std::set<int>& shared_ports, const SharedSlots& previous) {
+SharedSlots plan_shared(ProxyPlan& plan, const std::set<int>& shared_ports, const SharedSlots& previous, Proxy proxy) {
   SharedSlots slots;
   std::map<int, std::vector<int>> by_port; // indexes into plan.ports, in plan order
   for (std::size_t i = 0; i < plan.ports.size(); ++i)
-    if (shareable(plan.ports[i], shared_ports)) by_port[plan.ports[i].port].push_back(static_cast<int>(i));
+    if (shareable(plan.ports[i], shared_ports, proxy)) by_port[plan.ports[i].port].push_back(static_cast<int>(i));
   for (auto& [number, indexes] : by_port) {
     const int services = static_cast<int>(indexes.size());
     auto kept = previous.capacity.find(number);

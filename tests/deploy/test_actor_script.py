@@ -78,7 +78,8 @@ class ActorToolsTest(unittest.TestCase):
                  ({"SHARED_PORTS": "80,70000"}, "SHARED_PORTS: 70000 is not a port 1-65535"),
                  ({"SHARED_PORTS": "0"}, "SHARED_PORTS: '0' is not a list of ports"),
                  ({"SHARED_PORTS": "080"}, "SHARED_PORTS: '080' is not a list of ports"),
-                 ({"SHARED_PORTS": "80", "PROXY": "nginx"}, "SHARED_PORTS: shared ports are for PROXY=haproxy, not nginx")]
+                 ({"SHARED_PORTS": "80", "PROXY": "kubeproxy"},
+                  "SHARED_PORTS: shared ports are for PROXY=haproxy or nginx, not kubeproxy")]
         for settings, message in cases:
             with self.subTest(settings=settings):
                 env = dict(os.environ, NODE_NAME="node1", K8SLB_BIN=pod.BINARY_DIR, **settings)

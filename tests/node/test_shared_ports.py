@@ -1,6 +1,7 @@
 """Shared ports (k8slb-render --shared-ports) with the real k8slb-render, k8slb-apply and haproxy,
 in a network namespace: a new Service on a shared port is served through the runtime API, with
-no reload, and what the runtime API set survives a reload and a restarted renderer."""
+no reload, and what the runtime API set survives a reload and a restarted renderer. With nginx:
+one wildcard server per shared port routes each VIP to its Service."""
 
 import json
 import os
@@ -15,9 +16,10 @@ VIP_B = "192.0.2.11"
 VIP_V6 = "2001:db8::10"
 
 
-def service(name, vip, port=80):
+def service(name, vip, port=80, annotations=None):
     return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"namespace": "default", "name": name, "uid": "uid-" + name},
+            "metadata": {"namespace": "default", "name": name, "uid": "uid-" + name,
+                         "annotations": annotations or {}},
             "spec": {"type": "LoadBalancer", "ports": [{"name": "web", "port": port, "protocol": "TCP", "targetPort": 8080}]},
             "status": {"loadBalancer": {"ingress": [{"ip": vip}]}}}
 
@@ -42,22 +44,27 @@ class SharedPortsTest(unittest.TestCase):
             json.dump({"pools": {"default": {"network": "192.0.2.0/24", "range": "192.0.2.10-192.0.2.20"},
                                  "v6": {"network": "2001:db8::/64", "range": "2001:db8::10-2001:db8::20"}}}, f)
 
-    def render(self, services, shared="80"):
+    def render(self, services, shared="80", proxy="haproxy"):
         """k8slb-render haproxy --shared-ports 80 (`shared`; None: none), as the actor runs it: the
-        slots of the installed haproxy.cfg are kept. Returns the set of files."""
+        slots of the installed haproxy.cfg are kept. Returns the set of files. A service is
+        (name, vip, backend, port) or with a fifth item, its annotations."""
         objects = []
-        for name, vip, backend, port in services:
-            objects += [service(name, vip, port), slice_of(name, backend)]
+        for name, vip, backend, port, *annotations in services:
+            objects += [service(name, vip, port, *annotations), slice_of(name, backend)]
         out = os.path.join(self.h.tmp, "rendered")
         subprocess.run(["rm", "-rf", out], check=True)
-        argv = [RENDER, "haproxy", "--config", self.pools, "--no-cert-check", "--runtime-dir", self.h.runtime_dir,
-                "--previous-haproxy", os.path.join(self.h.config_dir, "haproxy.cfg"), "--output-dir", out]
+        argv = [RENDER, proxy, "--config", self.pools, "--no-cert-check", "--runtime-dir", self.h.runtime_dir,
+                "--output-dir", out]
+        if proxy == "haproxy":
+            argv += ["--previous-haproxy", os.path.join(self.h.config_dir, "haproxy.cfg")]
         if shared:
             argv += ["--shared-ports", shared]
         result = subprocess.run(argv,
                                 input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
                                 capture_output=True, text=True, timeout=30)
-        self.assertEqual(result.returncode, 0, result.stderr)
+        # 3: the files are written, some objects have problems (k8slb-render(1))
+        self.assertIn(result.returncode, (0, 3), result.stderr)
+        self.problems = result.stderr  # one line per problem: "object: field: message"
         files = {}
         for name in os.listdir(out):
             if name != "k8slb-render.json":
@@ -159,6 +166,59 @@ class SharedPortsTest(unittest.TestCase):
         self.assertIn("ReloadFailed", [problem["reason"] for problem in answer["problems"]])
         self.assertEqual(self.get(VIP, 8082), backend_address(0))
 
+
+    def test_nginx_routes_each_vip_to_its_service(self):
+        """nginx: one server on the wildcard address per shared port and family, routing by
+        destination through a geo block; an address that is no VIP is refused; a new Service is
+        a reload with no failed request, served as soon as k8slb-apply answers; a layer-4 port on
+        the http port 80 is refused (its VIP:80 could not be bound beside the wildcard)."""
+        h = self.h
+        h.start_backends(2)
+        h.ip("addr", "add", "192.0.2.30/32", "dev", "lo")  # a node address, no VIP
+        apply = h.start_apply("--proxy", "nginx", "--no-keepalived")
+        a = ("a", VIP, backend_address(0), 80)
+        v6 = ("v6", VIP_V6, backend_address(1), 80)
+        db = ("db", VIP_B, backend_address(1), 5432)
+        files = self.render([a, v6, db], shared="80,5432", proxy="nginx")
+        conf = files["nginx.conf"]
+        for listen in ("listen 0.0.0.0:80;", "listen [::]:80;", "listen 0.0.0.0:5432;"):
+            self.assertEqual(conf.count(listen), 1, conf)
+        self.assertNotIn("listen %s:80" % VIP, conf)
+        self.assertNotIn("listen [::]:5432;", conf)  # no IPv6 VIP on 5432
+        self.assertEqual(h.send(apply, files)["actions"], {"nginx": "start"})
+        h.wait_for_traffic()
+        self.assertEqual(self.get(VIP), backend_address(0))
+        self.assertEqual(self.get(VIP_V6), backend_address(1))
+        self.assertEqual(self.get(VIP_B, 5432), backend_address(1))
+        self.assertTrue(self.get("192.0.2.30").startswith("curl exit 22") or "502" in self.get("192.0.2.30"),
+                        self.get("192.0.2.30"))
+        self.assertTrue(self.get("192.0.2.30", 5432).startswith("curl exit"), self.get("192.0.2.30", 5432))
+        self.assertTrue(self.get(VIP_B).startswith("curl exit") or "502" in self.get(VIP_B))  # b's VIP is on 5432
+
+        # b comes while a is under load: a reload, no failed request, b served on the same socket.
+        b = ("b", "192.0.2.12", backend_address(1), 80)
+        h.ip("addr", "add", "192.0.2.12/32", "dev", "lo")
+        load = h.start_load()
+        time.sleep(0.3)
+        self.assertEqual(h.send(apply, self.render([a, b, v6, db], shared="80,5432", proxy="nginx"))["actions"],
+                         {"nginx": "reload"})
+        self.assertEqual(self.get("192.0.2.12"), backend_address(1))
+        time.sleep(0.3)
+        stats = h.stop_load(load)
+        self.assertGreater(stats["ok"], 0)
+        self.assertEqual(stats["failed"], 0, stats["errors"])
+
+        # A layer-4 Service on port 80 cannot be bound beside the wildcard: it is refused, named,
+        # and everything else is served as before.
+        raw = ("raw", "192.0.2.13", backend_address(0), 80, {"loadbalancer/mode": "false"})
+        h.ip("addr", "add", "192.0.2.13/32", "dev", "lo")
+        answer = h.send(apply, self.render([a, b, v6, db, raw], shared="80,5432", proxy="nginx"))
+        self.assertIn("default/raw: spec.ports[0]: port 80 is a shared port", self.problems)
+        self.assertEqual(answer["actions"], {"nginx": "none"}, h.stderr()[-3000:])
+        for vip, backend in ((VIP, 0), ("192.0.2.12", 1), (VIP_V6, 1)):
+            self.assertEqual(self.get(vip), backend_address(backend), vip)
+        self.assertEqual(self.get(VIP_B, 5432), backend_address(1))
+        self.assertTrue(self.get("192.0.2.13").startswith("curl exit") or "502" in self.get("192.0.2.13"))
 
 if __name__ == "__main__":
     unittest.main()

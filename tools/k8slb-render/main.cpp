@@ -363,8 +363,9 @@ int main(int argc, char** argv) {
                  "shared ports keep their slot backends")
       ->type_name("FILE");
   app.add_option("--shared-ports", options.shared_ports,
-                 "HAProxy: ports served by one shared frontend each (wildcard bind, VIPs routed "
-                 "through a map), so that a new Service on them is a runtime update, not a reload")
+                 "Ports served by one shared frontend each (wildcard bind, VIPs routed through a "
+                 "map): with haproxy a new Service on them is a runtime update, not a reload; with "
+                 "nginx a reload of a smaller config")
       ->delimiter(',')
       ->check(CLI::Validator(
           [](std::string& text) {

@@ -109,7 +109,7 @@ struct ProxyPlan {
   // at most kMaxSniCertificates; nginx, those with a key and DNS names (http-mode ports).
   std::vector<SniCertificate> sni;
   int nginx_names_bucket = 0; // server_names_hash_bucket_size to set (names too long for 64); 0: none
-  std::vector<SharedPort> shared; // haproxy's shared ports, sorted by port
+  std::vector<SharedPort> shared; // the shared ports, sorted by port
   std::vector<Problem> problems;
 };
 
@@ -119,12 +119,15 @@ ProxyPlan plan_proxy(const Input& input);
 // The mode of a shared port's frontend: http for 80 and 443 (what a Service port without
 // annotations gets there), else tcp.
 Mode shared_mode(int port);
-// Puts the ports a shared frontend can serve (haproxy; a port in `shared_ports`, TCP, in the
-// port's shared_mode(), no TLS, no source ranges) into slot backends: each keeps its slot of `previous` while that
-// is below the port's capacity, the others take the lowest free ones (by id). A port's
-// capacity is kept while its Services fit and it is not four times what they need; otherwise
-// it is the Services plus spare_slots(). Fills plan.shared; returns the slots. Pure.
-SharedSlots plan_shared(ProxyPlan& plan, const std::set<int>& shared_ports, const SharedSlots& previous);
+// Puts the ports a shared frontend can serve (a port in `shared_ports`, TCP, in the port's
+// shared_mode(), no TLS, no source ranges; for nginx also no TLS to the backend: plan_proxy()
+// refuses a port in the other mode there) into slot backends: each keeps its slot
+// of `previous` while that is below the port's capacity, the others take the lowest free ones
+// (by id). A port's capacity is kept while its Services fit and it is not four times what they
+// need; otherwise it is the Services plus spare_slots(). Fills plan.shared; returns the slots
+// (haproxy's; nginx routes to each port's own upstream). Pure.
+SharedSlots plan_shared(ProxyPlan& plan, const std::set<int>& shared_ports, const SharedSlots& previous,
+                        Proxy proxy = Proxy::haproxy);
 // The spare slot backends a shared port gets with `services` Services: max(16, services / 8).
 int spare_slots(int services);
 

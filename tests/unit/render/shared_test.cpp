@@ -196,5 +196,66 @@ TEST(Shared, TheConfigRoutesByDestinationToSlotBackends) {
   EXPECT_EQ(plain.files.size(), 2u);
 }
 
+// nginx has no runtime API: a new Service is still a reload, but of one server per shared port
+// (a wildcard listen per family, a geo block from VIP to upstream) instead of one per VIP.
+TEST(Shared, NginxServesASharedPortFromOneWildcardServer) {
+  auto input = input_with({service("web", "192.0.2.10", {port(80)}), service("v6", "2001:db8::10", {port(80)}),
+                           service("db", "192.0.2.11", {port(5432)})});
+  input.settings.proxy = Proxy::nginx;
+  auto output = render_proxy(input);
+  EXPECT_TRUE(output.problems.empty());
+  EXPECT_EQ(output.files.size(), 1u); // no map files: the routes are in nginx.conf
+  const auto& conf = output.files.at("nginx.conf");
+  for (const char* expected : {"  # port 5432: shared by 1 VIPs, routed by destination address\n"
+                               "  geo $server_addr $k8slb_shared_5432 {\n    default k8slb_no_vip;\n"
+                               "    192.0.2.11 default_db_5432;\n  }\n"
+                               "  server {\n    listen 0.0.0.0:5432;\n    proxy_pass $k8slb_shared_5432;\n  }\n",
+                               "  geo $server_addr $k8slb_shared_80 {\n    default k8slb_no_vip;\n"
+                               "    192.0.2.10 default_web_80;\n    2001:db8::10 default_v6_80;\n  }\n"
+                               "  server {\n    listen 0.0.0.0:80;\n    listen [::]:80;\n    location / {\n"
+                               "      proxy_pass http://$k8slb_shared_80;\n",
+                               "  upstream k8slb_no_vip {\n    server 127.0.0.1:1 down;",
+                               "  # default/web port 80 (shared)\n  upstream default_web_80 {\n"})
+    EXPECT_NE(conf.find(expected), std::string::npos) << expected << "\n----\n" << conf;
+  EXPECT_EQ(conf.find("listen 192.0.2.10"), std::string::npos) << conf;
+  EXPECT_EQ(conf.find("listen [::]:5432"), std::string::npos) << conf; // no IPv6 VIP there
+}
+
+TEST(Shared, NginxRefusesAPortThatCannotBeBoundBesideASharedOne) {
+  struct Case {
+    std::string description;
+    model::Service service;
+    std::string listen; // its own listen line; empty: none (shared, or refused)
+    bool refused;
+  };
+  const std::vector<Case> cases = {
+      {"http on 80: shared", service("web", "192.0.2.10", {port(80)}), "", false},
+      {"layer 4 on 80", service("raw", "192.0.2.10", {port(80)}, {{"loadbalancer/mode", "false"}}), "", true},
+      {"http on 5432", service("db", "192.0.2.10", {port(5432)}, {{"loadbalancer/mode", "http"}}), "", true},
+      {"TLS to the backend on 80: its own server", service("web", "192.0.2.10", {port(80)}, {{"loadbalancer/sslbackend", "true"}}),
+       "listen 192.0.2.10:80;", false},
+      {"TLS terminated on 80: its own server", service("web", "192.0.2.10", {port(80)}, {{"loadbalancer/ssl", "true"}}),
+       "listen 192.0.2.10:80 ssl;", false},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    auto input = input_with({c.service});
+    input.settings.proxy = Proxy::nginx;
+    auto output = render_proxy(input);
+    const auto& conf = output.files.at("nginx.conf");
+    ASSERT_EQ(output.problems.size(), c.refused ? 1u : 0u) << (output.problems.empty() ? "" : output.problems[0].to_string());
+    if (c.refused) {
+      EXPECT_EQ(output.problems[0].object, "default/" + c.service.name);
+      EXPECT_EQ(output.problems[0].field, "spec.ports[0]");
+      EXPECT_EQ(output.problems[0].reason, "PortConflict");
+      EXPECT_EQ(conf.find("192.0.2.10"), std::string::npos) << conf;
+    }
+    if (!c.listen.empty()) EXPECT_NE(conf.find(c.listen), std::string::npos) << conf;
+  }
+  // HAProxy binds with SO_REUSEPORT: its own frontend there wins over the wildcard.
+  auto input = input_with({service("raw", "192.0.2.10", {port(80)}, {{"loadbalancer/mode", "false"}})});
+  EXPECT_TRUE(render_proxy(input).problems.empty());
+}
+
 } // namespace
 } // namespace k8slb::render
