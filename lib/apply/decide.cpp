@@ -336,6 +336,22 @@ std::optional<std::string> nginx_pid_path(std::string_view nginx_conf) {
   return std::nullopt;
 }
 
+bool nginx_listens_on_wildcard(std::string_view nginx_conf) {
+  for (auto line : split_lines(nginx_conf)) {
+    auto hash = line.find('#');
+    if (hash != std::string_view::npos) line = line.substr(0, hash);
+    auto words = split_words(line);
+    if (words.size() < 2 || words[0] != "listen") continue;
+    auto address = words[1];
+    if (address.ends_with(';')) address.remove_suffix(1);
+    // "80", "*:80", "0.0.0.0:80", "[::]:80"; not "192.0.2.10:80", "[2001:db8::1]:80", "unix:..."
+    if (address.find_first_not_of("0123456789") == std::string_view::npos || address.starts_with("*:") ||
+        address.starts_with("0.0.0.0:") || address.starts_with("[::]:"))
+      return true;
+  }
+  return false;
+}
+
 std::chrono::milliseconds restart_delay(int failures) {
   if (failures <= 0) return std::chrono::milliseconds(0);
   long long delay = 1000;

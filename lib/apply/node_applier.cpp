@@ -439,9 +439,13 @@ void reload_daemon(const NodeOptions& options, State& state, std::string& detail
       fail("nginx.conf", "",
            fmt::format("nginx (pid {}) started no new worker within {} s: the reload failed, see its log{}", state.pid,
                        options.start_timeout_s, options.detach ? " " + paths.log : ""));
-    // Until an old worker takes its QUIT it still accepts on the sockets the new config keeps,
-    // with the old config: a shared port's new VIP would get its 502. It closes its listeners
-    // as it retitles itself "worker process is shutting down" (or it is gone).
+    // Until an old worker takes its QUIT (nginx's master sends it 100 ms after starting the new
+    // ones) it still accepts on the sockets the new config keeps, with the old config: on a
+    // wildcard socket (a shared port) a new VIP's connection would get a 502. An old worker
+    // closes its listeners as it retitles itself "worker process is shutting down" (or it is
+    // gone). With a socket per VIP the new VIP's is the new workers' alone: no wait.
+    const auto installed = detail::read_optional(paths.cfg);
+    if (!installed || !nginx_listens_on_wildcard(*installed)) return;
     auto accepting = [](int pid) {
       auto title = detail::read_optional(fmt::format("/proc/{}/cmdline", pid));
       return title && !title->empty() && title->find("shutting down") == std::string::npos;

@@ -121,6 +121,10 @@ std::vector<std::string> split_options(std::string_view text);
 
 // The path of nginx.conf's top-level `pid` directive, if any.
 std::optional<std::string> nginx_pid_path(std::string_view nginx_conf);
+// True when nginx.conf listens on a wildcard address (`listen 80`, `*:80`, `0.0.0.0:80`,
+// `[::]:80`; a shared port): one socket serves many VIPs, so a new VIP's connection can reach an
+// old worker during a reload.
+bool nginx_listens_on_wildcard(std::string_view nginx_conf);
 
 // Delay before restarting a daemon that died `failures` times in a row: 1 s doubling to 30 s.
 std::chrono::milliseconds restart_delay(int failures);

@@ -271,6 +271,19 @@ TEST(SmallHelpers, OptionsPidPathsAndBackoff) {
   EXPECT_EQ(nginx_pid_path("load_module x.so;\npid /run/k8slb/nginx.pid;\nevents {}\n"), "/run/k8slb/nginx.pid");
   EXPECT_EQ(nginx_pid_path("events {}\nhttp {\n  pid /not/top/level;\n}\n"), std::nullopt);
   EXPECT_EQ(nginx_pid_path("# pid /commented;\nevents {}\n"), std::nullopt);
+}
+
+TEST(SmallHelpers, NginxListensOnWildcard) {
+  const std::vector<std::pair<std::string, bool>> cases = {
+      {"  listen 192.0.2.10:80;\n  listen [2001:db8::1]:443 ssl;\n", false},
+      {"  listen 0.0.0.0:80;\n", true},
+      {"  listen [::]:5432;\n", true},
+      {"  listen 80;\n", true},
+      {"  listen *:8080 reuseport;\n", true},
+      {"  # listen 0.0.0.0:80;\n  listen 192.0.2.10:80;\n", false},
+      {"  listen unix:/run/x.sock;\n", false},
+  };
+  for (const auto& [conf, wildcard] : cases) EXPECT_EQ(nginx_listens_on_wildcard(conf), wildcard) << conf;
 
   struct Case {
     int failures;
