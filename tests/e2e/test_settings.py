@@ -105,3 +105,24 @@ class SharedPortsSettingTest(NetnsTestCase):
             with open(f"{self.workdir}/{node.role}/etc/haproxy-p80.map") as served:
                 self.assertIn(f"{second} ", served.read())
             self.assertEqual(show_proc_reloads(cluster.run_dir(node)), reloads[node.role], node.role)
+
+    def test_nginx_shared_port(self):
+        """PROXY=nginx with SHARED_PORTS=80: the actors render one wildcard server for port 80
+        routing by VIP (a geo block), and a new Service is served through its VIP."""
+        self.start_backend("http", POD, 8080, "shared")
+        cluster = cluster_module.Cluster(self.topology, self.workdir, proxy="nginx", settings={"SHARED_PORTS": "80"})
+        for name in ("first", "second"):
+            cluster.create_endpoints("default", name, [POD], [("http", 8080, "TCP")])
+        cluster.apply_yaml(cluster_module.http_service("first"))
+        first = cluster.wait_for_ip("default", "first")
+        self.wait_for_body(f"http://{first}/", "pod shared", timeout=60)
+        cluster.apply_yaml(cluster_module.http_service("second"))
+        second = cluster.wait_for_ip("default", "second")
+        self.wait_for_body(f"http://{second}/", "pod shared", timeout=30)
+        self.wait_for_body(f"http://{first}/", "pod shared", timeout=5)
+        for node in self.topology.lb_nodes:
+            with open(f"{self.workdir}/{node.role}/etc/nginx.conf") as served:
+                conf = served.read()
+            self.assertEqual(conf.count("listen 0.0.0.0:80;"), 1, node.role)
+            self.assertNotIn(f"listen {second}:80", conf)
+            self.assertIn(f"    {second} default_second_80;", conf)
