@@ -90,30 +90,33 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
   // A shared port (Settings.shared_ports): one server on the wildcard address per family in use,
   // which passes each connection to the upstream its destination (a VIP) names in a geo block;
   // an address that is no VIP of the port gets k8slb_no_vip, whose one server is down.
-  auto shared_in = [&](Mode mode) {
-    return std::any_of(plan.shared.begin(), plan.shared.end(), [&](const SharedPort& shared) { return shared.mode == mode; });
-  };
-  auto no_vip_upstream = [&] {
+  // `body` prints what the server does with the upstream.
+  auto shared_servers = [&](Mode mode, const auto& body) {
+    if (std::none_of(plan.shared.begin(), plan.shared.end(), [&](const SharedPort& shared) { return shared.mode == mode; }))
+      return;
+    line("");
     line(fmt::format("  upstream {} {{", kNoVipUpstream));
     line("    server 127.0.0.1:1 down; # a destination that is no VIP of a shared port");
     line("  }");
-  };
-  auto shared_router = [&](const SharedPort& shared) {
-    std::vector<std::pair<ip::Address, std::string>> routes;
-    for (int index : shared.slots)
-      if (index >= 0)
-        for (const auto& vip : plan.ports[index].vips) routes.emplace_back(vip.address, plan.ports[index].id());
-    std::sort(routes.begin(), routes.end());
-    line("");
-    line(fmt::format("  # port {}: shared by {} VIPs, routed by destination address", shared.port, routes.size()));
-    line(fmt::format("  geo $server_addr ${} {{", shared_variable(shared.port)));
-    line(fmt::format("    default {};", kNoVipUpstream));
-    for (const auto& [address, id] : routes) line(fmt::format("    {} {};", address.to_string(), id));
-    line("  }");
-  };
-  auto shared_listens = [&](const SharedPort& shared) {
-    if (shared.v4) line(fmt::format("    listen 0.0.0.0:{};", shared.port));
-    if (shared.v6) line(fmt::format("    listen [::]:{};", shared.port));
+    for (const auto& shared : plan.shared) {
+      if (shared.mode != mode) continue;
+      std::vector<std::pair<ip::Address, std::string>> routes;
+      for (int index : shared.slots)
+        if (index >= 0)
+          for (const auto& vip : plan.ports[index].vips) routes.emplace_back(vip.address, plan.ports[index].id());
+      std::sort(routes.begin(), routes.end());
+      line("");
+      line(fmt::format("  # port {}: shared by {} VIPs, routed by destination address", shared.port, routes.size()));
+      line(fmt::format("  geo $server_addr ${} {{", shared_variable(shared.port)));
+      line(fmt::format("    default {};", kNoVipUpstream));
+      for (const auto& [address, id] : routes) line(fmt::format("    {} {};", address.to_string(), id));
+      line("  }");
+      line("  server {");
+      if (shared.v4) line(fmt::format("    listen 0.0.0.0:{};", shared.port));
+      if (shared.v6) line(fmt::format("    listen [::]:{};", shared.port));
+      body(shared);
+      line("  }");
+    }
   };
   auto certificate = [&](const Vip& vip, std::string_view indent) {
     line(fmt::format("{}ssl_certificate {}/{}.pem;", indent, settings.cert_dir, vip.pool));
@@ -161,18 +164,9 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
       line("  }");
     }
   }
-  if (shared_in(Mode::tcp)) {
-    line("");
-    no_vip_upstream();
-  }
-  for (const auto& shared : plan.shared) {
-    if (shared.mode != Mode::tcp) continue;
-    shared_router(shared);
-    line("  server {");
-    shared_listens(shared);
+  shared_servers(Mode::tcp, [&](const SharedPort& shared) {
     line(fmt::format("    proxy_pass ${};", shared_variable(shared.port)));
-    line("  }");
-  }
+  });
   line("}");
 
   const bool any_http = std::any_of(plan.ports.begin(), plan.ports.end(),
@@ -235,22 +229,13 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
       }
     }
   }
-  if (shared_in(Mode::http)) {
-    line("");
-    no_vip_upstream();
-  }
-  for (const auto& shared : plan.shared) {
-    if (shared.mode != Mode::http) continue;
-    shared_router(shared);
-    line("  server {");
-    shared_listens(shared);
+  shared_servers(Mode::http, [&](const SharedPort& shared) {
     line("    location / {");
     line(fmt::format("      proxy_pass http://${};", shared_variable(shared.port)));
     if (!headers_in_http) our_headers(proxy_headers, "      ");
     for (const auto& text : config.nginx.proxy) line("      " + text);
     line("    }");
-    line("  }");
-  }
+  });
   for (const auto& redirect : plan.redirects) {
     line("");
     line(fmt::format("  # {}/{}: http -> https", redirect.ns, redirect.name));
