@@ -340,14 +340,18 @@ bool nginx_listens_on_wildcard(std::string_view nginx_conf) {
   for (auto line : split_lines(nginx_conf)) {
     auto hash = line.find('#');
     if (hash != std::string_view::npos) line = line.substr(0, hash);
-    auto words = split_words(line);
-    if (words.size() < 2 || words[0] != "listen") continue;
-    auto address = words[1];
-    if (address.ends_with(';')) address.remove_suffix(1);
-    // "80", "*:80", "0.0.0.0:80", "[::]:80"; not "192.0.2.10:80", "[2001:db8::1]:80", "unix:..."
-    if (address.find_first_not_of("0123456789") == std::string_view::npos || address.starts_with("*:") ||
-        address.starts_with("0.0.0.0:") || address.starts_with("[::]:"))
-      return true;
+    // "server { listen 80; }" on one line too: braces and semicolons end words.
+    std::string spaced(line);
+    std::replace_if(spaced.begin(), spaced.end(), [](char c) { return c == '{' || c == '}' || c == ';'; }, ' ');
+    auto words = split_words(spaced);
+    for (std::size_t i = 0; i + 1 < words.size(); ++i) {
+      if (words[i] != "listen") continue;
+      auto address = words[i + 1];
+      // "80", "*:80", "0.0.0.0:80", "[::]:80"; not "192.0.2.10:80", "[2001:db8::1]:80", "unix:..."
+      if (address.find_first_not_of("0123456789") == std::string_view::npos || address.starts_with("*:") ||
+          address.starts_with("0.0.0.0:") || address.starts_with("[::]:"))
+        return true;
+    }
   }
   return false;
 }

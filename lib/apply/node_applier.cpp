@@ -446,12 +446,17 @@ void reload_daemon(const NodeOptions& options, State& state, std::string& detail
     // gone). With a socket per VIP the new VIP's is the new workers' alone: no wait.
     const auto installed = detail::read_optional(paths.cfg);
     if (!installed || !nginx_listens_on_wildcard(*installed)) return;
-    auto accepting = [](int pid) {
+    auto accepting = [&](int pid) { // still the master's child (not a reused pid), not retitled
+      const auto children = detail::child_pids(state.pid);
+      if (std::find(children.begin(), children.end(), pid) == children.end()) return false;
       auto title = detail::read_optional(fmt::format("/proc/{}/cmdline", pid));
       return title && !title->empty() && title->find("shutting down") == std::string::npos;
     };
-    while (Clock::now() < deadline && std::any_of(old_workers.begin(), old_workers.end(), accepting))
+    const auto quit_deadline = Clock::now() + std::chrono::seconds(options.start_timeout_s);
+    while (Clock::now() < quit_deadline && std::any_of(old_workers.begin(), old_workers.end(), accepting))
       std::this_thread::sleep_for(5ms);
+    if (std::any_of(old_workers.begin(), old_workers.end(), accepting))
+      detail_text += fmt::format("; old workers still accepting after {} s", options.start_timeout_s);
     return;
   }
   auto before = show_proc(paths.master_socket);

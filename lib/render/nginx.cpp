@@ -99,7 +99,7 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
     line("    server 127.0.0.1:1 down; # a destination that is no VIP of a shared port");
     line("  }");
     for (const auto& shared : plan.shared) {
-      if (shared.mode != mode) continue;
+      if (shared.mode != mode || (!shared.v4 && !shared.v6)) continue; // no pool: nothing to listen on
       std::vector<std::pair<ip::Address, std::string>> routes;
       for (int index : shared.slots)
         if (index >= 0)
@@ -112,8 +112,11 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
       for (const auto& [address, id] : routes) line(fmt::format("    {} {};", address.to_string(), id));
       line("  }");
       line("  server {");
-      if (shared.v4) line(fmt::format("    listen 0.0.0.0:{};", shared.port));
-      if (shared.v6) line(fmt::format("    listen [::]:{};", shared.port));
+      // http: the default server of the wildcard, so that a server of the document's nginx.http
+      // that listens there too is refused loudly instead of taking the VIPs' requests.
+      const std::string_view flags = mode == Mode::http ? " default_server" : "";
+      if (shared.v4) line(fmt::format("    listen 0.0.0.0:{}{};", shared.port, flags));
+      if (shared.v6) line(fmt::format("    listen [::]:{}{};", shared.port, flags));
       body(shared);
       line("  }");
     }
@@ -170,7 +173,9 @@ std::string print_nginx(const ProxyPlan& plan, const pool::Config& config, const
   line("}");
 
   const bool any_http = std::any_of(plan.ports.begin(), plan.ports.end(),
-                                    [](const PortPlan& port) { return port.mode == Mode::http; });
+                                    [](const PortPlan& port) { return port.mode == Mode::http; }) ||
+                        std::any_of(plan.shared.begin(), plan.shared.end(),
+                                    [](const SharedPort& shared) { return shared.mode == Mode::http; });
   if (!any_http && plan.redirects.empty() && config.nginx.http.empty()) return out;
 
   // Host, X-Forwarded-For and X-Forwarded-Proto reach the pods once: a header the document

@@ -43,6 +43,7 @@ Output render_proxy(const Input& input) {
     break;
   case Proxy::nginx:
     plan_shared(plan, input.settings.shared_ports, {}, Proxy::nginx);
+    wildcard_every_shared_port(plan, input.settings.shared_ports, input.config);
     output.files["nginx.conf"] = detail::print_nginx(plan, input.config, input.settings);
     break;
   case Proxy::kubeproxy:

@@ -109,6 +109,24 @@ SharedSlots plan_shared(ProxyPlan& plan, const std::set<int>& shared_ports, cons
   return slots;
 }
 
+void wildcard_every_shared_port(ProxyPlan& plan, const std::set<int>& shared_ports, const pool::Config& config) {
+  bool v4 = false, v6 = false;
+  for (const auto& pool : config.pools) (pool.family() == ip::Family::v4 ? v4 : v6) = true;
+  for (int number : shared_ports)
+    if (std::none_of(plan.shared.begin(), plan.shared.end(), [&](const SharedPort& shared) { return shared.port == number; })) {
+      SharedPort shared;
+      shared.port = number;
+      shared.mode = shared_mode(number);
+      plan.shared.push_back(std::move(shared));
+    }
+  std::sort(plan.shared.begin(), plan.shared.end(),
+            [](const SharedPort& a, const SharedPort& b) { return a.port < b.port; });
+  for (auto& shared : plan.shared) {
+    shared.v4 = shared.v4 || v4;
+    shared.v6 = shared.v6 || v6;
+  }
+}
+
 SharedSlots previous_shared_slots(std::string_view haproxy_cfg) {
   SharedSlots found;
   std::string_view comment;

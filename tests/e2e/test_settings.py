@@ -123,6 +123,6 @@ class SharedPortsSettingTest(NetnsTestCase):
         for node in self.topology.lb_nodes:
             with open(f"{self.workdir}/{node.role}/etc/nginx.conf") as served:
                 conf = served.read()
-            self.assertEqual(conf.count("listen 0.0.0.0:80;"), 1, node.role)
+            self.assertEqual(conf.count("listen 0.0.0.0:80 default_server;"), 1, node.role)
             self.assertNotIn(f"listen {second}:80", conf)
             self.assertIn(f"    {second} default_second_80;", conf)

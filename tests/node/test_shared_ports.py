@@ -16,11 +16,12 @@ VIP_B = "192.0.2.11"
 VIP_V6 = "2001:db8::10"
 
 
-def service(name, vip, port=80, annotations=None):
+def service(name, vip, port=80, annotations=None, source_ranges=None):
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"namespace": "default", "name": name, "uid": "uid-" + name,
                          "annotations": annotations or {}},
-            "spec": {"type": "LoadBalancer", "ports": [{"name": "web", "port": port, "protocol": "TCP", "targetPort": 8080}]},
+            "spec": {"type": "LoadBalancer", "ports": [{"name": "web", "port": port, "protocol": "TCP", "targetPort": 8080}],
+                     "loadBalancerSourceRanges": source_ranges or []},
             "status": {"loadBalancer": {"ingress": [{"ip": vip}]}}}
 
 
@@ -47,10 +48,10 @@ class SharedPortsTest(unittest.TestCase):
     def render(self, services, shared="80", proxy="haproxy"):
         """k8slb-render haproxy --shared-ports 80 (`shared`; None: none), as the actor runs it: the
         slots of the installed haproxy.cfg are kept. Returns the set of files. A service is
-        (name, vip, backend, port) or with a fifth item, its annotations."""
+        (name, vip, backend, port) or with more items: its annotations, its source ranges."""
         objects = []
-        for name, vip, backend, port, *annotations in services:
-            objects += [service(name, vip, port, *annotations), slice_of(name, backend)]
+        for name, vip, backend, port, *more in services:
+            objects += [service(name, vip, port, *more), slice_of(name, backend)]
         out = os.path.join(self.h.tmp, "rendered")
         subprocess.run(["rm", "-rf", out], check=True)
         argv = [RENDER, proxy, "--config", self.pools, "--no-cert-check", "--runtime-dir", self.h.runtime_dir,
@@ -181,19 +182,20 @@ class SharedPortsTest(unittest.TestCase):
         db = ("db", VIP_B, backend_address(1), 5432)
         files = self.render([a, v6, db], shared="80,5432", proxy="nginx")
         conf = files["nginx.conf"]
-        for listen in ("listen 0.0.0.0:80;", "listen [::]:80;", "listen 0.0.0.0:5432;"):
+        for listen in ("listen 0.0.0.0:80 default_server;", "listen [::]:80 default_server;", "listen 0.0.0.0:5432;",
+                       "listen [::]:5432;"):  # the pools have both families
             self.assertEqual(conf.count(listen), 1, conf)
         self.assertNotIn("listen %s:80" % VIP, conf)
-        self.assertNotIn("listen [::]:5432;", conf)  # no IPv6 VIP on 5432
         self.assertEqual(h.send(apply, files)["actions"], {"nginx": "start"})
         h.wait_for_traffic()
         self.assertEqual(self.get(VIP), backend_address(0))
         self.assertEqual(self.get(VIP_V6), backend_address(1))
         self.assertEqual(self.get(VIP_B, 5432), backend_address(1))
-        self.assertTrue(self.get("192.0.2.30").startswith("curl exit 22") or "502" in self.get("192.0.2.30"),
-                        self.get("192.0.2.30"))
-        self.assertTrue(self.get("192.0.2.30", 5432).startswith("curl exit"), self.get("192.0.2.30", 5432))
-        self.assertTrue(self.get(VIP_B).startswith("curl exit") or "502" in self.get(VIP_B))  # b's VIP is on 5432
+        # Any other address reaches the wildcard and is refused there: 502 (http), closed (layer 4).
+        self.assertIn("502 Bad Gateway", self.get("192.0.2.30"))
+        self.assertIn("502 Bad Gateway", self.get(VIP_B))  # db's VIP, on 5432 only
+        # accepted, then closed or reset: no reply (52) or a receive error (56), not refused (7)
+        self.assertIn(self.get("192.0.2.30", 5432), ("curl exit 52", "curl exit 56"))
 
         # b comes while a is under load: a reload, no failed request, b served on the same socket.
         b = ("b", "192.0.2.12", backend_address(1), 80)
@@ -218,7 +220,27 @@ class SharedPortsTest(unittest.TestCase):
         for vip, backend in ((VIP, 0), ("192.0.2.12", 1), (VIP_V6, 1)):
             self.assertEqual(self.get(vip), backend_address(backend), vip)
         self.assertEqual(self.get(VIP_B, 5432), backend_address(1))
-        self.assertTrue(self.get("192.0.2.13").startswith("curl exit") or "502" in self.get("192.0.2.13"))
+        self.assertIn("502 Bad Gateway", self.get("192.0.2.13"))
+    def test_nginx_wildcard_stays_as_the_ports_services_come_and_go(self):
+        """nginx binds a VIP's own socket on a shared port (here source ranges) only while no
+        wildcard is there, and cannot bind one beside the other: the wildcard is rendered for
+        every shared port, with or without a Service to route, so the first plain Service on
+        the port and the last one leaving are ordinary reloads."""
+        h = self.h
+        h.start_backends(2)
+        apply = h.start_apply("--proxy", "nginx", "--no-keepalived")
+        ranged = ("ranged", VIP, backend_address(0), 80, {}, ["192.0.2.0/24", "198.51.100.0/24", "127.0.0.0/8"])
+        plain = ("plain", VIP_B, backend_address(1), 80)
+        for services, action in (([ranged], "start"), ([ranged, plain], "reload"), ([ranged], "reload"),
+                                 ([ranged, plain], "reload")):
+            self.assertEqual(h.send(apply, self.render(services, shared="80", proxy="nginx"))["actions"],
+                             {"nginx": action}, h.stderr()[-3000:])
+            self.assertEqual(self.get(VIP), backend_address(0))
+            if plain in services:
+                self.assertEqual(self.get(VIP_B), backend_address(1))
+            else:
+                self.assertIn("502 Bad Gateway", self.get(VIP_B))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -363,9 +363,9 @@ int main(int argc, char** argv) {
                  "shared ports keep their slot backends")
       ->type_name("FILE");
   app.add_option("--shared-ports", options.shared_ports,
-                 "Ports served by one shared frontend each (wildcard bind, VIPs routed through a "
-                 "map): with haproxy a new Service on them is a runtime update, not a reload; with "
-                 "nginx a reload of a smaller config")
+                 "Ports served by one shared frontend each (wildcard bind, routing by VIP): with "
+                 "haproxy a new Service on them is a runtime update, not a reload; with nginx a "
+                 "reload of a smaller config")
       ->delimiter(',')
       ->check(CLI::Validator(
           [](std::string& text) {

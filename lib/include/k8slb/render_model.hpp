@@ -128,6 +128,12 @@ Mode shared_mode(int port);
 // (haproxy's; nginx routes to each port's own upstream). Pure.
 SharedSlots plan_shared(ProxyPlan& plan, const std::set<int>& shared_ports, const SharedSlots& previous,
                         Proxy proxy = Proxy::haproxy);
+// nginx: every port of `shared_ports` gets its shared server, with or without a Service to
+// route, listening on the wildcard of each family the pools have. nginx binds a VIP's own
+// socket (a redirect, source ranges, TLS) only where no wildcard is on that port, and the kernel
+// refuses a wildcard beside a VIP's socket and the reverse: a wildcard that came and went with
+// the port's Services would make a reload fail. Pure.
+void wildcard_every_shared_port(ProxyPlan& plan, const std::set<int>& shared_ports, const pool::Config& config);
 // The spare slot backends a shared port gets with `services` Services: max(16, services / 8).
 int spare_slots(int services);
 

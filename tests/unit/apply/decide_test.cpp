@@ -282,6 +282,9 @@ TEST(SmallHelpers, NginxListensOnWildcard) {
       {"  listen *:8080 reuseport;\n", true},
       {"  # listen 0.0.0.0:80;\n  listen 192.0.2.10:80;\n", false},
       {"  listen unix:/run/x.sock;\n", false},
+      {"server { listen 80; return 444; }\n", true},
+      {"server{listen [::]:8080;}\n", true},
+      {"server { listen 192.0.2.10:80; }\n", false},
   };
   for (const auto& [conf, wildcard] : cases) EXPECT_EQ(nginx_listens_on_wildcard(conf), wildcard) << conf;
 

@@ -209,16 +209,50 @@ TEST(Shared, NginxServesASharedPortFromOneWildcardServer) {
   for (const char* expected : {"  # port 5432: shared by 1 VIPs, routed by destination address\n"
                                "  geo $server_addr $k8slb_shared_5432 {\n    default k8slb_no_vip;\n"
                                "    192.0.2.11 default_db_5432;\n  }\n"
-                               "  server {\n    listen 0.0.0.0:5432;\n    proxy_pass $k8slb_shared_5432;\n  }\n",
+                               "  server {\n    listen 0.0.0.0:5432;\n    listen [::]:5432;\n"
+                               "    proxy_pass $k8slb_shared_5432;\n  }\n",
                                "  geo $server_addr $k8slb_shared_80 {\n    default k8slb_no_vip;\n"
                                "    192.0.2.10 default_web_80;\n    2001:db8::10 default_v6_80;\n  }\n"
-                               "  server {\n    listen 0.0.0.0:80;\n    listen [::]:80;\n    location / {\n"
+                               "  server {\n    listen 0.0.0.0:80 default_server;\n    listen [::]:80 default_server;\n"
+                               "    location / {\n"
                                "      proxy_pass http://$k8slb_shared_80;\n",
                                "  upstream k8slb_no_vip {\n    server 127.0.0.1:1 down;",
                                "  # default/web port 80 (shared)\n  upstream default_web_80 {\n"})
     EXPECT_NE(conf.find(expected), std::string::npos) << expected << "\n----\n" << conf;
   EXPECT_EQ(conf.find("listen 192.0.2.10"), std::string::npos) << conf;
-  EXPECT_EQ(conf.find("listen [::]:5432"), std::string::npos) << conf; // no IPv6 VIP there
+}
+
+// The wildcard does not come and go with the port's Services: nginx binds a VIP's own socket
+// only where there is no wildcard, and a reload cannot bind one beside the other.
+TEST(Shared, NginxListensOnEverySharedPortOfThePoolsFamilies) {
+  auto ranged = service("web", "192.0.2.10", {port(80)});
+  ranged.source_ranges = {"198.51.100.0/24"};
+  struct Case {
+    std::string description;
+    std::vector<model::Service> services;
+  };
+  const std::vector<Case> cases = {
+      {"no Service", {}},
+      {"only a Service with its own server on 80", {ranged}},
+      {"a shared Service", {service("web", "192.0.2.10", {port(80)})}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    auto input = input_with(c.services);
+    input.settings.proxy = Proxy::nginx;
+    const auto conf = render_proxy(input).files.at("nginx.conf");
+    for (const char* listen : {"listen 0.0.0.0:80 default_server;", "listen [::]:80 default_server;",
+                               "listen 0.0.0.0:5432;", "listen [::]:5432;"})
+      EXPECT_NE(conf.find(listen), std::string::npos) << listen << "\n----\n" << conf;
+  }
+  // Pools of one family: that family's wildcard only.
+  auto input = input_with({});
+  input.settings.proxy = Proxy::nginx;
+  std::erase_if(input.config.pools, [](const pool::Pool& pool) { return pool.family() == ip::Family::v6; });
+  ASSERT_FALSE(input.config.pools.empty());
+  const auto conf = render_proxy(input).files.at("nginx.conf");
+  EXPECT_NE(conf.find("listen 0.0.0.0:80 default_server;"), std::string::npos) << conf;
+  EXPECT_EQ(conf.find("listen [::]"), std::string::npos) << conf;
 }
 
 TEST(Shared, NginxRefusesAPortThatCannotBeBoundBesideASharedOne) {
