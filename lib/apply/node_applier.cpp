@@ -410,7 +410,7 @@ void start_daemon(const NodeOptions& options, State& state, const std::string& c
 
 // Sends the reload signal. For HAProxy, first waits (bounded) while too many old workers are
 // still finishing, and afterwards until the new worker is up, so reloads never pile up.
-void reload_daemon(const NodeOptions& options, State& state, std::string& detail_text) {
+void reload_daemon(const NodeOptions& options, State& state, const std::string& content, std::string& detail_text) {
   const auto paths = paths_for(options, state.daemon);
   if (state.daemon == Daemon::bird) {
     // `configure` keeps established sessions; only changed protocols restart.
@@ -444,18 +444,18 @@ void reload_daemon(const NodeOptions& options, State& state, std::string& detail
     // wildcard socket (a shared port) a new VIP's connection would get a 502. An old worker
     // closes its listeners as it retitles itself "worker process is shutting down" (or it is
     // gone). With a socket per VIP the new VIP's is the new workers' alone: no wait.
-    const auto installed = detail::read_optional(paths.cfg);
-    if (!installed || !nginx_listens_on_wildcard(*installed)) return;
-    auto accepting = [&](int pid) { // still the master's child (not a reused pid), not retitled
+    if (!nginx_listens_on_wildcard(content)) return;
+    auto old_worker_accepting = [&] { // still the master's child (not a reused pid), not retitled
       const auto children = detail::child_pids(state.pid);
-      if (std::find(children.begin(), children.end(), pid) == children.end()) return false;
-      auto title = detail::read_optional(fmt::format("/proc/{}/cmdline", pid));
-      return title && !title->empty() && title->find("shutting down") == std::string::npos;
+      return std::any_of(old_workers.begin(), old_workers.end(), [&](int pid) {
+        if (std::find(children.begin(), children.end(), pid) == children.end()) return false;
+        auto title = detail::read_optional(fmt::format("/proc/{}/cmdline", pid));
+        return title && !title->empty() && title->find("shutting down") == std::string::npos;
+      });
     };
     const auto quit_deadline = Clock::now() + std::chrono::seconds(options.start_timeout_s);
-    while (Clock::now() < quit_deadline && std::any_of(old_workers.begin(), old_workers.end(), accepting))
-      std::this_thread::sleep_for(5ms);
-    if (std::any_of(old_workers.begin(), old_workers.end(), accepting))
+    while (Clock::now() < quit_deadline && old_worker_accepting()) std::this_thread::sleep_for(5ms);
+    if (old_worker_accepting())
       detail_text += fmt::format("; old workers still accepting after {} s", options.start_timeout_s);
     return;
   }
@@ -702,7 +702,7 @@ ApplyResult NodeApplier::apply(const std::map<std::string, std::string>& files) 
       if (wanted_servers_text) detail::commit_rename(detail::write_temporary(paths.servers, *wanted_servers_text), paths.servers);
       state.wanted = true;
       if (outcome.action == Action::start) start_daemon(options_, state, wanted->second);
-      else if (outcome.action == Action::reload) reload_daemon(options_, state, outcome.detail);
+      else if (outcome.action == Action::reload) reload_daemon(options_, state, wanted->second, outcome.detail);
       if (daemon == Daemon::haproxy) remove_other_maps(options_.config_dir, map_texts);
       if (daemon == Daemon::bird) {
         // `configure` enables the VIP routes again: withdraw them at once if the proxy is down.
