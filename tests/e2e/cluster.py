@@ -293,12 +293,24 @@ class Cluster:
     def run_dir(self, node):
         return os.path.join(self.workdir, node.role, "run")
 
-    def daemon_pid(self, node, name):
-        """PID of a daemon the node's actor started, from its pid file, or None."""
-        try:
-            with open(os.path.join(self.run_dir(node), f"{name}.pid")) as pid_file:
-                pid = int(pid_file.read().split()[0])
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError, IndexError):
-            return None
+    def daemon_pid(self, node, name, settle=1.0):
+        """PID of a daemon the node's actor started, from its pid file, or None.
+
+        HAProxy's master rewrites its pid file on every reload: for a few milliseconds
+        (longer with a larger config) the file is missing or empty. Such a read is tried
+        again for up to `settle` seconds; a pid that is not alive is None at once."""
+        deadline = time.monotonic() + settle
+        while True:
+            try:
+                with open(os.path.join(self.run_dir(node), f"{name}.pid")) as pid_file:
+                    pid = int(pid_file.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                if time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                return None
+            try:
+                os.kill(pid, 0)
+                return pid
+            except OSError:
+                return None
