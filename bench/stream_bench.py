@@ -101,6 +101,8 @@ def main():
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--shared-ports", action="store_true",
                         help="--tool render: k8slb-render --shared-ports 80 (the VIPs in haproxy-p80.map)")
+    parser.add_argument("--min-server-slots", type=int, default=0,
+                        help="--tool render: k8slb-render --min-server-slots (default: the tool's, 8)")
     args = parser.parse_args()
 
     render = args.tool == "render"
@@ -117,6 +119,8 @@ def main():
                    "--interfaces", interfaces, "--runtime-dir", workdir, "--no-cert-check"]
         if args.shared_ports:
             command += ["--shared-ports", "80"]
+        if args.min_server_slots:
+            command += ["--min-server-slots", str(args.min_server_slots)]
     else:
         command = [os.path.join(args.binary_dir, "k8slb-allocate"), "--ip-mode", "Proxy"]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,

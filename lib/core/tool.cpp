@@ -197,4 +197,22 @@ std::string instance_name() {
   return "k8slb";
 }
 
+StageTimer::StageTimer() : enabled_(std::getenv("K8SLB_TIMING") != nullptr), last_(Clock::now()) {}
+
+void StageTimer::restart() { last_ = Clock::now(); }
+
+void StageTimer::mark(std::string_view stage) {
+  if (!enabled_) return;
+  auto now = Clock::now();
+  line_ += fmt::format(" {} {:.1f} ms", stage, std::chrono::duration<double, std::milli>(now - last_).count());
+  last_ = now;
+}
+
+void StageTimer::flush(std::size_t bytes) {
+  if (!enabled_) return;
+  info(fmt::format("timing:{} ({} bytes out)", line_, bytes));
+  line_.clear();
+  last_ = Clock::now();
+}
+
 } // namespace k8slb::tool

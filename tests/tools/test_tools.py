@@ -1,5 +1,6 @@
 """The tools end to end on the seed's examples: what an operator sees at a shell."""
 import json
+import re
 import os
 import select
 import shutil
@@ -438,6 +439,37 @@ class RenderOnEventsTest(unittest.TestCase):
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn("k8slb-render: error: <stdin>: document 1: a watch event before the first List", result.stderr)
         self.assertEqual(result.stdout, "")
+
+    def test_timing_lines_name_each_stage_of_each_line(self):
+        """K8SLB_TIMING=1: one line on stderr per line printed, and one per change rendered to
+        the same line (not printed), with the time of each stage."""
+        items = [self.service("web", "192.0.2.10"), self.endpoints("web", "198.51.100.1"), self.NODE]
+        process = subprocess.Popen(self.args(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env={**os.environ, "K8SLB_TIMING": "1"})
+        self.addCleanup(self.end, process)
+        # The List, a change that makes a new line, a change rendered to the same line (not
+        # printed): written one after the other, so that each is its own burst.
+        for document in ({"apiVersion": "v1", "kind": "List", "items": items},
+                         {"type": "MODIFIED", "object": self.endpoints("web", "198.51.100.2")}):
+            process.stdin.write(json.dumps(document) + "\n")
+            process.stdin.flush()
+            self.read_line(process)
+        process.stdin.write(json.dumps({"type": "MODIFIED", "object": self.NODE}) + "\n")
+        process.stdin.close()
+        self.assertEqual(process.wait(timeout=20), 0)
+        stage = r" (\d+\.\d) ms"
+        printed = rf"^k8slb-render: timing: read{stage} render{stage} dump{stage} write{stage} \((\d+) bytes out\)$"
+        same = rf"^k8slb-render: timing: read{stage} render{stage} unchanged{stage} \(0 bytes out\)$"
+        timings = [line for line in process.stderr.read().splitlines() if "timing:" in line]
+        self.assertEqual(len(timings), 3, timings)
+        for timing, pattern in zip(timings, (printed, printed, same)):
+            self.assertIsNotNone(re.match(pattern, timing), f"{timing!r} does not match {pattern!r}")
+        # Without it, none.
+        stdin = json.dumps({"apiVersion": "v1", "kind": "List", "items": items}) + "\n"
+        quiet = subprocess.run(self.args(), input=stdin, capture_output=True, text=True, timeout=60,
+                               env={k: v for k, v in os.environ.items() if k != "K8SLB_TIMING"})
+        self.assertEqual(quiet.returncode, 0, quiet.stderr)
+        self.assertNotIn("timing:", quiet.stderr)
 
 
 if __name__ == "__main__":

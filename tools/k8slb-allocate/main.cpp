@@ -220,31 +220,6 @@ void apply_event(k8slb::allocate::Feed& feed, const json& event, const std::stri
   }
 }
 
-// K8SLB_TIMING=1: one line per document on stderr with the time of each stage, to see where
-// the time goes (docs/cluster.md, "Figures").
-class StageTimer {
-public:
-  StageTimer() : enabled_(std::getenv("K8SLB_TIMING") != nullptr), last_(Clock::now()) {}
-  void mark(const char* stage) {
-    if (!enabled_) return;
-    auto now = Clock::now();
-    line_ += fmt::format(" {} {:.1f} ms", stage, std::chrono::duration<double, std::milli>(now - last_).count());
-    last_ = now;
-  }
-  void flush(std::size_t bytes) {
-    if (!enabled_) return;
-    k8slb::tool::info(fmt::format("timing:{} ({} bytes out)", line_, bytes));
-    line_.clear();
-    last_ = Clock::now();
-  }
-
-private:
-  using Clock = std::chrono::steady_clock;
-  bool enabled_;
-  Clock::time_point last_;
-  std::string line_;
-};
-
 int run(const Options& options) {
   // No fastbins: freeing a document's tree (10,000 Services: about a million small blocks)
   // otherwise fills them, and glibc's consolidation of them costs as much as the parse
@@ -264,7 +239,7 @@ int run(const Options& options) {
   k8slb::JsonStreamReader reader(std::cin, "<stdin>");
   bool all_ok = true;
   bool written_any = false;
-  StageTimer timer;
+  k8slb::tool::StageTimer timer;
   // A --config file wins over the ConfigMap, in events as in Lists.
   k8slb::allocate::Feed feed(options.config_file.empty() ? options.config_map : "", allocate_options_for(options));
   bool metrics_due = false;

@@ -143,6 +143,7 @@ int run_stream(const NodeCommandOptions& options) {
   auto supervised = std::chrono::steady_clock::now();
   bool input_open = true;
   int document = 0;
+  tool::StageTimer timer; // K8SLB_TIMING=1
   while (!stop_requested) {
     // Not between the chunks of a line being read (a node's set is megabytes at 1,000 Services),
     // but at least every 200 ms.
@@ -163,6 +164,7 @@ int run_stream(const NodeCommandOptions& options) {
     ssize_t n = ::read(0, chunk, sizeof chunk);
     const auto seen = std::chrono::steady_clock::now();
     if (n < 0 && errno == EINTR) continue;
+    if (buffer.empty()) timer.restart(); // a line's first bytes
     if (n <= 0) {
       input_open = false;
       if (!buffer.empty()) buffer += '\n'; // a last line without newline still counts
@@ -193,6 +195,7 @@ int run_stream(const NodeCommandOptions& options) {
     }
     if (lines == 0) continue;
     document += lines;
+    timer.mark("read");
     std::map<std::string, std::string> files;
     k8slb::json events, vips, observed;
     try {
@@ -205,6 +208,7 @@ int run_stream(const NodeCommandOptions& options) {
       tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
       continue;
     }
+    timer.mark("parse");
     apply::ApplyResult result;
     try {
       result = applier.apply(files);
@@ -213,10 +217,13 @@ int run_stream(const NodeCommandOptions& options) {
       tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
       continue;
     }
+    timer.mark("apply");
     count(result, seen, observed);
     // A closed stdout loses the result lines, not the node: only the end of stdin (or SIGTERM)
     // stops the daemons.
     report(result, events, vips);
+    timer.mark("report");
+    timer.flush(0);
   }
   for (const auto& line : applier.stop_all()) tool::info(line);
   return tool::kExitOk;

@@ -65,4 +65,22 @@ bool write_line(std::string_view line);
 // tool that has work to do when its input is idle.
 bool stdin_readable_within(std::chrono::milliseconds wait);
 
+// K8SLB_TIMING=1 in the environment: one line per document on stderr with the time of each
+// stage since the last ("timing: read 3.1 ms render 180.2 ms ... (4861234 bytes out)"), to see
+// where the time goes in a pipeline (docs/figures.md). Off, it costs a branch per mark.
+class StageTimer {
+public:
+  StageTimer();
+  void restart();                 // the next stage starts now (input arrived)
+  void mark(std::string_view stage);
+  void flush(std::size_t bytes);  // prints the line, then restarts
+  bool enabled() const { return enabled_; }
+
+private:
+  using Clock = std::chrono::steady_clock;
+  bool enabled_;
+  Clock::time_point last_;
+  std::string line_;
+};
+
 } // namespace k8slb::tool
