@@ -65,6 +65,19 @@ DaemonLine parse_daemon_line(Daemon daemon, std::string_view text) {
     static const std::regex warning(R"((^|\) )WARNING - )");
     return {std::regex_search(line, warning) ? Level::warn : Level::info, line};
   }
+  case Daemon::bird: {
+    // "2026-11-29 11:20:42.721 <INFO> Started" (bird.conf: log stderr all)
+    static const std::regex classed(R"(^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? <([A-Z]+)> (.*)$)");
+    if (!std::regex_match(line, match, classed)) break;
+    const std::string name = match[1].str();
+    std::string message = match[2].str();
+    // BIRD logs its clean exit in the fatal class: a stop is not an error.
+    if (name == "FATAL" && message == "Shutdown completed") return {Level::info, message};
+    if (name == "WARN") return {Level::warn, message};
+    if (name == "ERR" || name == "BUG" || name == "FATAL") return {Level::error, message};
+    if (name == "DBG" || name == "TRACE") return {Level::debug, message};
+    return {Level::info, message}; // INFO, RMT, AUTH
+  }
   }
   return {Level::info, line};
 }

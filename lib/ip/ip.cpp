@@ -66,22 +66,67 @@ Address Address::parse(std::string_view text) {
   throw Error(fmt::format("'{}' is not an IP address", shorten(text, 80)));
 }
 
+// inet_ntop's text, without its sprintf per group (a tenth of a rendering at 10,000 VIPs):
+// RFC 5952 (lowercase, no leading zeros, the first longest run of two or more zero groups as
+// "::"), and as glibc the last 32 bits dotted after "::" or "::ffff:" (tests/unit/ip compares
+// the two on every zero-run shape).
 std::string Address::to_string() const {
-  char buffer[INET6_ADDRSTRLEN] = {};
-  if (family_ == Family::v4) {
-    in_addr a{};
-    a.s_addr = htonl(static_cast<uint32_t>(value_));
-    inet_ntop(AF_INET, &a, buffer, sizeof buffer);
-  } else {
-    in6_addr a{};
-    u128 v = value_;
-    for (int i = 15; i >= 0; --i) {
-      a.s6_addr[i] = static_cast<unsigned char>(v & 0xff);
-      v >>= 8;
+  char buffer[48];
+  char* out = buffer;
+  auto decimal = [&out](unsigned byte) {
+    if (byte >= 100) *out++ = static_cast<char>('0' + byte / 100);
+    if (byte >= 10) *out++ = static_cast<char>('0' + byte / 10 % 10);
+    *out++ = static_cast<char>('0' + byte % 10);
+  };
+  auto dotted = [&](uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      decimal((v >> shift) & 0xff);
+      if (shift > 0) *out++ = '.';
     }
-    inet_ntop(AF_INET6, &a, buffer, sizeof buffer);
+  };
+  if (family_ == Family::v4) {
+    dotted(static_cast<uint32_t>(value_));
+    return std::string(buffer, out);
   }
-  return buffer;
+  unsigned words[8];
+  for (int i = 0; i < 8; ++i) words[i] = static_cast<unsigned>(value_ >> (16 * (7 - i))) & 0xffff;
+  int best = -1, best_length = 0;
+  for (int i = 0; i < 8;) {
+    if (words[i] != 0) {
+      ++i;
+      continue;
+    }
+    int end = i;
+    while (end < 8 && words[end] == 0) ++end;
+    if (end - i > best_length) {
+      best = i;
+      best_length = end - i;
+    }
+    i = end;
+  }
+  if (best_length < 2) best = -1;
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < 8; ++i) {
+    if (i == best) {
+      *out++ = ':';
+      if (i == 0) *out++ = ':';
+      i += best_length - 1;
+      continue;
+    }
+    if (i == 6 && best == 0 && (best_length == 6 || (best_length == 5 && words[5] == 0xffff))) {
+      dotted(static_cast<uint32_t>(value_));
+      return std::string(buffer, out);
+    }
+    bool leading = true;
+    for (int shift = 12; shift >= 0; shift -= 4) {
+      const unsigned digit = (words[i] >> shift) & 0xf;
+      if (leading && digit == 0 && shift > 0) continue;
+      leading = false;
+      *out++ = kHex[digit];
+    }
+    if (i < 7) *out++ = ':';
+  }
+  return std::string(buffer, out);
 }
 
 Range::Range(Address first, Address last) : first_(first), last_(last) {

@@ -54,14 +54,17 @@ std::vector<ServiceProblem> service_problems(const Input& input, const Output& o
 }
 
 std::map<std::string, std::vector<std::size_t>> services_by_vip(const Input& input) {
-  std::map<std::string, std::size_t> index_of;
-  for (std::size_t i = 0; i < input.services.size(); ++i) index_of.emplace(input.services[i].key(), i);
+  return detail::services_by_vip(input, detail::check_services(input));
+}
+
+std::map<std::string, std::vector<std::size_t>> detail::services_by_vip(const Input& input,
+                                                                       const CheckedServices& check) {
   std::map<std::string, std::vector<std::size_t>> out;
-  std::vector<Problem> ignored;
-  for (const auto& checked : detail::checked_services(input, ignored)) {
-    auto index = index_of.find(checked.service->key());
-    if (index == index_of.end()) continue;
-    for (const auto& vip : checked.vips) out[vip.address.to_string()].push_back(index->second);
+  for (const auto& checked : check.services) {
+    // The checked Service is one of input.services: its index is its distance from the first.
+    const auto index = static_cast<std::size_t>(checked.service - input.services.data());
+    if (index >= input.services.size()) continue;
+    for (const auto& vip : checked.vips) out[vip.address.to_string()].push_back(index);
   }
   return out;
 }

@@ -137,6 +137,10 @@ std::map<std::string, int> stable_router_ids(const std::vector<std::string>& ins
 } // namespace
 
 KeepalivedPlan plan_keepalived(const Input& input) {
+  return detail::plan_keepalived(input, detail::check_services(input));
+}
+
+KeepalivedPlan detail::plan_keepalived(const Input& input, const CheckedServices& check) {
   const auto& settings = input.settings;
   KeepalivedPlan plan;
   detail::check_settings(settings);
@@ -206,7 +210,8 @@ KeepalivedPlan plan_keepalived(const Input& input) {
 
   // VIP -> owner, grouped by pool.
   std::map<std::string, std::map<std::string, std::set<ip::Address>>> vips_by_pool_owner;
-  auto services = detail::checked_services(input, plan.problems);
+  plan.problems.insert(plan.problems.end(), check.problems.begin(), check.problems.end());
+  const auto& services = check.services;
   for (const auto& service : services)
     for (const auto& vip : service.vips)
       vips_by_pool_owner[vip.pool][owner_of(vip.address.to_string(), nodes)].insert(vip.address);

@@ -113,6 +113,12 @@ std::vector<CheckedService> checked_services(const Input& input, std::vector<Pro
   return checked;
 }
 
+CheckedServices check_services(const Input& input) {
+  CheckedServices checked;
+  checked.services = checked_services(input, checked.problems);
+  return checked;
+}
+
 void check_settings(const Settings& settings) {
   if (!is_safe_path(settings.cert_dir))
     fail("settings", "cert_dir", fmt::format("{} is not a safe absolute path", quote(settings.cert_dir)));
@@ -253,11 +259,14 @@ bool starts_with(std::string_view text, std::string_view prefix) {
 
 } // namespace
 
-ProxyPlan plan_proxy(const Input& input) {
+ProxyPlan plan_proxy(const Input& input) { return detail::plan_proxy(input, detail::check_services(input)); }
+
+ProxyPlan detail::plan_proxy(const Input& input, const CheckedServices& check) {
   ProxyPlan plan;
   detail::check_settings(input.settings);
   detail::check_pool_names(input.config);
-  auto services = detail::checked_services(input, plan.problems);
+  plan.problems = check.problems;
+  const auto& services = check.services;
   if (input.settings.proxy == Proxy::kubeproxy) return plan;
   plan.sni = detail::sni_certificates(input, plan.problems, &plan.nginx_names_bucket);
 

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <set>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -12,6 +14,7 @@
 #include "detail.hpp"
 #include "k8slb/render_model.hpp"
 #include "printers.hpp"
+#include "services.hpp"
 
 namespace k8slb::render {
 
@@ -31,9 +34,11 @@ Proxy parse_proxy(std::string_view text) {
   fail("proxy", "", fmt::format("{} is not haproxy, nginx or kubeproxy", detail::quote(text)));
 }
 
-Output render_proxy(const Input& input) {
+namespace {
+
+Output proxy_output(const Input& input, const detail::CheckedServices& check) {
   Output output;
-  auto plan = plan_proxy(input);
+  auto plan = detail::plan_proxy(input, check);
   switch (input.settings.proxy) {
   case Proxy::haproxy:
     output.slots = plan_shared(plan, input.settings.shared_ports, input.previous_slots);
@@ -53,27 +58,38 @@ Output render_proxy(const Input& input) {
   return output;
 }
 
-Output render_keepalived(const Input& input) {
+Output keepalived_output(const Input& input, const detail::CheckedServices& check) {
   Output output;
-  auto plan = plan_keepalived(input);
+  auto plan = detail::plan_keepalived(input, check);
   output.files["keepalived.conf"] = detail::print_keepalived(plan, input.settings);
   output.problems = std::move(plan.problems);
   for (const auto& instance : plan.instances) output.interfaces[instance.pool] = instance.interface;
   return output;
 }
 
+} // namespace
+
+Output render_proxy(const Input& input) { return proxy_output(input, detail::check_services(input)); }
+
+Output render_keepalived(const Input& input) { return keepalived_output(input, detail::check_services(input)); }
+
 Output render_all(const Input& input) {
-  Output output = render_proxy(input);
-  Output keepalived = render_keepalived(input);
+  const auto check = detail::check_services(input); // once for every planner
+  Output output = proxy_output(input, check);
+  Output keepalived = keepalived_output(input, check);
   output.files.merge(keepalived.files);
   output.interfaces = std::move(keepalived.interfaces);
   Output bird = render_bird(input);
   output.files.merge(bird.files);
   // Service-level problems come from every planner: report each once.
+  std::set<std::tuple<std::string, std::string, std::string, std::string>> reported;
+  for (const auto& problem : output.problems)
+    reported.emplace(problem.object, problem.field, problem.reason, problem.message);
   for (auto* more : {&keepalived.problems, &bird.problems})
     for (auto& problem : *more)
-      if (std::find(output.problems.begin(), output.problems.end(), problem) == output.problems.end())
+      if (reported.emplace(problem.object, problem.field, problem.reason, problem.message).second)
         output.problems.push_back(std::move(problem));
+  output.vips = detail::services_by_vip(input, check);
   return output;
 }
 

@@ -1,6 +1,8 @@
 #pragma once
 // Service-level checks shared by the proxy and keepalived planners.
 
+#include <map>
+#include <string>
 #include <vector>
 
 #include "k8slb/error.hpp"
@@ -18,6 +20,17 @@ struct CheckedService {
 // The Services to render (type LoadBalancer, our class, with ingress IPs), sorted by
 // namespace/name, with the problems of those left out (or of VIPs left out) appended.
 std::vector<CheckedService> checked_services(const Input& input, std::vector<Problem>& problems);
+
+// checked_services once for a whole rendering (render_all): the proxy's and keepalived's
+// planners and the VIP holders take it instead of checking every Service again.
+struct CheckedServices {
+  std::vector<CheckedService> services;
+  std::vector<Problem> problems;
+};
+CheckedServices check_services(const Input& input);
+ProxyPlan plan_proxy(const Input& input, const CheckedServices& checked);
+KeepalivedPlan plan_keepalived(const Input& input, const CheckedServices& checked);
+std::map<std::string, std::vector<std::size_t>> services_by_vip(const Input& input, const CheckedServices& checked);
 
 // The cert dir's certificates to offer by SNI, checked; those refused are named in `problems`.
 // nginx: `names_bucket` gets the server_names_hash_bucket_size the names need when nginx.http

@@ -116,7 +116,8 @@ k8slb::render::Output render_items(k8slb::model::Snapshot snapshot, const Option
     // What this node leaves out, as Events on the Services (posted by `k8slb-apply events`),
     // and who holds each VIP: {"events": [...], "vips": {"192.0.2.10": [{namespace, name, uid}]}}.
     json& vips = (*events)["vips"] = json::object();
-    for (const auto& [vip, indexes] : k8slb::render::services_by_vip(input))
+    const auto by_vip = options.what == "all" ? std::move(output.vips) : k8slb::render::services_by_vip(input);
+    for (const auto& [vip, indexes] : by_vip)
       for (std::size_t index : indexes) {
         const auto& service = input.services[index];
         vips[vip].push_back({{"namespace", service.ns}, {"name", service.name}, {"uid", service.uid}});

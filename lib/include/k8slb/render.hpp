@@ -92,6 +92,8 @@ struct Output {
   std::map<std::string, std::string> interfaces;
   // haproxy: the shared ports' slots of this rendering (the next Input.previous_slots).
   SharedSlots slots;
+  // render_all: services_by_vip(input), from the same check of the Services as the files.
+  std::map<std::string, std::vector<std::size_t>> vips;
 };
 
 // The proxy's files ("haproxy.cfg" + "haproxy-servers.json", or "nginx.conf"); empty for

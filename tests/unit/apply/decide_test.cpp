@@ -198,21 +198,21 @@ TEST(PlanHaproxy, EndpointChangesGoThroughTheRuntimeApi) {
     std::vector<std::string> commands;
   };
   const std::vector<Case> cases = {
-      {"not running: start", false, {one_cfg, one}, one_cfg, one, Action::start, {}},
-      {"unchanged", true, {one_cfg, one}, one_cfg, one, Action::none, {}},
-      {"scale up by one endpoint", true, {one_cfg, one}, two_cfg, two, Action::runtime_update,
+      {"not running: start", false, {one_cfg, one, {}}, one_cfg, one, Action::start, {}},
+      {"unchanged", true, {one_cfg, one, {}}, one_cfg, one, Action::none, {}},
+      {"scale up by one endpoint", true, {one_cfg, one, {}}, two_cfg, two, Action::runtime_update,
        {"set server default_web_80/s2 addr 198.51.100.2 port 8080", "set server default_web_80/s2 state ready"}},
-      {"scale down by one endpoint", true, {two_cfg, two}, one_cfg, one, Action::runtime_update,
+      {"scale down by one endpoint", true, {two_cfg, two, {}}, one_cfg, one, Action::runtime_update,
        {"set server default_web_80/s2 state maint", "set server default_web_80/s2 addr 0.0.0.0 port 0"}},
-      {"server options changed too", true, {one_cfg, one}, no_check_cfg, one, Action::reload, {}},
-      {"no installed server table (first run after an upgrade)", true, {one_cfg, std::nullopt}, two_cfg, two,
+      {"server options changed too", true, {one_cfg, one, {}}, no_check_cfg, one, Action::reload, {}},
+      {"no installed server table (first run after an upgrade)", true, {one_cfg, std::nullopt, {}}, two_cfg, two,
        Action::reload, {}},
-      {"no server table in the input", true, {one_cfg, one}, two_cfg, std::nullopt, Action::reload, {}},
-      {"no stats socket to talk to", true, {no_socket_one_cfg, one}, no_socket_cfg, two, Action::reload, {}},
-      {"server lines differ but the tables agree", true, {one_cfg, one},
+      {"no server table in the input", true, {one_cfg, one, {}}, two_cfg, std::nullopt, Action::reload, {}},
+      {"no stats socket to talk to", true, {no_socket_one_cfg, one, {}}, no_socket_cfg, two, Action::reload, {}},
+      {"server lines differ but the tables agree", true, {one_cfg, one, {}},
        haproxy_cfg("  server s1 198.51.100.1:9999 check\n  server s2 0.0.0.0:0 check disabled\n"), one,
        Action::reload, {}},
-      {"only the table changed: update the running servers", true, {one_cfg, one}, one_cfg, two,
+      {"only the table changed: update the running servers", true, {one_cfg, one, {}}, one_cfg, two,
        Action::runtime_update,
        {"set server default_web_80/s2 addr 198.51.100.2 port 8080", "set server default_web_80/s2 state ready"}},
   };
@@ -336,6 +336,12 @@ TEST(ParseDaemonLine, TheDaemonsLevelAndMessage) {
            {Daemon::keepalived, "Sat Nov 28 12:57:48 2026: (pool_default) Entering MASTER STATE", {Level::info, "(pool_default) Entering MASTER STATE"}},
            {Daemon::keepalived, "Sat Nov  1 02:57:48 2026: Starting Keepalived v2.2.7", {Level::info, "Starting Keepalived v2.2.7"}},
            {Daemon::keepalived, "(keepalived.conf: Line 2) WARNING - interface eth9 doesn't exist", {Level::warn, "(keepalived.conf: Line 2) WARNING - interface eth9 doesn't exist"}},
+           {Daemon::bird, "2026-11-29 11:20:42.721 <INFO> Started", {Level::info, "Started"}},
+           {Daemon::bird, "2026-11-29 11:20:43.002 <RMT> peer1: Received: Hold timer expired", {Level::info, "peer1: Received: Hold timer expired"}},
+           {Daemon::bird, "2026-11-29 11:20:43.002 <WARN> Next hop address 192.0.2.9 resolvable through recursive route", {Level::warn, "Next hop address 192.0.2.9 resolvable through recursive route"}},
+           {Daemon::bird, "2026-11-29 11:20:43.002 <ERR> peer1: Socket error: Connection refused", {Level::error, "peer1: Socket error: Connection refused"}},
+           {Daemon::bird, "2026-11-29 11:20:44.726 <FATAL> Shutdown completed", {Level::info, "Shutdown completed"}},
+           {Daemon::bird, "bird: /etc/k8slb/bird.conf:3:1 syntax error", {Level::info, "bird: /etc/k8slb/bird.conf:3:1 syntax error"}},
        }) {
     SCOPED_TRACE(test.line);
     auto parsed = parse_daemon_line(test.daemon, test.line);
@@ -550,7 +556,7 @@ TEST(RenderContract, GoldenServerTableMatchesTheConfig) {
                             new_cfg.substr(line + old_line.size(), line_end - line - old_line.size());
   if (auto disabled = filled_line.find(" disabled"); disabled != std::string::npos) filled_line.erase(disabled, 9);
   new_cfg.replace(line, line_end - line, filled_line);
-  auto plan = plan_haproxy(true, {cfg, table}, new_cfg, filled);
+  auto plan = plan_haproxy(true, {cfg, table, {}}, new_cfg, filled);
   EXPECT_EQ(plan.action, Action::runtime_update) << plan.reason;
 }
 

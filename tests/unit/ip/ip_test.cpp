@@ -1,5 +1,7 @@
 #include "k8slb/ip.hpp"
 
+#include <arpa/inet.h>
+
 #include <gtest/gtest.h>
 
 #include "k8slb/error.hpp"
@@ -28,6 +30,45 @@ TEST(Address, ParsesAndPrintsCanonically) {
     EXPECT_EQ(a.family(), c.family);
     EXPECT_EQ(a.to_string(), c.canonical);
   }
+}
+
+// to_string prints what inet_ntop prints: every pattern of zero and non-zero groups (the
+// "::" choice), with group values of each digit count, the IPv4-mapped and -compatible forms.
+TEST(Address, PrintsWhatInetNtopPrints) {
+  auto ntop = [](const Address& address) {
+    char buffer[INET6_ADDRSTRLEN] = {};
+    if (address.family() == Family::v4) {
+      in_addr a{};
+      a.s_addr = htonl(static_cast<uint32_t>(address.value()));
+      inet_ntop(AF_INET, &a, buffer, sizeof buffer);
+    } else {
+      in6_addr a{};
+      for (int i = 0; i < 16; ++i) a.s6_addr[i] = static_cast<unsigned char>(address.value() >> (8 * (15 - i)));
+      inet_ntop(AF_INET6, &a, buffer, sizeof buffer);
+    }
+    return std::string(buffer);
+  };
+  const unsigned group_values[] = {0x1, 0xa, 0x10, 0xdb8, 0x2001, 0xffff};
+  int compared = 0;
+  for (unsigned pattern = 0; pattern < 256; ++pattern)
+    for (unsigned value : group_values)
+      for (bool mapped : {false, true}) {
+        u128 v = 0;
+        for (int i = 0; i < 8; ++i) {
+          unsigned word = pattern >> i & 1 ? (value + static_cast<unsigned>(i) * 0x111) & 0xffff : 0;
+          if (mapped && i == 5) word = 0xffff;
+          v = (v << 16) | (word == 0 && pattern >> i & 1 ? 1 : word);
+        }
+        const Address address(Family::v6, v);
+        ASSERT_EQ(address.to_string(), ntop(address)) << "pattern " << pattern << " value " << value;
+        ++compared;
+      }
+  for (uint32_t v : {0u, 1u, 9u, 10u, 99u, 100u, 255u, 0x0a000001u, 0xc0000201u, 0xffffffffu, 0x01020304u}) {
+    const Address address(Family::v4, v);
+    EXPECT_EQ(address.to_string(), ntop(address));
+    ++compared;
+  }
+  EXPECT_EQ(compared, 256 * 6 * 2 + 11);
 }
 
 TEST(Address, RejectsWhatIsNotAnAddress) {

@@ -284,7 +284,9 @@ TEST(Shared, NginxRefusesAPortThatCannotBeBoundBesideASharedOne) {
       EXPECT_EQ(output.problems[0].reason, "PortConflict");
       EXPECT_EQ(conf.find("192.0.2.10"), std::string::npos) << conf;
     }
-    if (!c.listen.empty()) EXPECT_NE(conf.find(c.listen), std::string::npos) << conf;
+    if (!c.listen.empty()) {
+      EXPECT_NE(conf.find(c.listen), std::string::npos) << conf;
+    }
   }
   // HAProxy binds with SO_REUSEPORT: its own frontend there wins over the wildcard.
   auto input = input_with({service("raw", "192.0.2.10", {port(80)}, {{"loadbalancer/mode", "false"}})});
