@@ -1,5 +1,6 @@
 #include "k8slb/documents.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cerrno>
@@ -659,6 +660,84 @@ Objects read_objects(const std::vector<std::string>& paths) {
   }
   require_objects(objects, names);
   return objects;
+}
+
+namespace {
+
+void append_escaped(std::string& out, const std::string& text) {
+  const bool ascii = std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  if (!ascii) { // nlohmann's own escaping: UTF-8 decoded, invalid sequences replaced
+    out += json(text).dump(-1, ' ', false, json::error_handler_t::replace);
+    return;
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  std::size_t clean = 0; // start of the run of bytes copied as they are
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(text, clean, i - clean);
+    clean = i + 1;
+    switch (c) {
+    case '"': out += "\\\""; break;
+    case '\\': out += "\\\\"; break;
+    case '\b': out += "\\b"; break;
+    case '\f': out += "\\f"; break;
+    case '\n': out += "\\n"; break;
+    case '\r': out += "\\r"; break;
+    case '\t': out += "\\t"; break;
+    default:
+      out += "\\u00";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    }
+  }
+  out.append(text, clean, std::string::npos);
+  out += '"';
+}
+
+void append_value(std::string& out, const json& value) {
+  switch (value.type()) {
+  case json::value_t::object: {
+    out += '{';
+    bool first = true;
+    for (const auto& [key, member] : value.items()) {
+      if (!first) out += ',';
+      first = false;
+      append_escaped(out, key);
+      out += ':';
+      append_value(out, member);
+    }
+    out += '}';
+    return;
+  }
+  case json::value_t::array: {
+    out += '[';
+    bool first = true;
+    for (const auto& member : value) {
+      if (!first) out += ',';
+      first = false;
+      append_value(out, member);
+    }
+    out += ']';
+    return;
+  }
+  case json::value_t::string: append_escaped(out, value.get_ref<const std::string&>()); return;
+  case json::value_t::boolean: out += value.get<bool>() ? "true" : "false"; return;
+  case json::value_t::null: out += "null"; return;
+  case json::value_t::number_integer: out += std::to_string(value.get<std::int64_t>()); return;
+  case json::value_t::number_unsigned: out += std::to_string(value.get<std::uint64_t>()); return;
+  default: // floats (nlohmann's shortest form), binary, discarded
+    out += value.dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+}
+
+} // namespace
+
+std::string dump_line(const json& document) {
+  std::string out;
+  append_value(out, document);
+  return out;
 }
 
 std::string observed_at_text(std::chrono::system_clock::time_point time) {

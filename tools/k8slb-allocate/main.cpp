@@ -289,7 +289,7 @@ int run(const Options& options) {
     timer.mark("allocate");
     k8slb::set_observed_at(out, seen);
     all_ok = all_ok && ok;
-    std::string line = out.dump(indent, ' ', false, json::error_handler_t::replace);
+    std::string line = indent < 0 ? k8slb::dump_line(out) : out.dump(indent, ' ', false, json::error_handler_t::replace);
     timer.mark("dump");
     bool written = k8slb::tool::write_line(line);
     written_any = true;

@@ -87,7 +87,7 @@ bool report(const apply::ApplyResult& result, const k8slb::json& events = nullpt
     for (auto& event : apply::rejected_config_events(result, vips)) line["events"].push_back(std::move(event));
   }
   if (vips.is_object()) line["vips"] = vips;
-  return tool::write_line(line.dump(-1, ' ', false, k8slb::json::error_handler_t::replace));
+  return tool::write_line(k8slb::dump_line(line));
 }
 
 // What the metrics options ask for: the endpoint or file, and keepalived's state changes.

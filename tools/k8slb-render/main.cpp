@@ -266,7 +266,7 @@ int run(Options options) {
         last_line = std::move(line);
         last_written = std::chrono::steady_clock::now();
         if (seen) last_line["observedAt"] = k8slb::observed_at_text(*seen);
-        text = last_line.dump(-1, ' ', false, json::error_handler_t::replace);
+        text = k8slb::dump_line(last_line);
         last_line.erase("observedAt");
         timer.mark("dump");
       } catch (const k8slb::Error& e) {

@@ -1,4 +1,5 @@
 #include <map>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -215,5 +216,48 @@ TEST(Problems, AreOneLineWhateverTheClusterSends) {
             "default/evil\\nk8slb-render: error: forged: spec.ports[0].name: bad\\tname");
   EXPECT_EQ(describe("a\x01", "", "m"), "a\\x01: m");
 }
+} // namespace
+} // namespace k8slb
+
+namespace k8slb {
+namespace {
+
+// dump_line prints what nlohmann's dump(-1, ' ', false, replace) prints, on documents of every
+// value type and strings of every byte: each escape, UTF-8 of 1-4 bytes, invalid UTF-8.
+TEST(DumpLine, PrintsWhatNlohmannPrints) {
+  auto expected = [](const json& document) { return document.dump(-1, ' ', false, json::error_handler_t::replace); };
+  std::vector<json> cases = {
+      json(nullptr), json(true), json(false), json(0), json(-7), json(std::uint64_t{18446744073709551615u}),
+      json(1.5), json(-0.1), json(1e300), json::object(), json::array(), json(""),
+      json{{"files", {{"haproxy.cfg", "global\n\tlog stdout \"x\" \\ end\r\n"}}}, {"problems", json::array()}},
+      json{{"b", 1}, {"a", {1, 2.25, "three", nullptr, json::object(), json::array()}}},
+      json{{"key \"quoted\"\n", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"}},
+      json("bad \xff utf-8 \xc3"), json("\x7f del and \x1f unit separator"),
+  };
+  std::string every_byte;
+  for (int c = 1; c < 128; ++c) every_byte += static_cast<char>(c);
+  cases.push_back(json(every_byte));
+  cases.push_back(json{{every_byte, every_byte}});
+  // Random documents: strings of random bytes (mostly ASCII, some not), nested.
+  std::mt19937 random(20261129);
+  auto random_string = [&] {
+    std::string text;
+    const int length = static_cast<int>(random() % 40);
+    const bool ascii = random() % 3 != 0;
+    for (int i = 0; i < length; ++i) text += static_cast<char>(ascii ? random() % 128 : random() % 256);
+    return text;
+  };
+  for (int n = 0; n < 300; ++n) {
+    json document = json::object();
+    for (int k = 0; k < 5; ++k) {
+      json array = json::array();
+      for (int i = 0; i < 4; ++i) array.push_back(random() % 2 ? json(random_string()) : json(static_cast<int>(random() % 1000) - 500));
+      document[random_string()] = json{{"list", array}, {"text", random_string()}};
+    }
+    cases.push_back(document);
+  }
+  for (const auto& document : cases) ASSERT_EQ(dump_line(document), expected(document)) << expected(document);
+}
+
 } // namespace
 } // namespace k8slb
