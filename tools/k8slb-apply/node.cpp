@@ -75,7 +75,7 @@ apply::NodeOptions to_node_options(const NodeCommandOptions& options) {
 // Prints the problems on stderr and the result line on stdout, with the input's Events (from
 // k8slb-render --events) passed on for `k8slb-apply events`, and a ConfigRejected on each of
 // the input's Services when a checker refused a config. False when stdout is closed.
-bool report(const apply::ApplyResult& result, const k8slb::json& events = nullptr, const k8slb::json& vips = nullptr) {
+bool report(const apply::ApplyResult& result, k8slb::json events = nullptr, k8slb::json vips = nullptr) {
   for (const auto& problem : result.problems) tool::error(problem.to_string());
   for (const auto& daemon : result.daemons)
     if (daemon.ok && daemon.action != apply::Action::none)
@@ -83,10 +83,10 @@ bool report(const apply::ApplyResult& result, const k8slb::json& events = nullpt
                  " (" + daemon.detail + ")");
   auto line = result.to_json();
   if (events.is_array()) {
-    line["events"] = events;
-    for (auto& event : apply::rejected_config_events(result, vips)) line["events"].push_back(std::move(event));
+    for (auto& event : apply::rejected_config_events(result, vips)) events.push_back(std::move(event));
+    line["events"] = std::move(events);
   }
-  if (vips.is_object()) line["vips"] = vips;
+  if (vips.is_object()) line["vips"] = std::move(vips); // 10,000 Services: 10,000 entries, moved
   return tool::write_line(k8slb::dump_line(line));
 }
 
@@ -221,7 +221,7 @@ int run_stream(const NodeCommandOptions& options) {
     count(result, seen, observed);
     // A closed stdout loses the result lines, not the node: only the end of stdin (or SIGTERM)
     // stops the daemons.
-    report(result, events, vips);
+    report(result, std::move(events), std::move(vips));
     timer.mark("report");
     timer.flush(0);
   }
