@@ -68,6 +68,9 @@ DaemonLine parse_daemon_line(Daemon daemon, std::string_view text) {
   case Daemon::bird: {
     // "2026-11-29 11:20:42.721 <INFO> Started" (bird.conf: log stderr all)
     static const std::regex classed(R"(^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? <([A-Z]+)> (.*)$)");
+    // Before its log settings apply BIRD writes "bird: <message>" and exits: a bad control
+    // socket path, a config syntax error.
+    if (line.rfind("bird: ", 0) == 0) return {Level::error, line.substr(6)};
     if (!std::regex_match(line, match, classed)) break;
     const std::string name = match[1].str();
     std::string message = match[2].str();

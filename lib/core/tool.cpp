@@ -199,7 +199,10 @@ std::string instance_name() {
 
 StageTimer::StageTimer() : enabled_(std::getenv("K8SLB_TIMING") != nullptr), last_(Clock::now()) {}
 
-void StageTimer::restart() { last_ = Clock::now(); }
+void StageTimer::restart() {
+  line_.clear(); // the stages of a document that failed before its flush
+  last_ = Clock::now();
+}
 
 void StageTimer::mark(std::string_view stage) {
   if (!enabled_) return;

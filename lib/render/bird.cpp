@@ -8,6 +8,7 @@
 
 #include "detail.hpp"
 #include "k8slb/render_model.hpp"
+#include "services.hpp"
 #include "printers.hpp"
 #include "services.hpp"
 
@@ -34,7 +35,9 @@ std::string peer_name(const ip::Address& address) {
 
 } // namespace
 
-BirdPlan plan_bird(const Input& input) {
+BirdPlan plan_bird(const Input& input) { return detail::plan_bird(input, detail::check_services(input)); }
+
+BirdPlan detail::plan_bird(const Input& input, const CheckedServices& check) {
   if (!input.config.bgp) fail("bgp", "", "the config document has no bgp section");
   const auto& bgp = *input.config.bgp;
   BirdPlan plan;
@@ -61,7 +64,8 @@ BirdPlan plan_bird(const Input& input) {
   }
 
   std::set<ip::Address> v4, v6;
-  for (const auto& service : detail::checked_services(input, plan.problems))
+  plan.problems.insert(plan.problems.end(), check.problems.begin(), check.problems.end());
+  for (const auto& service : check.services)
     for (const auto& vip : service.vips) {
       const auto* pool = input.config.find(vip.pool);
       if (pool == nullptr || pool->announce != pool::Announce::bgp) continue;
@@ -204,10 +208,12 @@ std::string print_bird(const BirdPlan& plan) {
 
 } // namespace detail
 
-Output render_bird(const Input& input) {
+Output render_bird(const Input& input) { return detail::bird_output(input, detail::check_services(input)); }
+
+Output detail::bird_output(const Input& input, const CheckedServices& check) {
   Output output;
   if (!input.config.bgp) return output;
-  auto plan = plan_bird(input);
+  auto plan = detail::plan_bird(input, check);
   output.files["bird.conf"] = detail::print_bird(plan);
   output.problems = std::move(plan.problems);
   return output;

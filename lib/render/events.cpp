@@ -1,5 +1,6 @@
 // The problems of a rendering, by the Service they concern (Events from the node).
 #include <algorithm>
+#include <cassert>
 #include <map>
 #include <string>
 
@@ -61,9 +62,9 @@ std::map<std::string, std::vector<std::size_t>> detail::services_by_vip(const In
                                                                        const CheckedServices& check) {
   std::map<std::string, std::vector<std::size_t>> out;
   for (const auto& checked : check.services) {
-    // The checked Service is one of input.services: its index is its distance from the first.
+    // checked_services points into input.services: the index is the distance from the first.
     const auto index = static_cast<std::size_t>(checked.service - input.services.data());
-    if (index >= input.services.size()) continue;
+    assert(index < input.services.size());
     for (const auto& vip : checked.vips) out[vip.address.to_string()].push_back(index);
   }
   return out;

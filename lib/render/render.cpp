@@ -79,7 +79,7 @@ Output render_all(const Input& input) {
   Output keepalived = keepalived_output(input, check);
   output.files.merge(keepalived.files);
   output.interfaces = std::move(keepalived.interfaces);
-  Output bird = render_bird(input);
+  Output bird = detail::bird_output(input, check);
   output.files.merge(bird.files);
   // Service-level problems come from every planner: report each once.
   std::set<std::tuple<std::string, std::string, std::string, std::string>> reported;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "k8slb/error.hpp"
+#include "k8slb/render.hpp"
 #include "k8slb/render_model.hpp"
 
 namespace k8slb::render::detail {
@@ -30,6 +31,8 @@ struct CheckedServices {
 CheckedServices check_services(const Input& input);
 ProxyPlan plan_proxy(const Input& input, const CheckedServices& checked);
 KeepalivedPlan plan_keepalived(const Input& input, const CheckedServices& checked);
+BirdPlan plan_bird(const Input& input, const CheckedServices& checked);
+Output bird_output(const Input& input, const CheckedServices& checked); // render_bird's
 std::map<std::string, std::vector<std::size_t>> services_by_vip(const Input& input, const CheckedServices& checked);
 
 // The cert dir's certificates to offer by SNI, checked; those refused are named in `problems`.

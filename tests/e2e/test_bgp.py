@@ -346,7 +346,7 @@ class BgpKubeProxyTest(BgpTestCase):
         self.wait_hops(vip4, {n.role for n in self.topology.lb_nodes})
         for node in self.topology.lb_nodes:
             self.assertTrue(node.holds(vip4, "lo"), f"{node.role}: {vip4} not on lo")
-            self.assertIsNone(cluster.daemon_pid(node, "haproxy"))
+            self.assertIsNone(cluster.daemon_pid(node, "haproxy", settle=0))
 
 
 if __name__ == "__main__":

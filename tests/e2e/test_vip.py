@@ -253,8 +253,8 @@ class KubeProxyTest(VipTestCase):
         self.assert_held_by_first_choice(vip)
         # No proxy of k8slb runs: kube-proxy carries the traffic in this mode.
         for node in self.topology.lb_nodes:
-            self.assertIsNone(self.cluster.daemon_pid(node, "haproxy"))
-            self.assertIsNone(self.cluster.daemon_pid(node, "nginx"))
+            self.assertIsNone(self.cluster.daemon_pid(node, "haproxy", settle=0))
+            self.assertIsNone(self.cluster.daemon_pid(node, "nginx", settle=0))
 
 
 class FailoverTest(VipTestCase):

@@ -464,6 +464,19 @@ class RenderOnEventsTest(unittest.TestCase):
         self.assertEqual(len(timings), 3, timings)
         for timing, pattern in zip(timings, (printed, printed, same)):
             self.assertIsNotNone(re.match(pattern, timing), f"{timing!r} does not match {pattern!r}")
+        # A document that fails (no config yet) leaves nothing in the next one's line.
+        config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": "k8slb-system", "name": "global"},
+                      "data": {"config": json.dumps(self.CONFIG)}}
+        without_config = [arg for arg in self.args() if arg not in ("--config", os.path.join(self.dir, "pools.json"))]
+        stdin = "".join(json.dumps({"apiVersion": "v1", "kind": "List", "items": listed}) + "\n"
+                        for listed in (items, items + [config_map]))
+        result = subprocess.run(without_config, input=stdin, capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "K8SLB_TIMING": "1"})
+        self.assertIn("no config", result.stderr)
+        self.assertEqual(len(result.stdout.splitlines()), 1, result.stderr)
+        timings = [line for line in result.stderr.splitlines() if "timing:" in line]
+        self.assertEqual(len(timings), 1, timings)
+        self.assertIsNotNone(re.match(printed, timings[0]), timings[0])
         # Without it, none.
         stdin = json.dumps({"apiVersion": "v1", "kind": "List", "items": items}) + "\n"
         quiet = subprocess.run(self.args(), input=stdin, capture_output=True, text=True, timeout=60,

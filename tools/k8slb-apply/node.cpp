@@ -74,8 +74,8 @@ apply::NodeOptions to_node_options(const NodeCommandOptions& options) {
 
 // Prints the problems on stderr and the result line on stdout, with the input's Events (from
 // k8slb-render --events) passed on for `k8slb-apply events`, and a ConfigRejected on each of
-// the input's Services when a checker refused a config. False when stdout is closed.
-bool report(const apply::ApplyResult& result, k8slb::json events = nullptr, k8slb::json vips = nullptr) {
+// the input's Services when a checker refused a config. The bytes written (0: stdout is closed).
+std::size_t report(const apply::ApplyResult& result, k8slb::json events = nullptr, k8slb::json vips = nullptr) {
   for (const auto& problem : result.problems) tool::error(problem.to_string());
   for (const auto& daemon : result.daemons)
     if (daemon.ok && daemon.action != apply::Action::none)
@@ -87,7 +87,8 @@ bool report(const apply::ApplyResult& result, k8slb::json events = nullptr, k8sl
     line["events"] = std::move(events);
   }
   if (vips.is_object()) line["vips"] = std::move(vips); // 10,000 Services: 10,000 entries, moved
-  return tool::write_line(k8slb::dump_line(line));
+  const std::string text = k8slb::dump_line(line);
+  return tool::write_line(text) ? text.size() : 0;
 }
 
 // What the metrics options ask for: the endpoint or file, and keepalived's state changes.
@@ -206,6 +207,7 @@ int run_stream(const NodeCommandOptions& options) {
       if (auto found = set.find("observedAt"); found != set.end()) observed = *found;
     } catch (const std::exception& error) {
       tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
+      timer.restart(); // no timing line for a set not applied
       continue;
     }
     timer.mark("parse");
@@ -215,15 +217,16 @@ int run_stream(const NodeCommandOptions& options) {
     } catch (const std::exception& error) {
       // Never leave the node without its daemons over one bad set: report it, keep running.
       tool::error("stdin: document " + std::to_string(document) + ": " + error.what());
+      timer.restart();
       continue;
     }
     timer.mark("apply");
     count(result, seen, observed);
     // A closed stdout loses the result lines, not the node: only the end of stdin (or SIGTERM)
     // stops the daemons.
-    report(result, std::move(events), std::move(vips));
+    const std::size_t written = report(result, std::move(events), std::move(vips));
     timer.mark("report");
-    timer.flush(0);
+    timer.flush(written);
   }
   for (const auto& line : applier.stop_all()) tool::info(line);
   return tool::kExitOk;

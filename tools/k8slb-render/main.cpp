@@ -116,6 +116,7 @@ k8slb::render::Output render_items(k8slb::model::Snapshot snapshot, const Option
     // What this node leaves out, as Events on the Services (posted by `k8slb-apply events`),
     // and who holds each VIP: {"events": [...], "vips": {"192.0.2.10": [{namespace, name, uid}]}}.
     json& vips = (*events)["vips"] = json::object();
+    // render_all has them (output.vips, moved out here: not used after); the others do not.
     const auto by_vip = options.what == "all" ? std::move(output.vips) : k8slb::render::services_by_vip(input);
     for (const auto& [vip, indexes] : by_vip)
       for (std::size_t index : indexes) {

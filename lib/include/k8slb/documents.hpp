@@ -35,16 +35,16 @@ struct Limits {
 // k8slb_status_write_duration_seconds). Readers that do not know it ignore it.
 inline constexpr const char* kObservedAtAnnotation = "k8slb.io/observed-at";
 std::string observed_at_text(std::chrono::system_clock::time_point time);
+// The time in `document`, if it is a List that carries a well-formed one.
+std::optional<std::chrono::system_clock::time_point> observed_at(const json& document);
+// Sets it on `document` (a List), when `time` is set.
+void set_observed_at(json& document, const std::optional<std::chrono::system_clock::time_point>& time);
 
 // `document` as one line: the text of document.dump(-1, ' ', false, error_handler_t::replace)
 // (no spaces, UTF-8 kept, invalid UTF-8 replaced by U+FFFD), with ASCII strings escaped
 // without nlohmann's per-byte UTF-8 decoder: a node's line at 10,000 Services is 5 MB of
 // config text, and its dump was a seventh of a rendering.
 std::string dump_line(const json& document);
-// The time in `document`, if it is a List that carries a well-formed one.
-std::optional<std::chrono::system_clock::time_point> observed_at(const json& document);
-// Sets it on `document` (a List), when `time` is set.
-void set_observed_at(json& document, const std::optional<std::chrono::system_clock::time_point>& time);
 
 // Reads one JSON document after another from a stream (NDJSON or concatenated documents).
 // next() returns nullopt at end of input. A malformed or oversized document throws Error

@@ -71,7 +71,7 @@ bool stdin_readable_within(std::chrono::milliseconds wait);
 class StageTimer {
 public:
   StageTimer();
-  void restart();                 // the next stage starts now (input arrived)
+  void restart();                 // a new document: stages marked and not flushed are dropped
   void mark(std::string_view stage);
   void flush(std::size_t bytes);  // prints the line, then restarts
   bool enabled() const { return enabled_; }

@@ -341,7 +341,9 @@ TEST(ParseDaemonLine, TheDaemonsLevelAndMessage) {
            {Daemon::bird, "2026-11-29 11:20:43.002 <WARN> Next hop address 192.0.2.9 resolvable through recursive route", {Level::warn, "Next hop address 192.0.2.9 resolvable through recursive route"}},
            {Daemon::bird, "2026-11-29 11:20:43.002 <ERR> peer1: Socket error: Connection refused", {Level::error, "peer1: Socket error: Connection refused"}},
            {Daemon::bird, "2026-11-29 11:20:44.726 <FATAL> Shutdown completed", {Level::info, "Shutdown completed"}},
-           {Daemon::bird, "bird: /etc/k8slb/bird.conf:3:1 syntax error", {Level::info, "bird: /etc/k8slb/bird.conf:3:1 syntax error"}},
+           {Daemon::bird, "bird: /etc/k8slb/bird.conf:1:0 syntax error, unexpected END", {Level::error, "/etc/k8slb/bird.conf:1:0 syntax error, unexpected END"}},
+           {Daemon::bird, "bird: Cannot create control socket /run/k8slb/bird.ctl: No such file or directory", {Level::error, "Cannot create control socket /run/k8slb/bird.ctl: No such file or directory"}},
+           {Daemon::bird, "no class, no prefix", {Level::info, "no class, no prefix"}},
        }) {
     SCOPED_TRACE(test.line);
     auto parsed = parse_daemon_line(test.daemon, test.line);

@@ -90,6 +90,9 @@ TEST(ServicesByVip, EveryRenderedVip) {
       {"203.0.113.6", {"default/c"}},
   };
   EXPECT_EQ(got, expected);
+  // render_all gives the same, from the check its files were rendered from.
+  EXPECT_EQ(render_all(in).vips, services_by_vip(in));
+  EXPECT_FALSE(services_by_vip(in).empty());
 }
 
 } // namespace
