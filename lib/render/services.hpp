@@ -1,5 +1,5 @@
 #pragma once
-// Service-level checks shared by the proxy and keepalived planners.
+// Service-level checks shared by the proxy, keepalived and BIRD planners.
 
 #include <map>
 #include <string>
@@ -22,8 +22,8 @@ struct CheckedService {
 // namespace/name, with the problems of those left out (or of VIPs left out) appended.
 std::vector<CheckedService> checked_services(const Input& input, std::vector<Problem>& problems);
 
-// checked_services once for a whole rendering (render_all): the proxy's and keepalived's
-// planners and the VIP holders take it instead of checking every Service again.
+// checked_services once for a whole rendering (render_all): the proxy's, keepalived's and
+// BIRD's planners and the VIP holders take it instead of checking every Service again.
 struct CheckedServices {
   std::vector<CheckedService> services;
   std::vector<Problem> problems;

@@ -74,7 +74,6 @@ public:
   void restart();                 // a new document: stages marked and not flushed are dropped
   void mark(std::string_view stage);
   void flush(std::size_t bytes);  // prints the line, then restarts
-  bool enabled() const { return enabled_; }
 
 private:
   using Clock = std::chrono::steady_clock;
